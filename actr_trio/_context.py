@@ -1,0 +1,230 @@
+"""``Context``: how a workload acts on the world (calls, tells, discovery, streams, media).
+
+The runtime creates one per handled envelope (and one for ``on_start``/``on_stop`` and for
+``ActrRef``); it carries the caller's identity, request id, trace id and deadline. Nested calls
+made from a handler inherit the remaining deadline and the trace id.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, final, overload
+
+import trio
+from google.protobuf.message import DecodeError, Message
+
+from ._envelope import REQUEST, TELL
+from ._ids import ActrId, ActrType
+from ._lanes import Lane, Priority
+from ._streams import StreamRegistry, StreamSender
+from ._tracks import TrackRegistry
+from .errors import ConfigError, MalformedEnvelope
+
+if TYPE_CHECKING:
+    from ._node import _NodeCore
+    from .transport._abc import MediaSource
+
+M = TypeVar("M", bound=Message)
+
+
+def _payload(message: bytes | Message) -> bytes:
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message)
+    if isinstance(message, Message):
+        return message.SerializeToString()
+    raise TypeError(f"a request must be bytes or a protobuf message, not {type(message).__name__}")
+
+
+@final
+class Context:
+    """Identity of the current request plus the calls a workload makes (DESIGN §3).
+
+    Created by the runtime only. Attributes: ``self_id``, ``caller_id`` (None outside a
+    handler), ``request_id``, ``trace_id``, ``deadline`` (``trio.current_time()`` scale,
+    ``math.inf`` when none).
+    """
+
+    __slots__ = ("_core", "caller_id", "deadline", "request_id", "trace_id")
+
+    def __init__(
+        self,
+        core: _NodeCore,
+        *,
+        caller_id: ActrId | None = None,
+        request_id: str = "",
+        trace_id: str = "",
+        deadline: float = math.inf,
+    ) -> None:
+        self._core = core
+        self.caller_id = caller_id
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"<Context {self.self_id} caller={self.caller_id} request={self.request_id!r}>"
+
+    @property
+    def self_id(self) -> ActrId:
+        """This node's identity."""
+        return self._core.actr_id
+
+    @property
+    def streams(self) -> StreamRegistry:
+        """Register ``stream_id -> async callback(chunk, ctx)`` for inbound stream chunks."""
+        return self._core.streams
+
+    @property
+    def tracks(self) -> TrackRegistry:
+        """Register ``track_id -> async callback(frame, ctx)`` for inbound media frames."""
+        return self._core.tracks
+
+    def _deadline(self, timeout: float | None) -> float:
+        if timeout is None:
+            timeout = self._core.config.default_timeout
+        elif not timeout > 0:
+            raise ConfigError(f"timeout={timeout!r} must be > 0")
+        return min(trio.current_time() + timeout, self.deadline)
+
+    def _trace(self) -> str:
+        return self.trace_id or secrets.token_hex(8)
+
+    async def discover(self, actr_type: ActrType) -> list[ActrId]:
+        """Nodes of ``actr_type`` present in this realm (this node included if it matches).
+
+        Raises:
+            SignalingError: signaling is unreachable right now.
+        """
+        return await self._core.session.discover(actr_type)
+
+    @overload
+    async def call(
+        self,
+        target: ActrId,
+        route_key: str,
+        request: bytes | Message,
+        *,
+        response: type[bytes] = ...,
+        timeout: float | None = None,
+        priority: Priority = Priority.NORMAL,
+        lane: Lane = Lane.RELIABLE,
+    ) -> bytes: ...
+
+    @overload
+    async def call(
+        self,
+        target: ActrId,
+        route_key: str,
+        request: bytes | Message,
+        *,
+        response: type[M],
+        timeout: float | None = None,
+        priority: Priority = Priority.NORMAL,
+        lane: Lane = Lane.RELIABLE,
+    ) -> M: ...
+
+    async def call(
+        self,
+        target: ActrId,
+        route_key: str,
+        request: bytes | Message,
+        *,
+        response: type[Any] = bytes,
+        timeout: float | None = None,
+        priority: Priority = Priority.NORMAL,
+        lane: Lane = Lane.RELIABLE,
+    ) -> Any:
+        """Send a request to ``target`` and wait for its response.
+
+        Args:
+            target: the node to call.
+            route_key: ``package.Service.Method``.
+            request: ``bytes`` or a protobuf message.
+            response: ``bytes`` (default) or the protobuf class to decode the response into.
+            timeout: seconds; ``None`` means ``Config.default_timeout``. Inside a handler the
+                call never outlives the handler's own deadline.
+            priority: the receiver's scheduling priority.
+            lane: ``Lane.RELIABLE`` (default) or ``Lane.SIGNAL``.
+
+        Returns:
+            The response, decoded as ``response``.
+
+        Raises:
+            DeadlineExceeded: no response in time (the deadline travels with the request, so
+                the receiver does not start it once it passed).
+            RemoteError: the handler raised (its code and message travel back).
+            RouteNotFound, EnvelopeTooLarge, MalformedEnvelope, Overloaded,
+                RemoteShuttingDown, WrongTarget: the receiver refused it.
+            PeerUnavailable: ``target`` cannot be reached.
+            ShuttingDown: this node is shutting down.
+
+        Cancellation: cancelling the caller abandons the wait; the request may still be
+        handled by the receiver (its effects stay idempotent by ``request_id``).
+        """
+        data = await self._core.outgate.request(
+            target,
+            route_key,
+            _payload(request),
+            kind=REQUEST,
+            lane=Lane(lane),
+            priority=Priority(priority),
+            deadline=self._deadline(timeout),
+            trace_id=self._trace(),
+        )
+        if response is bytes:
+            return data
+        try:
+            return response.FromString(data)
+        except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+            raise MalformedEnvelope(f"{route_key}: response is not a {response.__name__}: {exc}") from exc
+
+    async def tell(
+        self,
+        target: ActrId,
+        route_key: str,
+        message: bytes | Message,
+        *,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = None,
+        lane: Lane = Lane.RELIABLE,
+    ) -> None:
+        """Send a one-way message; returns once the receiver's mailbox committed it.
+
+        Resent until acknowledged or past the deadline (``timeout``, default
+        ``Config.default_timeout``). Raises like :meth:`call`, except that handler errors are
+        not reported (nobody waits for the handler).
+        """
+        await self._core.outgate.request(
+            target,
+            route_key,
+            _payload(message),
+            kind=TELL,
+            lane=Lane(lane),
+            priority=Priority(priority),
+            deadline=self._deadline(timeout),
+            trace_id=self._trace(),
+        )
+
+    @asynccontextmanager
+    async def open_stream(
+        self, target: ActrId, stream_id: str, *, lane: Lane = Lane.LATENCY_FIRST
+    ) -> AsyncIterator[StreamSender]:
+        """Open a stream of chunks to ``target``'s ``stream_id`` callback.
+
+        ``async with ctx.open_stream(target, "s1") as stream: await stream.send(b"...")``.
+        Leaving the block sends the end-of-stream marker. LatencyFirst (the default) may drop
+        chunks; pass ``lane=Lane.RELIABLE`` for a stream that must not.
+        """
+        sender = StreamSender(self._core.outgate, target, stream_id, Lane(lane))
+        try:
+            yield sender
+        finally:
+            with trio.move_on_after(1.0, shield=True):
+                await sender.aclose()
+
+    async def publish_track(self, target: ActrId, track: MediaSource) -> None:
+        """Send ``track``'s frames to ``target`` (its ``ctx.tracks`` callback for ``track.id``)."""
+        await self._core.transport.publish_track(target, track)

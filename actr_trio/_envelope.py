@@ -1,0 +1,285 @@
+"""Sans-IO codec for packets and envelopes: bytes in, typed values or typed errors out.
+
+Invariants:
+
+* Sizes are checked before anything is parsed (protobuf has no size limit of its own).
+* Any decoding failure becomes :class:`~actr_trio.errors.MalformedEnvelope` or
+  :class:`~actr_trio.errors.EnvelopeTooLarge`; no protobuf exception escapes this module.
+* Protobuf messages never leave it: callers get :class:`Envelope`, :class:`Chunk` and
+  :class:`AckInfo`, plain slotted objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+from google.protobuf.message import DecodeError
+
+from ._ids import ActrId, ActrType
+from ._lanes import Lane, Priority
+from ._proto.actr import types_pb2, wire_pb2
+from .errors import ActrError, CallError, EnvelopeTooLarge, MalformedEnvelope, error_from_wire
+
+REQUEST: Final = wire_pb2.REQUEST
+TELL: Final = wire_pb2.TELL
+RESPONSE: Final = wire_pb2.RESPONSE
+
+# Bytes a packet may carry beyond its payload (ids, route key, headers). Generous: the point is
+# to refuse a 50 MB "envelope" before parsing it, not to count header bytes exactly.
+PACKET_OVERHEAD: Final = 16 * 1024
+
+# ActrId construction validates with a regex; packets repeat the same few ids, so remember them.
+_ID_CACHE_LIMIT: Final = 4096
+_id_cache: dict[tuple[str, int, str, str], ActrId] = {}
+
+
+@attrs.frozen
+class WireError:
+    """An error as it travels: ``ErrorKind`` value, application code, message."""
+
+    kind: int
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: CallError) -> WireError:
+        return cls(exc.wire_kind, exc.code, exc.message)
+
+    def to_exception(self) -> CallError:
+        return error_from_wire(self.kind, self.code, self.message)
+
+    def to_proto(self) -> wire_pb2.ErrorPayload:
+        return wire_pb2.ErrorPayload(kind=self.kind, code=self.code, message=self.message)  # type: ignore[arg-type]
+
+
+@attrs.define(slots=True)
+class Envelope:
+    """A decoded ``RpcEnvelope`` (see protos/actr/wire.proto)."""
+
+    kind: int
+    route_key: str
+    payload: bytes
+    request_id: str
+    trace_id: str
+    caller: ActrId | None
+    target: ActrId | None
+    priority: Priority
+    lane: Lane
+    deadline_ms: int
+    error: WireError | None = None
+
+
+@attrs.define(slots=True)
+class Chunk:
+    """A decoded ``StreamChunk``."""
+
+    stream_id: str
+    sequence: int
+    payload: bytes
+    end: bool
+
+
+@attrs.define(slots=True)
+class AckInfo:
+    """A decoded link acknowledgement."""
+
+    epoch: int
+    cumulative: int
+    reset: bool
+    refused: dict[int, WireError]
+
+
+@attrs.define(slots=True)
+class InvalidEnvelope:
+    """A sequenced packet whose envelope is unacceptable: refuse it, naming ``error``."""
+
+    error: CallError
+    request_id: str
+
+
+@attrs.define(slots=True)
+class Packet:
+    """One decoded packet.
+
+    ``body`` is an Envelope, a Chunk, an AckInfo, a WireError (the peer rejected something we
+    sent) or an InvalidEnvelope (a sequenced envelope we must refuse).
+    """
+
+    epoch: int
+    seq: int
+    body: Envelope | Chunk | AckInfo | WireError | InvalidEnvelope
+    envelope_bytes: bytes = b""  # the RpcEnvelope's own encoding, stored in the mailbox
+
+
+def actr_id_from_proto(msg: types_pb2.ActrId) -> ActrId:
+    """``ActrId.from_proto`` with a cache; raises MalformedEnvelope on invalid fields."""
+    key = (msg.realm, msg.serial, msg.type.manufacturer, msg.type.name)
+    found = _id_cache.get(key)
+    if found is None:
+        try:
+            found = ActrId(msg.realm, msg.serial, ActrType(msg.type.manufacturer, msg.type.name))
+        except ActrError as exc:
+            raise MalformedEnvelope(f"invalid ActrId: {exc}") from exc
+        if len(_id_cache) >= _ID_CACHE_LIMIT:
+            _id_cache.clear()
+        _id_cache[key] = found
+    return found
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    """Serialize an :class:`Envelope` to ``RpcEnvelope`` bytes."""
+    msg = wire_pb2.RpcEnvelope(
+        kind=env.kind,  # type: ignore[arg-type]
+        route_key=env.route_key,
+        payload=env.payload,
+        request_id=env.request_id,
+        trace_id=env.trace_id,
+        priority=int(env.priority),  # type: ignore[arg-type]
+        lane=int(env.lane),  # type: ignore[arg-type]
+        deadline_ms=env.deadline_ms,
+    )
+    if env.caller is not None:
+        msg.caller.CopyFrom(env.caller.to_proto())
+    if env.target is not None:
+        msg.target.CopyFrom(env.target.to_proto())
+    if env.error is not None:
+        msg.error.CopyFrom(env.error.to_proto())
+    return msg.SerializeToString()
+
+
+def decode_envelope(data: bytes, *, max_payload: int) -> Envelope:
+    """Parse ``RpcEnvelope`` bytes (from the wire or the mailbox).
+
+    Raises:
+        EnvelopeTooLarge: ``data`` or its payload exceeds ``max_payload``.
+        MalformedEnvelope: not a valid envelope.
+    """
+    if len(data) > max_payload + PACKET_OVERHEAD:
+        raise EnvelopeTooLarge(f"envelope of {len(data)} bytes exceeds max_payload={max_payload}")
+    msg = wire_pb2.RpcEnvelope()
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise MalformedEnvelope(f"undecodable envelope: {exc}") from exc
+    return _envelope_from_proto(msg, max_payload)
+
+
+def _envelope_from_proto(msg: wire_pb2.RpcEnvelope, max_payload: int) -> Envelope:
+    if len(msg.payload) > max_payload:
+        raise EnvelopeTooLarge(
+            f"payload of {len(msg.payload)} bytes exceeds max_payload={max_payload}"
+        )
+    if msg.kind not in (REQUEST, TELL, RESPONSE):
+        raise MalformedEnvelope(f"unknown envelope kind {msg.kind}")
+    try:
+        priority = Priority(msg.priority or Priority.NORMAL)
+        lane = Lane(msg.lane or Lane.RELIABLE)
+    except ValueError as exc:
+        raise MalformedEnvelope(str(exc)) from exc
+    error = None
+    if msg.HasField("error"):
+        error = WireError(msg.error.kind, msg.error.code, msg.error.message)
+    return Envelope(
+        kind=msg.kind,
+        route_key=msg.route_key,
+        payload=msg.payload,
+        request_id=msg.request_id,
+        trace_id=msg.trace_id,
+        caller=actr_id_from_proto(msg.caller) if msg.HasField("caller") else None,
+        target=actr_id_from_proto(msg.target) if msg.HasField("target") else None,
+        priority=priority,
+        lane=lane,
+        deadline_ms=msg.deadline_ms,
+        error=error,
+    )
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+# Field 10 (envelope), wire type 2 (length-delimited): (10 << 3) | 2.
+_ENVELOPE_TAG: Final = _varint((10 << 3) | 2)
+
+
+def encode_sequenced(epoch: int, seq: int, envelope_bytes: bytes) -> bytes:
+    """A ``Packet`` carrying already-encoded envelope bytes, without re-encoding them.
+
+    Serialized protobuf fields concatenate, so the header and the envelope field are joined.
+    """
+    header = wire_pb2.Packet(epoch=epoch, seq=seq).SerializeToString()
+    return header + _ENVELOPE_TAG + _varint(len(envelope_bytes)) + envelope_bytes
+
+
+def encode_chunk(chunk: Chunk) -> bytes:
+    """A ``Packet`` carrying a stream chunk (unsequenced: the stream has its own sequence)."""
+    pkt = wire_pb2.Packet()
+    pkt.chunk.stream_id = chunk.stream_id
+    pkt.chunk.sequence = chunk.sequence
+    pkt.chunk.payload = chunk.payload
+    pkt.chunk.end = chunk.end
+    return pkt.SerializeToString()
+
+
+def encode_ack(epoch: int, cumulative: int, *, reset: bool = False, refused: Sequence[tuple[int, WireError]] = ()) -> bytes:
+    """A ``Packet`` carrying a link acknowledgement."""
+    pkt = wire_pb2.Packet()
+    pkt.ack.epoch = epoch
+    pkt.ack.cumulative = cumulative
+    pkt.ack.reset = reset
+    for seq, error in refused:
+        pkt.ack.refused.add(seq=seq, error=error.to_proto())
+    return pkt.SerializeToString()
+
+
+def encode_rejection(error: WireError) -> bytes:
+    """A ``Packet`` telling a peer that something it sent could not be decoded."""
+    pkt = wire_pb2.Packet()
+    pkt.rejected.CopyFrom(error.to_proto())
+    return pkt.SerializeToString()
+
+
+def decode_packet(data: bytes, *, max_payload: int) -> Packet:
+    """Parse one ``Packet``.
+
+    Raises:
+        EnvelopeTooLarge: over ``max_payload`` (checked before parsing).
+        MalformedEnvelope: anything else wrong with it.
+    """
+    if len(data) > max_payload + PACKET_OVERHEAD:
+        raise EnvelopeTooLarge(f"packet of {len(data)} bytes exceeds max_payload={max_payload}")
+    pkt = wire_pb2.Packet()
+    try:
+        pkt.ParseFromString(data)
+    except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise MalformedEnvelope(f"undecodable packet: {exc}") from exc
+    which = pkt.WhichOneof("body")
+    if which == "envelope":
+        try:
+            env = _envelope_from_proto(pkt.envelope, max_payload)
+        except CallError as exc:
+            return Packet(pkt.epoch, pkt.seq, InvalidEnvelope(exc, pkt.envelope.request_id))
+        return Packet(pkt.epoch, pkt.seq, env, pkt.envelope.SerializeToString())
+    if which == "chunk":
+        c = pkt.chunk
+        if len(c.payload) > max_payload:
+            raise EnvelopeTooLarge(f"chunk of {len(c.payload)} bytes exceeds max_payload={max_payload}")
+        return Packet(0, 0, Chunk(c.stream_id, c.sequence, c.payload, c.end))
+    if which == "ack":
+        a = pkt.ack
+        refused = {r.seq: WireError(r.error.kind, r.error.code, r.error.message) for r in a.refused}
+        return Packet(0, 0, AckInfo(a.epoch, a.cumulative, a.reset, refused))
+    if which == "rejected":
+        r = pkt.rejected
+        return Packet(0, 0, WireError(r.kind, r.code, r.message))
+    raise MalformedEnvelope("packet has no body")

@@ -1,0 +1,207 @@
+"""The inbound gate (middle ring): what arrives from the transport goes where it belongs.
+
+* Stream chunks go to the StreamRegistry (FLG1), media frames to the TrackRegistry (FLG2).
+* Acks and responses go to the OutGate, which is waiting for them.
+* Requests and tells are accepted in link order (``_link.ReceiveLink``), committed to the
+  mailbox **before** they are acknowledged (one transaction per inbound batch: group commit),
+  then queued on the scheduler. Anything unacceptable (unknown route, wrong target, too large,
+  malformed, overloaded, shutting down) is acknowledged with a refusal naming the reason, so its
+  sender gets a typed error; the node keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ._envelope import (
+    REQUEST,
+    RESPONSE,
+    AckInfo,
+    Chunk,
+    Envelope,
+    InvalidEnvelope,
+    WireError,
+    decode_packet,
+    encode_ack,
+    encode_rejection,
+)
+from ._ids import ActrId
+from ._lanes import Lane
+from ._link import ReceiveLink
+from ._mailbox import Accept, Accepted, Duplicate, Mailbox, StoredEnvelope
+from .errors import (
+    CallError,
+    Overloaded,
+    RemoteShuttingDown,
+    RouteNotFound,
+    WrongTarget,
+)
+from .transport._abc import InboundFrame, InboundPackets, Transport
+
+if TYPE_CHECKING:
+    from ._outgate import OutGate
+    from ._streams import StreamRegistry
+    from ._tracks import TrackRegistry
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(slots=True)
+class Work:
+    """What the scheduler runs: the stored row and its decoded envelope."""
+
+    stored: StoredEnvelope
+    envelope: Envelope
+    peer: ActrId
+
+
+@attrs.frozen
+class InGateStatistics:
+    """Counters of the inbound gate."""
+
+    batches: int
+    accepted: int
+    duplicates: int
+    refused: int
+    rejected_packets: int
+
+
+class InGate:
+    """Reads ``transport.inbound`` until it ends; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        local: ActrId,
+        transport: Transport,
+        mailbox: Mailbox,
+        outgate: OutGate,
+        streams: StreamRegistry,
+        tracks: TrackRegistry,
+        has_route: Callable[[str], bool],
+        enqueue: Callable[[Work], None],
+        max_payload: int,
+    ) -> None:
+        self._local = local
+        self._transport = transport
+        self._mailbox = mailbox
+        self._outgate = outgate
+        self._streams = streams
+        self._tracks = tracks
+        self._has_route = has_route
+        self._enqueue = enqueue
+        self._max_payload = max_payload
+        self._links: dict[tuple[ActrId, Lane], ReceiveLink] = {}
+        self.accepting = True
+        self._batches = self._accepted = self._duplicates = self._refused = self._rejected = 0
+
+    def statistics(self) -> InGateStatistics:
+        return InGateStatistics(self._batches, self._accepted, self._duplicates, self._refused, self._rejected)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve inbound traffic until the transport's inbound channel ends or cancelled."""
+        task_status.started()
+        async for item in self._transport.inbound:
+            if isinstance(item, InboundFrame):
+                self._tracks.deliver(item)
+            else:
+                await self._on_batch(item)
+
+    def _refusal(self, env: Envelope) -> CallError | None:
+        if not self.accepting:
+            return RemoteShuttingDown(f"{self._local} is shutting down", code="shutting_down")
+        if env.target is not None and env.target != self._local:
+            return WrongTarget(f"envelope for {env.target} reached {self._local}")
+        if env.kind != RESPONSE and not self._has_route(env.route_key):
+            return RouteNotFound(f"{self._local} has no route {env.route_key!r}")
+        return None
+
+    async def _on_batch(self, batch: InboundPackets) -> None:
+        self._batches += 1
+        peer, lane = batch.peer, batch.lane
+        link = self._links.get((peer, lane))
+        if link is None:
+            link = self._links[(peer, lane)] = ReceiveLink()
+        accepts: list[tuple[int, Envelope, Accept]] = []
+        touched: list[int] = []
+        reset_epoch: int | None = None
+        replies: list[bytes] = []
+        for raw in batch.packets:
+            try:
+                pkt = decode_packet(raw, max_payload=self._max_payload)
+            except CallError as exc:
+                self._rejected += 1
+                log.warning("rejected a packet from %s: %s", peer, exc)
+                replies.append(encode_rejection(WireError.of(exc)))
+                continue
+            body = pkt.body
+            if isinstance(body, Chunk):
+                await self._streams.deliver(peer, lane, body)
+                continue
+            if isinstance(body, AckInfo):
+                self._outgate.on_ack(peer, lane, body)
+                continue
+            if isinstance(body, WireError):
+                log.warning("%s rejected something we sent: %s", peer, body.message)
+                continue
+            verdict = link.classify(pkt.epoch, pkt.seq)
+            if verdict == "reset":
+                reset_epoch = pkt.epoch
+                continue
+            touched.append(pkt.seq)
+            if verdict != "accept":
+                continue
+            if isinstance(body, InvalidEnvelope):
+                self._refuse(link, pkt.seq, body.error, peer)
+                continue
+            if body.kind == RESPONSE:
+                self._outgate.on_response(body)
+                continue
+            refusal = self._refusal(body)
+            if refusal is not None:
+                self._refuse(link, pkt.seq, refusal, peer)
+                continue
+            accepts.append(
+                (pkt.seq, body, Accept(str(peer), body.request_id, body.priority, pkt.envelope_bytes))
+            )
+        if accepts:
+            await self._commit(link, peer, lane, accepts)
+        if touched and link.epoch is not None:
+            replies.append(encode_ack(link.epoch, link.cumulative, refused=link.refusals(touched)))
+        if reset_epoch is not None:
+            replies.append(encode_ack(reset_epoch, 0, reset=True))
+        if replies:
+            await self._reply(peer, lane, replies)
+
+    def _refuse(self, link: ReceiveLink, seq: int, error: CallError, peer: ActrId) -> None:
+        self._refused += 1
+        log.info("refused an envelope from %s: %s", peer, error)
+        link.refuse(seq, WireError.of(error))
+
+    async def _commit(
+        self, link: ReceiveLink, peer: ActrId, lane: Lane, accepts: list[tuple[int, Envelope, Accept]]
+    ) -> None:
+        outcomes = await self._mailbox.accept([a for _, _, a in accepts])
+        for (seq, env, _), outcome in zip(accepts, outcomes, strict=True):
+            if isinstance(outcome, Accepted):
+                self._accepted += 1
+                self._enqueue(Work(outcome.envelope, env, peer))
+            elif isinstance(outcome, Duplicate):
+                self._duplicates += 1
+                if outcome.response is not None and env.kind == REQUEST:
+                    self._outgate.respond(peer, lane, outcome.response, trio.current_time() + 60.0)
+            else:
+                self._refuse(link, seq, Overloaded(f"{self._local}: mailbox full ({outcome.reason})", code="overloaded"), peer)
+
+    async def _reply(self, peer: ActrId, lane: Lane, packets: list[bytes]) -> None:
+        # Acks bypass the sender links (they are not sequenced); a peer that vanished simply
+        # retransmits later, so a failed ack is only logged.
+        try:
+            await self._transport.send(peer, lane, packets)
+        except Exception as exc:  # noqa: BLE001 - any transport failure: the peer retransmits
+            log.info("could not ack %s: %s", peer, exc)

@@ -1,0 +1,123 @@
+"""Sans-IO end-to-end reliability for Signal/Reliable envelopes between two nodes.
+
+A lane that may drop (RELIABLE has maxRetransmits=8) must not lose what it promised to keep,
+nor reorder it (DESIGN §6.3 FIFO per sender). So every sequenced envelope from A to B carries
+``(epoch, seq)``; B accepts only the next expected ``seq`` (go-back-N: a gap is dropped, not
+buffered) and acknowledges cumulatively once the envelope is committed; A retransmits everything
+unacknowledged, in order, when acks stop making progress.
+
+Rules:
+
+1. B accepts a new epoch only at ``seq == 1``. A packet of an epoch B does not know, with a
+   higher ``seq``, gets an ack with ``reset``: A then starts a new epoch and renumbers its
+   unacknowledged envelopes from 1, in their original order. (B restarted and lost its link
+   state; envelopes it had committed are recognised by the mailbox's dedupe table.)
+2. An ack acknowledges every ``seq <= cumulative`` of its epoch; acks of another epoch are stale.
+3. A refused envelope (overloaded, malformed, shutting down...) is still acknowledged, with the
+   reason; B keeps recent refusals so a retransmission gets the same answer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Final, Generic, Literal, TypeVar
+
+from ._envelope import WireError
+
+T = TypeVar("T")
+
+# Refusals remembered per link for retransmissions whose ack was lost. Bounded: an ack older
+# than this many refusals ago is answered with a plain cumulative ack (the sender already had
+# time to get the first one).
+REFUSALS_KEPT: Final = 1024
+
+Verdict = Literal["accept", "duplicate", "gap", "reset"]
+
+
+def new_epoch() -> int:
+    """A random 63-bit epoch (distinct across restarts without any stored state)."""
+    return random.getrandbits(63) or 1
+
+
+class SendLink(Generic[T]):
+    """The sender's side of one link: numbering, unacknowledged items, retransmission."""
+
+    def __init__(self, epoch: int | None = None) -> None:
+        self.epoch = new_epoch() if epoch is None else epoch
+        self._next = 1
+        self._unacked: OrderedDict[int, T] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._unacked)
+
+    def stamp(self, item: T) -> int:
+        """Number ``item`` and remember it until it is acknowledged; returns its seq."""
+        seq = self._next
+        self._next += 1
+        self._unacked[seq] = item
+        return seq
+
+    def unacked(self) -> list[tuple[int, T]]:
+        """Everything not yet acknowledged, in seq order (what a retransmission sends)."""
+        return list(self._unacked.items())
+
+    def on_ack(self, epoch: int, cumulative: int) -> list[tuple[int, T]]:
+        """Apply an ack; returns the items it acknowledged, in seq order."""
+        if epoch != self.epoch:
+            return []
+        done: list[tuple[int, T]] = []
+        while self._unacked:
+            seq = next(iter(self._unacked))
+            if seq > cumulative:
+                break
+            done.append((seq, self._unacked.pop(seq)))
+        return done
+
+    def restart(self) -> list[tuple[int, T]]:
+        """Start a new epoch, renumbering unacknowledged items from 1 in their order."""
+        items = list(self._unacked.values())
+        self.epoch = new_epoch()
+        self._next = 1
+        self._unacked.clear()
+        return [(self.stamp(item), item) for item in items]
+
+
+class ReceiveLink:
+    """The receiver's side of one link: which packets to accept, and what to ack."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.expected = 1
+        self._refusals: OrderedDict[int, WireError] = OrderedDict()
+
+    def classify(self, epoch: int, seq: int) -> Verdict:
+        """Decide what to do with sequenced packet ``(epoch, seq)``; advances on "accept"."""
+        if epoch != self.epoch:
+            if seq != 1:
+                return "reset"
+            self.epoch = epoch
+            self.expected = 1
+            self._refusals.clear()
+        if seq < self.expected:
+            return "duplicate"
+        if seq > self.expected:
+            return "gap"
+        self.expected += 1
+        return "accept"
+
+    @property
+    def cumulative(self) -> int:
+        """Highest seq accepted in the current epoch (0 when none)."""
+        return self.expected - 1
+
+    def refuse(self, seq: int, error: WireError) -> None:
+        """Remember that accepted ``seq`` was refused with ``error``."""
+        self._refusals[seq] = error
+        while len(self._refusals) > REFUSALS_KEPT:
+            self._refusals.popitem(last=False)
+
+    def refusals(self, seqs: Iterable[int]) -> list[tuple[int, WireError]]:
+        """The remembered refusals among ``seqs``."""
+        return [(s, self._refusals[s]) for s in seqs if s in self._refusals]

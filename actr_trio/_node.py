@@ -1,0 +1,476 @@
+"""Lifecycle: ``ActrSystem(config).attach(workload).start()`` -> ``ActrRef`` (DESIGN §2).
+
+The node is one nursery of sibling components. Start order, read top to bottom in
+:meth:`_NodeCore.run`: mailbox open; 1. signaling registered; 2. transport open; 3. ``on_start``;
+4. scheduler (after replaying what the mailbox holds); 5. inbound gate accepting.
+
+Shutdown order, in :meth:`_NodeCore._shutdown`, the same whether it was asked for, the
+``async with`` block ended, the enclosing scope was cancelled, SIGTERM arrived or a sibling
+crashed: 1. stop accepting (new envelopes are refused with ``ShuttingDown``); 2. drain the
+scheduler, bounded by ``Config.shutdown_grace`` (what is left stays in the mailbox for replay);
+3. ``on_stop``; 4. close the transport, then unregister from signaling.
+
+Each component runs in its own shielded cancel scope, so an outside cancellation cannot tear
+them down out of order: the shutdown sequence stops them one by one (under a bounded scope).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, final
+
+import attrs
+import trio
+
+from ._config import Config
+from ._context import Context
+from ._envelope import REQUEST, RESPONSE, Envelope, WireError, encode_envelope
+from ._fastlane import FastLaneStatistics
+from ._ids import ActrId
+from ._ingate import InGate, InGateStatistics, Work
+from ._mailbox import Mailbox, MailboxStatistics, open_mailbox
+from ._outgate import OutGate, OutGateStatistics
+from ._router import RouteTable, Workload
+from ._scheduler import Scheduler, SchedulerStatistics
+from ._streams import StreamRegistry
+from ._tracks import TrackRegistry
+from .errors import (
+    CallError,
+    ConfigError,
+    DeadlineExceeded,
+    RemoteError,
+    RouteNotFound,
+    ShuttingDown,
+)
+from .transport._abc import SignalingConnector, SignalingSession, Transport
+
+if TYPE_CHECKING:
+    from ._ids import ActrType
+    from .transport._abc import MediaSource
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE: Final = "identity.json"
+# Step 4 of shutdown waits this long (within the grace period) for peers to ack what was sent.
+ACK_FLUSH: Final = 1.0
+# Bound on stopping one component once cancelled (its own cleanup is shielded and bounded).
+STOP_BOUND: Final = 5.0
+
+
+@attrs.frozen
+class NodeStatistics:
+    """Snapshot of a running node (``ref.statistics()``)."""
+
+    actr_id: ActrId
+    mailbox: MailboxStatistics
+    scheduler: SchedulerStatistics
+    inbound: InGateStatistics
+    outbound: OutGateStatistics
+    streams: FastLaneStatistics
+    tracks: FastLaneStatistics
+
+
+class _Component:
+    """Runs one sibling task in its own shielded scope, so shutdown can stop it in order."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.scope = trio.CancelScope(shield=True)
+        self.done = trio.Event()
+
+    async def run(self, fn: Callable[..., Awaitable[None]], *args: object, task_status: trio.TaskStatus[Any]) -> None:
+        try:
+            with self.scope:
+                await fn(*args, task_status=task_status)
+        finally:
+            self.done.set()
+
+    async def stop(self) -> None:
+        self.scope.cancel(reason=f"node shutting down: stopping {self.name}")
+        with trio.move_on_after(STOP_BOUND):
+            await self.done.wait()
+
+
+def _load_identity(data_dir: Path | None) -> ActrId | None:
+    if data_dir is None:
+        return None
+    path = data_dir / IDENTITY_FILE
+    try:
+        return ActrId.parse(json.loads(path.read_text())["actr_id"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: unreadable identity ({exc}); remove it to get a new ActrId") from exc
+
+
+def _save_identity(data_dir: Path | None, actr_id: ActrId) -> None:
+    if data_dir is None:
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / (IDENTITY_FILE + ".tmp")
+    tmp.write_text(json.dumps({"actr_id": str(actr_id)}))
+    tmp.replace(data_dir / IDENTITY_FILE)
+
+
+class _NodeCore:
+    """Everything inside one running node. Private: users hold an ``ActrRef``."""
+
+    def __init__(self, config: Config, workload: Workload, transport: Transport, signaling: SignalingConnector) -> None:
+        self.config = config
+        self.workload = workload
+        self.routes = RouteTable(workload)
+        self.transport = transport
+        self.signaling = signaling
+        self.mailbox: Mailbox = open_mailbox(config)
+        self.outgate = OutGate(transport, max_payload=config.max_payload)
+        self.scheduler: Scheduler[Work] = Scheduler(self._handle, capacity=config.mailbox_capacity, aging=config.aging)
+        self.streams = StreamRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
+        self.tracks = TrackRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
+        self._session: SignalingSession | None = None
+        self._ingate: InGate | None = None
+        self.shutdown_requested = trio.Event()
+        self.stopped = trio.Event()
+
+    @property
+    def actr_id(self) -> ActrId:
+        return self.session.actr_id
+
+    @property
+    def session(self) -> SignalingSession:
+        if self._session is None:
+            raise ShuttingDown("the node is not registered")
+        return self._session
+
+    def _peer_context(self, peer: ActrId | None) -> Context:
+        return Context(self, caller_id=peer)
+
+    def statistics(self) -> NodeStatistics:
+        assert self._ingate is not None
+        return NodeStatistics(
+            self.actr_id,
+            self.mailbox.statistics(),
+            self.scheduler.statistics(),
+            self._ingate.statistics(),
+            self.outgate.statistics(),
+            self.streams.statistics(),
+            self.tracks.statistics(),
+        )
+
+    def _enqueue(self, work: Work) -> None:
+        self.scheduler.enqueue(work.envelope.priority, work)
+
+    async def run(self, *, task_status: trio.TaskStatus[ActrRef]) -> None:
+        c = {name: _Component(name) for name in ("mailbox", "signaling", "transport", "outgate", "streams", "tracks", "scheduler", "ingate")}
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(c["mailbox"].run, self.mailbox.run)
+                previous = _load_identity(self.config.data_dir)
+                actr_type = type(self.workload).actr_type
+                self._session = await nursery.start(c["signaling"].run, self.signaling.run, actr_type, previous)  # 1
+                _save_identity(self.config.data_dir, self.actr_id)
+                await nursery.start(c["transport"].run, self.transport.run, self.session)  # 2
+                await nursery.start(c["outgate"].run, self.outgate.run, self.actr_id)
+                await nursery.start(c["streams"].run, self.streams.run)
+                await nursery.start(c["tracks"].run, self.tracks.run)
+                await self.workload.on_start(Context(self))  # 3
+                await nursery.start(c["scheduler"].run, self.scheduler.run)  # 4
+                await self._replay()
+                self._ingate = InGate(
+                    local=self.actr_id,
+                    transport=self.transport,
+                    mailbox=self.mailbox,
+                    outgate=self.outgate,
+                    streams=self.streams,
+                    tracks=self.tracks,
+                    has_route=self.routes.__contains__,
+                    enqueue=self._enqueue,
+                    max_payload=self.config.max_payload,
+                )
+                await nursery.start(c["ingate"].run, self._ingate.run)  # 5
+                log.info("%s started (%s)", self.actr_id, type(self.workload).__name__)
+                task_status.started(ActrRef._create(self))
+                await self.shutdown_requested.wait()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._shutdown(c)
+                self.stopped.set()
+
+    async def _replay(self) -> None:
+        for stored in await self.mailbox.pending():
+            from ._envelope import decode_envelope
+
+            try:
+                env = decode_envelope(stored.data, max_payload=self.config.max_payload)
+            except CallError as exc:
+                log.error("dropping undecodable mailbox row %d: %s", stored.id, exc)
+                self.mailbox.complete(stored.id, None)
+                continue
+            peer = env.caller if env.caller is not None else ActrId.parse(stored.caller)
+            self._enqueue(Work(stored, env, peer))
+
+    async def _shutdown(self, c: dict[str, _Component]) -> None:
+        grace = self.config.shutdown_grace
+        if self._ingate is not None:
+            self._ingate.accepting = False  # 1. stop accepting
+        if c["scheduler"].scope.cancel_called is False and self._ingate is not None:
+            self.scheduler.stop_when_idle()  # 2. drain, bounded
+            with trio.move_on_after(grace):
+                await c["scheduler"].done.wait()
+        await c["scheduler"].stop()
+        if self._session is not None:
+            with trio.move_on_after(grace):
+                try:
+                    await self.workload.on_stop(Context(self))  # 3.
+                except Exception:
+                    log.exception("%s: on_stop failed", self._session.actr_id)
+            with trio.move_on_after(min(ACK_FLUSH, grace)):
+                await self.outgate.wait_acked()
+        self.outgate.close()
+        with trio.move_on_after(STOP_BOUND):
+            await self.mailbox.flush()
+        for name in ("ingate", "streams", "tracks", "outgate", "transport", "signaling", "mailbox"):  # 4.
+            await c[name].stop()
+        log.info("%s stopped", self._session.actr_id if self._session else "node")
+
+    async def _handle(self, work: Work) -> None:
+        env, stored = work.envelope, work.stored
+        response = await self._run_handler(work)
+        data = None
+        if env.kind == REQUEST:
+            reply = Envelope(
+                kind=RESPONSE,
+                route_key=env.route_key,
+                payload=response if isinstance(response, bytes) else b"",
+                request_id=env.request_id,
+                trace_id=env.trace_id,
+                caller=self.actr_id,
+                target=work.peer,
+                priority=env.priority,
+                lane=env.lane,
+                deadline_ms=env.deadline_ms,
+                error=response if isinstance(response, WireError) else None,
+            )
+            data = encode_envelope(reply)
+        self.mailbox.complete(stored.id, data)
+        if data is not None:
+            self.outgate.respond(work.peer, env.lane, data, self._trio_deadline(env.deadline_ms, 60.0))
+
+    @staticmethod
+    def _trio_deadline(deadline_ms: int, default: float) -> float:
+        if not deadline_ms:
+            return trio.current_time() + default
+        return trio.current_time() + (deadline_ms / 1000 - time.time())
+
+    async def _run_handler(self, work: Work) -> bytes | WireError:
+        env = work.envelope
+        if env.deadline_ms and env.deadline_ms <= time.time() * 1000:
+            return WireError.of(DeadlineExceeded(f"{env.route_key}: deadline passed before it was started"))
+        bound = self.routes.get(env.route_key)
+        if bound is None:
+            return WireError.of(RouteNotFound(f"{self.actr_id} has no route {env.route_key!r}"))
+        deadline = self._trio_deadline(env.deadline_ms, math.inf) if env.deadline_ms else math.inf
+        ctx = Context(self, caller_id=work.peer, request_id=env.request_id, trace_id=env.trace_id, deadline=deadline)
+        try:
+            request = bound.decode(env.payload)
+            with trio.move_on_at(deadline) as scope:
+                result = await bound.handler(request, ctx)
+            if scope.cancelled_caught:
+                return WireError.of(DeadlineExceeded(f"{env.route_key}: handler passed the caller's deadline"))
+            return bound.encode(result)
+        except CallError as exc:
+            if not isinstance(exc, RemoteError):
+                log.info("%s: %s raised %r", self.actr_id, env.route_key, exc)
+            return WireError.of(exc) if exc.code or not isinstance(exc, RemoteError) else WireError(
+                exc.wire_kind, type(exc).__name__, exc.message
+            )
+        except Exception as exc:
+            log.exception("%s: handler %s failed", self.actr_id, env.route_key)
+            return WireError(RemoteError.wire_kind, type(exc).__name__, str(exc) or type(exc).__name__)
+
+
+@final
+class ActrRef:
+    """A running node: its identity, its statistics, and the calls of :class:`Context`.
+
+    Created by ``ActrNode.start()`` only.
+    """
+
+    def __init__(self, core: _NodeCore, ctx: Context, token: object) -> None:
+        if token is not _TOKEN:
+            raise TypeError("ActrRef is created by ActrNode.start()")
+        self._core = core
+        self._ctx = ctx
+
+    @classmethod
+    def _create(cls, core: _NodeCore) -> ActrRef:
+        return cls(core, Context(core), _TOKEN)
+
+    def __repr__(self) -> str:
+        return f"<ActrRef {self._core.actr_id} {type(self._core.workload).__name__}>"
+
+    @property
+    def actr_id(self) -> ActrId:
+        """This node's identity."""
+        return self._core.actr_id
+
+    @property
+    def context(self) -> Context:
+        """A context for code outside handlers (no caller, no deadline)."""
+        return self._ctx
+
+    @property
+    def call(self) -> Any:
+        """:meth:`Context.call` from outside a handler."""
+        return self._ctx.call
+
+    @property
+    def tell(self) -> Any:
+        """:meth:`Context.tell` from outside a handler."""
+        return self._ctx.tell
+
+    async def discover(self, actr_type: ActrType) -> list[ActrId]:
+        """:meth:`Context.discover`."""
+        return await self._ctx.discover(actr_type)
+
+    def open_stream(self, target: ActrId, stream_id: str, **kwargs: Any) -> Any:
+        """:meth:`Context.open_stream`."""
+        return self._ctx.open_stream(target, stream_id, **kwargs)
+
+    async def publish_track(self, target: ActrId, track: MediaSource) -> None:
+        """:meth:`Context.publish_track`."""
+        await self._ctx.publish_track(target, track)
+
+    @property
+    def streams(self) -> StreamRegistry:
+        return self._core.streams
+
+    @property
+    def tracks(self) -> TrackRegistry:
+        return self._core.tracks
+
+    def statistics(self) -> NodeStatistics:
+        """Counters of every component."""
+        return self._core.statistics()
+
+    @property
+    def mailbox(self) -> Mailbox:
+        """The node's mailbox (dead letters: ``dead_letters()``, ``redrive()``, ``purge_dead_letters()``)."""
+        return self._core.mailbox
+
+    async def shutdown(self) -> None:
+        """Shut down in the documented order and return once the node stopped."""
+        self._core.shutdown_requested.set()
+        await self._core.stopped.wait()
+
+    async def wait_for_shutdown(self) -> None:
+        """Wait until SIGINT/SIGTERM (then shut down gracefully) or another shutdown.
+
+        Must run in the main thread (signal handling).
+        """
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_signal() -> None:
+                    async for signum in signals:
+                        log.info("%s: received %s, shutting down", self.actr_id, signal.Signals(signum).name)
+                        self._core.shutdown_requested.set()
+                        return
+
+                nursery.start_soon(on_signal)
+                await self._core.shutdown_requested.wait()
+                nursery.cancel_scope.cancel()
+        await self._core.stopped.wait()
+
+
+_TOKEN: Final = object()
+
+
+@final
+class ActrNode:
+    """A system with its workload attached; ``start()`` runs it."""
+
+    def __init__(self, core: _NodeCore) -> None:
+        self._core = core
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"<ActrNode {type(self._core.workload).__name__}>"
+
+    @asynccontextmanager
+    async def start(self) -> AsyncIterator[ActrRef]:
+        """Start the node (DESIGN §2 order) and yield its :class:`ActrRef`.
+
+        Leaving the block shuts the node down in the documented order. A crash in one of the
+        node's components cancels the others and propagates out of this block (as an
+        ``ExceptionGroup``, Trio's nursery semantics); nothing accepted is lost.
+
+        Raises:
+            ConfigError: started twice, or an invalid workload or data dir.
+            SignalingError, AuthError: registration failed.
+        """
+        if self._started:
+            raise ConfigError("a node starts once; build a new ActrSystem to start again")
+        self._started = True
+        async with trio.open_nursery() as nursery:
+            ref = await nursery.start(self._core.run)
+            try:
+                yield ref
+            finally:
+                self._core.shutdown_requested.set()
+
+
+@final
+class ActrSystem:
+    """The runtime infrastructure of one node before it has a workload (DESIGN §2).
+
+    Args:
+        config: the node's configuration.
+        transport: override the transport (``LocalRealm`` passes a loopback transport); by
+            default a ``WebRTCTransport`` for ``config``.
+        signaling: override how the node registers; by default a WebSocket client of
+            ``config.signaling_url``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transport: Transport | None = None,
+        signaling: SignalingConnector | None = None,
+    ) -> None:
+        self.config = config
+        self._transport = transport
+        self._signaling = signaling
+        self._attached = False
+
+    def attach(self, workload: Workload) -> ActrNode:
+        """Attach the workload; consumes the system.
+
+        Raises:
+            ConfigError: already attached, or the workload has no ``actr_type``.
+        """
+        if self._attached:
+            raise ConfigError("this ActrSystem already has a workload (one workload per node)")
+        if not isinstance(workload, Workload):
+            raise ConfigError(f"{workload!r} is not a Workload")
+        self._attached = True
+        transport = self._transport
+        if transport is None:
+            from .transport._webrtc import WebRTCTransport
+
+            transport = WebRTCTransport(self.config)
+        signaling = self._signaling
+        if signaling is None:
+            if self.config.signaling_url is None:
+                raise ConfigError("Config.signaling_url is required (or use actr_trio.testing.LocalRealm)")
+            from .signaling._client import SignalingClient
+
+            signaling = SignalingClient(self.config)
+        return ActrNode(_NodeCore(self.config, workload, transport, signaling))

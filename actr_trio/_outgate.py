@@ -1,0 +1,386 @@
+"""The outbound gate: everything a node sends goes through here.
+
+Per (peer, lane) there is one :class:`_PeerLane`: a :class:`~actr_trio._link.SendLink` that
+numbers Signal/Reliable envelopes and keeps them until acknowledged, an outbox of encoded
+packets, and one flusher task (owned by :meth:`OutGate.run`'s nursery) that hands the whole
+outbox to the transport in one ``send``. While a send is in flight new packets accumulate, so
+batches grow with load and a lone packet goes out at once: coalescing without a timer.
+
+When acks stop making progress for ``rto`` seconds, the flusher retransmits every unacked
+packet in order (go-back-N, see ``_link.py``), doubling ``rto`` up to ``RTO_MAX``. Waiters:
+a tell completes when its envelope is acked; a call when its response arrives; either fails
+with the typed error of a refusal, or ``DeadlineExceeded`` at its deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+import trio
+
+from ._envelope import (
+    REQUEST,
+    RESPONSE,
+    TELL,
+    AckInfo,
+    Chunk,
+    Envelope,
+    WireError,
+    encode_chunk,
+    encode_envelope,
+    encode_sequenced,
+)
+from ._ids import ActrId
+from ._lanes import Lane, Priority
+from ._link import SendLink
+from .errors import (
+    DeadlineExceeded,
+    EnvelopeTooLarge,
+    PeerUnavailable,
+    ShuttingDown,
+    TransportError,
+)
+from .transport._abc import Transport
+
+log = logging.getLogger(__name__)
+
+RTO_MIN: Final = 0.2
+RTO_MAX: Final = 2.0
+# Unacknowledged envelopes per (peer, lane) before senders wait: bounds memory and lets a
+# retransmission (which resends them all) stay a modest burst.
+WINDOW: Final = 4096
+# Encoded unsequenced packets (stream chunks) waiting per (peer, lane) before senders wait.
+OUTBOX_LIMIT: Final = 1024
+# New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
+SPAWN_BUFFER: Final = 256
+
+
+class _Waiter:
+    """Where a waiting call/tell learns its outcome."""
+
+    __slots__ = ("error", "event", "payload")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.payload: bytes = b""
+        self.error: WireError | BaseException | None = None
+
+    def succeed(self, payload: bytes = b"") -> None:
+        if not self.event.is_set():
+            self.payload = payload
+            self.event.set()
+
+    def fail(self, error: WireError | BaseException) -> None:
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
+
+
+@attrs.define(slots=True, eq=False)
+class _Outgoing:
+    kind: int
+    request_id: str
+    data: bytes
+    deadline: float
+    waiter: _Waiter | None
+    slot: bool = True  # holds a place in the window (responses do not: they never wait)
+
+
+@attrs.frozen
+class OutGateStatistics:
+    """Counters of the outbound gate."""
+
+    sent: int
+    retransmitted: int
+    acked: int
+    refused: int
+    unacked: int
+    calls_waiting: int
+    batches: int
+
+
+class _PeerLane:
+    def __init__(self, gate: OutGate, peer: ActrId, lane: Lane) -> None:
+        self.gate = gate
+        self.peer = peer
+        self.lane = lane
+        self.link: SendLink[_Outgoing] = SendLink()
+        self.outbox: list[bytes] = []
+        self.wake = trio.Event()
+        self.drained = trio.Event()
+        self.flushed = trio.Event()
+        self.window = trio.Semaphore(WINDOW)
+        self.rto = RTO_MIN
+        self.last_progress = trio.current_time()
+        self.ever_acked = False
+
+    def __repr__(self) -> str:
+        return f"<PeerLane {self.peer} {self.lane.name} unacked={len(self.link)}>"
+
+    def push(self, packet: bytes) -> None:
+        self.outbox.append(packet)
+        self.wake.set()
+
+    def stamp(self, item: _Outgoing) -> None:
+        if not self.link:
+            self.last_progress = trio.current_time()
+        seq = self.link.stamp(item)
+        self.push(encode_sequenced(self.link.epoch, seq, item.data))
+
+    def retransmit(self, items: Sequence[tuple[int, _Outgoing]]) -> None:
+        self.gate._retransmitted += len(items)
+        for seq, item in items:
+            self.push(encode_sequenced(self.link.epoch, seq, item.data))
+
+    def on_ack(self, ack: AckInfo) -> None:
+        if ack.reset:
+            if ack.epoch == self.link.epoch:
+                log.info("%s asked %s to restart the %s link", self.peer, self.gate.local, self.lane.name)
+                self.retransmit(self.link.restart())
+            return
+        done = self.link.on_ack(ack.epoch, ack.cumulative)
+        if not done:
+            return
+        self.ever_acked = True
+        self.rto = RTO_MIN
+        self.last_progress = trio.current_time()
+        gate = self.gate
+        gate._acked += len(done)
+        for seq, item in done:
+            if item.slot:
+                self.window.release()
+            refusal = ack.refused.get(seq)
+            if refusal is not None:
+                gate._refused += 1
+                if item.waiter is not None:
+                    gate._calls.pop(item.request_id, None)
+                    item.waiter.fail(refusal)
+            elif item.kind == TELL and item.waiter is not None:
+                item.waiter.succeed()
+        if not self.link:
+            self.drained.set()
+
+    def fail_all(self, error: BaseException) -> None:
+        for _, item in self.link.unacked():
+            if item.slot:
+                self.window.release()
+            if item.waiter is not None:
+                self.gate._calls.pop(item.request_id, None)
+                item.waiter.fail(error)
+        self.link = SendLink()
+        self.outbox.clear()
+        self.drained.set()
+
+    def expire(self, now: float) -> None:
+        """Forget the link when every unacked item is past its deadline (nobody waits)."""
+        items = self.link.unacked()
+        if items and all(item.deadline <= now for _, item in items):
+            log.info("%s: %d envelopes to %s expired unacknowledged", self.lane.name, len(items), self.peer)
+            self.fail_all(DeadlineExceeded("deadline passed before the peer acknowledged"))
+
+    async def flush_loop(self) -> None:
+        transport = self.gate.transport
+        while True:
+            if not self.outbox:
+                self.wake = trio.Event()
+                if self.link:
+                    with trio.move_on_at(self.last_progress + self.rto):
+                        await self.wake.wait()
+                    now = trio.current_time()
+                    if not self.outbox and self.link and now >= self.last_progress + self.rto:
+                        self.expire(now)
+                        if self.link:
+                            self.retransmit(self.link.unacked())
+                            self.rto = min(self.rto * 2, RTO_MAX)
+                            self.last_progress = now
+                    continue
+                await self.wake.wait()
+                continue
+            batch, self.outbox = self.outbox, []
+            self.flushed.set()
+            try:
+                await transport.send(self.peer, self.lane, batch)
+            except PeerUnavailable as exc:
+                if not self.ever_acked:
+                    self.fail_all(exc)
+                else:
+                    log.info("%s unreachable (%s); will retransmit", self.peer, exc)
+            except ShuttingDown:
+                self.fail_all(ShuttingDown("node is shutting down"))
+                return
+            except TransportError as exc:
+                log.warning("sending to %s failed: %s", self.peer, exc)
+            self.gate._batches += 1
+            self.gate._sent += len(batch)
+
+
+class OutGate:
+    """Sends calls, tells, responses and stream chunks; resolves acks and responses."""
+
+    def __init__(self, transport: Transport, *, max_payload: int) -> None:
+        self.transport = transport
+        self.local: ActrId | None = None
+        self._max_payload = max_payload
+        self._lanes: dict[tuple[ActrId, Lane], _PeerLane] = {}
+        self._calls: dict[str, _Waiter] = {}
+        self._spawn_send, self._spawn_recv = trio.open_memory_channel[_PeerLane](SPAWN_BUFFER)
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{random.getrandbits(48):012x}"
+        self._closed = False
+        self._sent = self._retransmitted = self._acked = self._refused = self._batches = 0
+
+    def statistics(self) -> OutGateStatistics:
+        return OutGateStatistics(
+            self._sent,
+            self._retransmitted,
+            self._acked,
+            self._refused,
+            sum(len(pl.link) for pl in self._lanes.values()),
+            len(self._calls),
+            self._batches,
+        )
+
+    async def run(self, local: ActrId, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the flusher tasks until cancelled."""
+        self.local = local
+        with self._spawn_recv:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                async for pl in self._spawn_recv:
+                    nursery.start_soon(pl.flush_loop, name=repr(pl))
+
+    def close(self) -> None:
+        """Refuse new sends (waiters of unacked envelopes still get their outcome)."""
+        self._closed = True
+
+    def _lane(self, peer: ActrId, lane: Lane) -> _PeerLane:
+        pl = self._lanes.get((peer, lane))
+        if pl is None:
+            if self._closed:
+                raise ShuttingDown("node is shutting down")
+            pl = _PeerLane(self, peer, lane)
+            try:
+                self._spawn_send.send_nowait(pl)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                raise PeerUnavailable(f"cannot open a link to {peer} now") from None
+            self._lanes[(peer, lane)] = pl
+        return pl
+
+    def new_request_id(self) -> str:
+        """Unique per node start: a random prefix (so restarts never reuse one) and a counter."""
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    def _check(self, payload: bytes, lane: Lane) -> None:
+        if self._closed:
+            raise ShuttingDown("node is shutting down")
+        if len(payload) > self._max_payload:
+            raise EnvelopeTooLarge(f"payload of {len(payload)} bytes exceeds max_payload={self._max_payload}")
+        if not lane.sequenced:
+            raise ValueError(f"calls and tells use Lane.SIGNAL or Lane.RELIABLE, not {lane!r}")
+
+    async def request(
+        self,
+        target: ActrId,
+        route_key: str,
+        payload: bytes,
+        *,
+        kind: int,
+        lane: Lane,
+        priority: Priority,
+        deadline: float,
+        trace_id: str,
+        request_id: str | None = None,
+    ) -> bytes:
+        """Send a REQUEST (returns the response payload) or a TELL (returns b"" once acked).
+
+        Raises:
+            DeadlineExceeded: no answer by ``deadline`` (trio clock).
+            CallError: the receiver refused it or the handler failed (typed by the wire kind).
+            PeerUnavailable: the target was never reachable.
+        """
+        self._check(payload, lane)
+        assert self.local is not None
+        request_id = request_id or self.new_request_id()
+        remaining = deadline - trio.current_time()
+        env = Envelope(
+            kind=kind,
+            route_key=route_key,
+            payload=payload,
+            request_id=request_id,
+            trace_id=trace_id,
+            caller=self.local,
+            target=target,
+            priority=priority,
+            lane=lane,
+            deadline_ms=0 if math.isinf(remaining) else _unix_ms() + max(0, int(remaining * 1000)),
+        )
+        waiter = _Waiter()
+        pl = self._lane(target, lane)
+        with trio.move_on_at(deadline) as scope:
+            await pl.window.acquire()
+            if kind == REQUEST:
+                self._calls[request_id] = waiter
+            pl.stamp(_Outgoing(kind, request_id, encode_envelope(env), deadline, waiter))
+            try:
+                await waiter.event.wait()
+            finally:
+                self._calls.pop(request_id, None)
+        if scope.cancelled_caught:
+            raise DeadlineExceeded(f"{route_key} to {target}: no answer before the deadline")
+        if isinstance(waiter.error, WireError):
+            raise waiter.error.to_exception()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.payload
+
+    def respond(self, peer: ActrId, lane: Lane, response: bytes, deadline: float) -> None:
+        """Queue an encoded RESPONSE envelope to ``peer`` (never blocks the scheduler)."""
+        try:
+            pl = self._lane(peer, lane)
+        except (ShuttingDown, PeerUnavailable):
+            return  # the caller's retry will find the stored response
+        pl.stamp(_Outgoing(RESPONSE, "", response, deadline, None, slot=False))
+
+    async def send_chunk(self, peer: ActrId, lane: Lane, chunk: Chunk) -> None:
+        """Queue a stream chunk; waits while that peer's outbox is full (backpressure)."""
+        if len(chunk.payload) > self._max_payload:
+            raise EnvelopeTooLarge(f"chunk of {len(chunk.payload)} bytes exceeds max_payload={self._max_payload}")
+        pl = self._lane(peer, lane)
+        while len(pl.outbox) >= OUTBOX_LIMIT:
+            pl.flushed = trio.Event()
+            await pl.flushed.wait()
+        await trio.lowlevel.checkpoint()
+        pl.push(encode_chunk(chunk))
+
+    def on_ack(self, peer: ActrId, lane: Lane, ack: AckInfo) -> None:
+        pl = self._lanes.get((peer, lane))
+        if pl is not None:
+            pl.on_ack(ack)
+
+    def on_response(self, env: Envelope) -> None:
+        waiter = self._calls.pop(env.request_id, None)
+        if waiter is None:
+            return  # the caller gave up (deadline) or this is a duplicate
+        if env.error is not None:
+            waiter.fail(env.error)
+        else:
+            waiter.succeed(env.payload)
+
+    async def wait_acked(self) -> None:
+        """Return once nothing sent is waiting for an ack (bound it with a cancel scope)."""
+        for pl in list(self._lanes.values()):
+            while pl.link:
+                pl.drained = trio.Event()
+                await pl.drained.wait()
+        await trio.lowlevel.checkpoint()
+
+
+def _unix_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,1 @@
+"""Generated protobuf modules (``nox -s codegen`` regenerates them; do not edit)."""

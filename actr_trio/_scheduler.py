@@ -1,0 +1,148 @@
+"""The state-path scheduler: one task, handlers one at a time, highest priority first.
+
+Invariants (DESIGN §6.1-6.3):
+
+1. Serial: ``run`` awaits each handler before taking the next; nothing else calls handlers.
+2. Priority: each pick takes from the highest non-empty queue (unless ``aging`` is set: after
+   ``aging`` picks in a row that passed over a waiting lower priority, one lower pick is served).
+3. FIFO: each priority is one memory channel, so within a priority items leave in the order
+   they were enqueued.
+
+Trio has no select across channels, so the scheduler owns every queue's receive end and picks
+with ``receive_nowait`` in priority order, waiting on one wakeup only when all are empty.
+The pick itself is :class:`Selector`, plain synchronous code that Hypothesis drives directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Generic, TypeVar
+
+import attrs
+import trio
+
+from ._lanes import PRIORITIES_HIGH_FIRST, Priority
+
+T = TypeVar("T")
+
+# Per-priority buffer. The mailbox refuses envelopes beyond Config.mailbox_capacity per
+# priority, so the queue never holds more than the capacity; this margin covers replays.
+QUEUE_MARGIN: Final = 1024
+# Handlers run back to back without yielding when they never block; yield every this many.
+FAIRNESS_EVERY: Final = 16
+
+
+class Selector:
+    """Which priority to serve next, given which queues are non-empty (sans-IO).
+
+    Strict priority by default. With ``aging=K``: once K picks in a row have passed over a
+    waiting lower-priority item, the next pick serves the highest such lower priority.
+    """
+
+    def __init__(self, aging: int | None = None) -> None:
+        self.aging = aging
+        self._passed_over = 0
+
+    def choose(self, nonempty: Sequence[bool]) -> int | None:
+        """Index of the queue to take from (queues ordered highest priority first), or None."""
+        ready = [i for i, has in enumerate(nonempty) if has]
+        if not ready:
+            return None
+        first = ready[0]
+        if self.aging is None or len(ready) == 1:
+            self._passed_over = 0
+            return first
+        if self._passed_over >= self.aging:
+            self._passed_over = 0
+            return ready[1]
+        self._passed_over += 1
+        return first
+
+
+@attrs.frozen
+class SchedulerStatistics:
+    """Snapshot: items waiting per priority, handled so far, and whether a handler is running."""
+
+    pending_by_priority: tuple[tuple[Priority, int], ...]
+    handled: int
+    running: bool
+
+
+class Scheduler(Generic[T]):
+    """Owns one queue per priority and the single task that runs handlers in order."""
+
+    def __init__(self, handle: Callable[[T], Awaitable[None]], *, capacity: int, aging: int | None = None) -> None:
+        self._handle = handle
+        self._selector = Selector(aging)
+        self._sends: list[trio.MemorySendChannel[T]] = []
+        self._receives: list[trio.MemoryReceiveChannel[T]] = []
+        for _ in PRIORITIES_HIGH_FIRST:
+            send, receive = trio.open_memory_channel[T](capacity + QUEUE_MARGIN)
+            self._sends.append(send)
+            self._receives.append(receive)
+        self._index = {p: i for i, p in enumerate(PRIORITIES_HIGH_FIRST)}
+        self._wakeup = trio.Event()
+        self._stopping = False
+        self._handled = 0
+        self._running = False
+
+    def __repr__(self) -> str:
+        return f"<Scheduler handled={self._handled} pending={self.pending()}>"
+
+    def enqueue(self, priority: Priority, item: T) -> None:
+        """Queue ``item`` (never blocks: the mailbox bounds what is pending)."""
+        self._sends[self._index[priority]].send_nowait(item)
+        self._wakeup.set()
+
+    def pending(self) -> int:
+        """Items waiting (not counting the one running)."""
+        return sum(r.statistics().current_buffer_used for r in self._receives)
+
+    def statistics(self) -> SchedulerStatistics:
+        return SchedulerStatistics(
+            tuple((p, self._receives[i].statistics().current_buffer_used) for p, i in self._index.items()),
+            self._handled,
+            self._running,
+        )
+
+    def stop_when_idle(self) -> None:
+        """Let ``run`` return once every queue is empty (the drain of DESIGN §2 shutdown)."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def _take(self) -> T | None:
+        index = self._selector.choose([r.statistics().current_buffer_used > 0 for r in self._receives])
+        if index is None:
+            return None
+        with contextlib.suppress(trio.WouldBlock):
+            return self._receives[index].receive_nowait()
+        return None  # pragma: no cover - the buffer was just seen non-empty
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run handlers until :meth:`stop_when_idle` and the queues are empty, or cancelled.
+
+        Cancellation: the running handler is cancelled with it; queued items stay in the
+        mailbox (they were never completed) and are replayed at the next start.
+        """
+        task_status.started()
+        while True:
+            item = self._take()
+            if item is None:
+                if self._stopping:
+                    return
+                self._wakeup = trio.Event()
+                # Re-check: an enqueue between _take and the new Event would be missed otherwise.
+                if self.pending():
+                    continue
+                await self._wakeup.wait()
+                continue
+            self._running = True
+            try:
+                await self._handle(item)
+            finally:
+                self._running = False
+            self._handled += 1
+            if self._handled % FAIRNESS_EVERY == 0:
+                # A handler that never blocks would otherwise starve the inbound gate.
+                await trio.lowlevel.checkpoint()

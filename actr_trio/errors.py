@@ -1,0 +1,182 @@
+"""The actr_trio error tree. Every error the library raises to users is one of these.
+
+::
+
+    ActrError
+    ├── ConfigError (also ValueError)          invalid configuration or argument
+    ├── CodegenError                           `actr-trio codegen` failed
+    ├── ShuttingDown                           *we* are closing: nothing new accepted
+    ├── CallError                              a call or tell did not succeed
+    │   ├── RemoteError                        the remote handler raised (code + message travel back)
+    │   ├── RouteNotFound                      the target has no handler for the route key
+    │   ├── DeadlineExceeded                   no answer before the deadline
+    │   ├── EnvelopeTooLarge                   over Config.max_payload (either side)
+    │   ├── MalformedEnvelope                  the envelope or its payload did not decode
+    │   ├── WrongTarget                        wrong realm, or not addressed to that node
+    │   ├── Overloaded                         receiver's mailbox full (retryable)
+    │   └── RemoteShuttingDown                 the receiver is shutting down (also ShuttingDown)
+    └── TransportError                         the *world* broke something
+        ├── PeerUnavailable                    cannot reach that node
+        └── SignalingError                     the signaling server failed or refused
+            └── AuthError                      realm credentials rejected
+
+Errors a peer sent us come from the wire as an ``ErrorPayload`` and are mapped back to the same
+classes by :func:`error_from_wire`, so ``except RouteNotFound`` works for remote failures.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ._proto.actr import wire_pb2
+
+__all__ = [
+    "ActrError",
+    "AuthError",
+    "CallError",
+    "CodegenError",
+    "ConfigError",
+    "DeadlineExceeded",
+    "EnvelopeTooLarge",
+    "MalformedEnvelope",
+    "Overloaded",
+    "PeerUnavailable",
+    "RemoteError",
+    "RemoteShuttingDown",
+    "RouteNotFound",
+    "ShuttingDown",
+    "SignalingError",
+    "TransportError",
+    "WrongTarget",
+]
+
+
+class ActrError(Exception):
+    """Root of every error actr_trio raises."""
+
+
+class ConfigError(ActrError, ValueError):
+    """A configuration value or argument is invalid; the message names it."""
+
+
+class CodegenError(ActrError):
+    """Code generation failed; the message carries protoc's or our file:line diagnostics."""
+
+
+class ShuttingDown(ActrError):
+    """The node is shutting down and refuses new work (we closed it, cf. trio.ClosedResourceError)."""
+
+
+class CallError(ActrError):
+    """A call or tell did not succeed.
+
+    Attributes:
+        code: application or protocol error code (may be empty).
+    """
+
+    #: ErrorKind sent on the wire for this class.
+    wire_kind: int = wire_pb2.ERROR_UNSPECIFIED
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class RemoteError(CallError):
+    """The remote handler raised. ``code`` and ``message`` are what the handler reported.
+
+    A handler may raise ``RemoteError(message, code=...)`` itself to choose the code its caller
+    sees; any other exception reaches the caller as ``RemoteError`` with the exception's type
+    name as ``code``.
+    """
+
+    wire_kind = wire_pb2.HANDLER_FAILED
+
+
+class RouteNotFound(CallError):
+    """The target node has no handler for that route key."""
+
+    wire_kind = wire_pb2.ROUTE_NOT_FOUND
+
+
+class DeadlineExceeded(CallError):
+    """The call's deadline passed before an answer came (or before the handler finished)."""
+
+    wire_kind = wire_pb2.DEADLINE_EXCEEDED
+
+
+class EnvelopeTooLarge(CallError):
+    """The payload is larger than ``Config.max_payload`` (checked before parsing)."""
+
+    wire_kind = wire_pb2.TOO_LARGE
+
+
+class MalformedEnvelope(CallError):
+    """The envelope or its payload could not be decoded."""
+
+    wire_kind = wire_pb2.MALFORMED
+
+
+class WrongTarget(CallError):
+    """The envelope was for another realm or another node."""
+
+    wire_kind = wire_pb2.WRONG_TARGET
+
+
+class Overloaded(CallError):
+    """The receiver's mailbox is full; retry later (the sender backs off)."""
+
+    wire_kind = wire_pb2.OVERLOADED
+
+
+class RemoteShuttingDown(CallError, ShuttingDown):
+    """The receiving node is shutting down and refused the envelope."""
+
+    wire_kind = wire_pb2.SHUTTING_DOWN
+
+
+class TransportError(ActrError):
+    """Something outside this process failed (cf. trio.BrokenResourceError)."""
+
+
+class PeerUnavailable(TransportError):
+    """The target node cannot be reached (unknown, gone, or the link failed)."""
+
+
+class SignalingError(TransportError):
+    """The signaling server failed, refused a request, or cannot be reached."""
+
+
+class AuthError(SignalingError):
+    """The signaling server rejected this node's realm credentials."""
+
+
+_BY_WIRE_KIND: Final[dict[int, type[CallError]]] = {
+    cls.wire_kind: cls
+    for cls in (
+        RemoteError,
+        RouteNotFound,
+        DeadlineExceeded,
+        EnvelopeTooLarge,
+        MalformedEnvelope,
+        WrongTarget,
+        Overloaded,
+        RemoteShuttingDown,
+    )
+}
+
+
+def error_from_wire(kind: int, code: str, message: str) -> CallError:
+    """Build the typed error for an ``ErrorPayload`` received from a peer."""
+    cls = _BY_WIRE_KIND.get(kind, RemoteError)
+    return cls(message, code=code)
+
+
+def _fix_module() -> None:
+    # Tracebacks print actr_trio.errors.X, not a private module (trio's fixup_module_metadata).
+    for name in __all__:
+        globals()[name].__module__ = __name__
+
+
+_fix_module()

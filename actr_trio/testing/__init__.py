@@ -1,0 +1,11 @@
+"""Testing kit: run nodes in one process, and check transports against the contract.
+
+* :class:`LocalRealm`: in-memory signaling + loopback transport, real lifecycle, mailbox and
+  scheduler.
+* pytest fixtures (installed as a pytest plugin): ``local_realm``.
+"""
+
+from ._memory_signaling import MemoryConnector, MemorySession, MemorySignaling
+from ._realm import LocalRealm
+
+__all__ = ["LocalRealm", "MemoryConnector", "MemorySession", "MemorySignaling"]

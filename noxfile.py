@@ -1,0 +1,56 @@
+"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s demo`, `nox -s bench`, `nox -s codegen`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+PYTHON = "3.11"
+TEST_DEPS = ["-e", ".[test]"]
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit, property (Hypothesis) and integration tests (real SQLite, WebRTC, processes)."""
+    session.install(*TEST_DEPS)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff lint + format check, and flake8-async for the rules ruff lacks."""
+    session.install("ruff>=0.8", "flake8-async>=24.9")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("flake8-async", "--select=ASYNC102,ASYNC103,ASYNC120,ASYNC121", "actr_trio")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on actr_trio/."""
+    session.install("-e", ".[test]", "mypy>=1.13", "types-protobuf")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The demo: a signaling server and nodes exchanging RPCs, priorities and a stream."""
+    session.install("-e", ".")
+    session.run("actr-trio", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def codegen(session: nox.Session) -> None:
+    """Regenerate actr_trio/_proto from protos/actr and the examples' generated code."""
+    session.install("-e", ".[codegen]")
+    session.run("python", "-c", "from actr_trio.codegen import generate_builtin; generate_builtin()")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks beside their baselines (`-- --quick` for a short run, `-- --compare F.json`)."""
+    session.install("-e", ".", "pykka", "matplotlib")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
