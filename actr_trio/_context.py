@@ -38,34 +38,17 @@ def _payload(message: bytes | Message) -> bytes:
     raise TypeError(f"a request must be bytes or a protobuf message, not {type(message).__name__}")
 
 
-@final
-class Context:
-    """Identity of the current request plus the calls a workload makes (DESIGN §3).
+class Actions:
+    """The calls a node makes: shared by :class:`Context` (inside handlers) and ``ActrRef``.
 
-    Created by the runtime only. Attributes: ``self_id``, ``caller_id`` (None outside a
-    handler), ``request_id``, ``trace_id``, ``deadline`` (``trio.current_time()`` scale,
-    ``math.inf`` when none).
+    Subclasses provide ``_core``, ``deadline`` and ``trace_id``.
     """
 
-    __slots__ = ("_core", "caller_id", "deadline", "request_id", "trace_id")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        core: _NodeCore,
-        *,
-        caller_id: ActrId | None = None,
-        request_id: str = "",
-        trace_id: str = "",
-        deadline: float = math.inf,
-    ) -> None:
-        self._core = core
-        self.caller_id = caller_id
-        self.request_id = request_id
-        self.trace_id = trace_id
-        self.deadline = deadline
-
-    def __repr__(self) -> str:
-        return f"<Context {self.self_id} caller={self.caller_id} request={self.request_id!r}>"
+    _core: _NodeCore
+    deadline: float
+    trace_id: str
 
     @property
     def self_id(self) -> ActrId:
@@ -179,7 +162,9 @@ class Context:
         try:
             return response.FromString(data)
         except (DecodeError, UnicodeDecodeError, ValueError) as exc:
-            raise MalformedEnvelope(f"{route_key}: response is not a {response.__name__}: {exc}") from exc
+            raise MalformedEnvelope(
+                f"{route_key}: response is not a {response.__name__}: {exc}"
+            ) from exc
 
     async def tell(
         self,
@@ -228,3 +213,33 @@ class Context:
     async def publish_track(self, target: ActrId, track: MediaSource) -> None:
         """Send ``track``'s frames to ``target`` (its ``ctx.tracks`` callback for ``track.id``)."""
         await self._core.transport.publish_track(target, track)
+
+
+@final
+class Context(Actions):
+    """Identity of the current request plus the calls a workload makes (DESIGN §3).
+
+    Created by the runtime only. Attributes: ``self_id``, ``caller_id`` (None outside a
+    handler), ``request_id``, ``trace_id``, ``deadline`` (``trio.current_time()`` scale,
+    ``math.inf`` when none).
+    """
+
+    __slots__ = ("_core", "caller_id", "deadline", "request_id", "trace_id")
+
+    def __init__(
+        self,
+        core: _NodeCore,
+        *,
+        caller_id: ActrId | None = None,
+        request_id: str = "",
+        trace_id: str = "",
+        deadline: float = math.inf,
+    ) -> None:
+        self._core = core
+        self.caller_id = caller_id
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"<Context {self.self_id} caller={self.caller_id} request={self.request_id!r}>"

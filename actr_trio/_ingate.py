@@ -101,7 +101,9 @@ class InGate:
         self._batches = self._accepted = self._duplicates = self._refused = self._rejected = 0
 
     def statistics(self) -> InGateStatistics:
-        return InGateStatistics(self._batches, self._accepted, self._duplicates, self._refused, self._rejected)
+        return InGateStatistics(
+            self._batches, self._accepted, self._duplicates, self._refused, self._rejected
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve inbound traffic until the transport's inbound channel ends or cancelled."""
@@ -167,7 +169,11 @@ class InGate:
                 self._refuse(link, pkt.seq, refusal, peer)
                 continue
             accepts.append(
-                (pkt.seq, body, Accept(str(peer), body.request_id, body.priority, pkt.envelope_bytes))
+                (
+                    pkt.seq,
+                    body,
+                    Accept(str(peer), body.request_id, body.priority, pkt.envelope_bytes),
+                )
             )
         if accepts:
             await self._commit(link, peer, lane, accepts)
@@ -184,7 +190,11 @@ class InGate:
         link.refuse(seq, WireError.of(error))
 
     async def _commit(
-        self, link: ReceiveLink, peer: ActrId, lane: Lane, accepts: list[tuple[int, Envelope, Accept]]
+        self,
+        link: ReceiveLink,
+        peer: ActrId,
+        lane: Lane,
+        accepts: list[tuple[int, Envelope, Accept]],
     ) -> None:
         outcomes = await self._mailbox.accept([a for _, _, a in accepts])
         for (seq, env, _), outcome in zip(accepts, outcomes, strict=True):
@@ -196,12 +206,19 @@ class InGate:
                 if outcome.response is not None and env.kind == REQUEST:
                     self._outgate.respond(peer, lane, outcome.response, trio.current_time() + 60.0)
             else:
-                self._refuse(link, seq, Overloaded(f"{self._local}: mailbox full ({outcome.reason})", code="overloaded"), peer)
+                self._refuse(
+                    link,
+                    seq,
+                    Overloaded(
+                        f"{self._local}: mailbox full ({outcome.reason})", code="overloaded"
+                    ),
+                    peer,
+                )
 
     async def _reply(self, peer: ActrId, lane: Lane, packets: list[bytes]) -> None:
         # Acks bypass the sender links (they are not sequenced); a peer that vanished simply
         # retransmits later, so a failed ack is only logged.
         try:
             await self._transport.send(peer, lane, packets)
-        except Exception as exc:  # noqa: BLE001 - any transport failure: the peer retransmits
+        except Exception as exc:  # any transport failure: the peer retransmits
             log.info("could not ack %s: %s", peer, exc)

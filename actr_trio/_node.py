@@ -24,13 +24,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, final
 
 import attrs
 import trio
 
 from ._config import Config
-from ._context import Context
+from ._context import Actions, Context
 from ._envelope import REQUEST, RESPONSE, Envelope, WireError, encode_envelope
 from ._fastlane import FastLaneStatistics
 from ._ids import ActrId
@@ -50,10 +50,6 @@ from .errors import (
     ShuttingDown,
 )
 from .transport._abc import SignalingConnector, SignalingSession, Transport
-
-if TYPE_CHECKING:
-    from ._ids import ActrType
-    from .transport._abc import MediaSource
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +81,9 @@ class _Component:
         self.scope = trio.CancelScope(shield=True)
         self.done = trio.Event()
 
-    async def run(self, fn: Callable[..., Awaitable[None]], *args: object, task_status: trio.TaskStatus[Any]) -> None:
+    async def run(
+        self, fn: Callable[..., Awaitable[None]], *args: object, task_status: trio.TaskStatus[Any]
+    ) -> None:
         try:
             with self.scope:
                 await fn(*args, task_status=task_status)
@@ -107,7 +105,9 @@ def _load_identity(data_dir: Path | None) -> ActrId | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: unreadable identity ({exc}); remove it to get a new ActrId") from exc
+        raise ConfigError(
+            f"{path}: unreadable identity ({exc}); remove it to get a new ActrId"
+        ) from exc
 
 
 def _save_identity(data_dir: Path | None, actr_id: ActrId) -> None:
@@ -122,7 +122,13 @@ def _save_identity(data_dir: Path | None, actr_id: ActrId) -> None:
 class _NodeCore:
     """Everything inside one running node. Private: users hold an ``ActrRef``."""
 
-    def __init__(self, config: Config, workload: Workload, transport: Transport, signaling: SignalingConnector) -> None:
+    def __init__(
+        self,
+        config: Config,
+        workload: Workload,
+        transport: Transport,
+        signaling: SignalingConnector,
+    ) -> None:
         self.config = config
         self.workload = workload
         self.routes = RouteTable(workload)
@@ -130,7 +136,9 @@ class _NodeCore:
         self.signaling = signaling
         self.mailbox: Mailbox = open_mailbox(config)
         self.outgate = OutGate(transport, max_payload=config.max_payload)
-        self.scheduler: Scheduler[Work] = Scheduler(self._handle, capacity=config.mailbox_capacity, aging=config.aging)
+        self.scheduler: Scheduler[Work] = Scheduler(
+            self._handle, capacity=config.mailbox_capacity, aging=config.aging
+        )
         self.streams = StreamRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
         self.tracks = TrackRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
         self._session: SignalingSession | None = None
@@ -167,13 +175,27 @@ class _NodeCore:
         self.scheduler.enqueue(work.envelope.priority, work)
 
     async def run(self, *, task_status: trio.TaskStatus[ActrRef]) -> None:
-        c = {name: _Component(name) for name in ("mailbox", "signaling", "transport", "outgate", "streams", "tracks", "scheduler", "ingate")}
+        c = {
+            name: _Component(name)
+            for name in (
+                "mailbox",
+                "signaling",
+                "transport",
+                "outgate",
+                "streams",
+                "tracks",
+                "scheduler",
+                "ingate",
+            )
+        }
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(c["mailbox"].run, self.mailbox.run)
                 previous = _load_identity(self.config.data_dir)
                 actr_type = type(self.workload).actr_type
-                self._session = await nursery.start(c["signaling"].run, self.signaling.run, actr_type, previous)  # 1
+                self._session = await nursery.start(
+                    c["signaling"].run, self.signaling.run, actr_type, previous
+                )  # 1
                 _save_identity(self.config.data_dir, self.actr_id)
                 await nursery.start(c["transport"].run, self.transport.run, self.session)  # 2
                 await nursery.start(c["outgate"].run, self.outgate.run, self.actr_id)
@@ -235,7 +257,15 @@ class _NodeCore:
         self.outgate.close()
         with trio.move_on_after(STOP_BOUND):
             await self.mailbox.flush()
-        for name in ("ingate", "streams", "tracks", "outgate", "transport", "signaling", "mailbox"):  # 4.
+        for name in (
+            "ingate",
+            "streams",
+            "tracks",
+            "outgate",
+            "transport",
+            "signaling",
+            "mailbox",
+        ):  # 4.
             await c[name].stop()
         log.info("%s stopped", self._session.actr_id if self._session else "node")
 
@@ -260,7 +290,9 @@ class _NodeCore:
             data = encode_envelope(reply)
         self.mailbox.complete(stored.id, data)
         if data is not None:
-            self.outgate.respond(work.peer, env.lane, data, self._trio_deadline(env.deadline_ms, 60.0))
+            self.outgate.respond(
+                work.peer, env.lane, data, self._trio_deadline(env.deadline_ms, 60.0)
+            )
 
     @staticmethod
     def _trio_deadline(deadline_ms: int, default: float) -> float:
@@ -271,46 +303,65 @@ class _NodeCore:
     async def _run_handler(self, work: Work) -> bytes | WireError:
         env = work.envelope
         if env.deadline_ms and env.deadline_ms <= time.time() * 1000:
-            return WireError.of(DeadlineExceeded(f"{env.route_key}: deadline passed before it was started"))
+            return WireError.of(
+                DeadlineExceeded(f"{env.route_key}: deadline passed before it was started")
+            )
         bound = self.routes.get(env.route_key)
         if bound is None:
             return WireError.of(RouteNotFound(f"{self.actr_id} has no route {env.route_key!r}"))
         deadline = self._trio_deadline(env.deadline_ms, math.inf) if env.deadline_ms else math.inf
-        ctx = Context(self, caller_id=work.peer, request_id=env.request_id, trace_id=env.trace_id, deadline=deadline)
+        ctx = Context(
+            self,
+            caller_id=work.peer,
+            request_id=env.request_id,
+            trace_id=env.trace_id,
+            deadline=deadline,
+        )
         try:
             request = bound.decode(env.payload)
             with trio.move_on_at(deadline) as scope:
                 result = await bound.handler(request, ctx)
             if scope.cancelled_caught:
-                return WireError.of(DeadlineExceeded(f"{env.route_key}: handler passed the caller's deadline"))
+                return WireError.of(
+                    DeadlineExceeded(f"{env.route_key}: handler passed the caller's deadline")
+                )
             return bound.encode(result)
         except CallError as exc:
             if not isinstance(exc, RemoteError):
                 log.info("%s: %s raised %r", self.actr_id, env.route_key, exc)
-            return WireError.of(exc) if exc.code or not isinstance(exc, RemoteError) else WireError(
-                exc.wire_kind, type(exc).__name__, exc.message
+            return (
+                WireError.of(exc)
+                if exc.code or not isinstance(exc, RemoteError)
+                else WireError(exc.wire_kind, type(exc).__name__, exc.message)
             )
         except Exception as exc:
             log.exception("%s: handler %s failed", self.actr_id, env.route_key)
-            return WireError(RemoteError.wire_kind, type(exc).__name__, str(exc) or type(exc).__name__)
+            return WireError(
+                RemoteError.wire_kind, type(exc).__name__, str(exc) or type(exc).__name__
+            )
 
 
 @final
-class ActrRef:
-    """A running node: its identity, its statistics, and the calls of :class:`Context`.
+class ActrRef(Actions):
+    """A running node: its identity, statistics, shutdown, and the calls of :class:`Context`
+    (``call``, ``tell``, ``discover``, ``open_stream``, ``publish_track``) for code outside
+    handlers (no caller, no deadline of its own).
 
     Created by ``ActrNode.start()`` only.
     """
 
-    def __init__(self, core: _NodeCore, ctx: Context, token: object) -> None:
+    __slots__ = ("_core", "deadline", "trace_id")
+
+    def __init__(self, core: _NodeCore, token: object) -> None:
         if token is not _TOKEN:
             raise TypeError("ActrRef is created by ActrNode.start()")
         self._core = core
-        self._ctx = ctx
+        self.deadline = math.inf
+        self.trace_id = ""
 
     @classmethod
     def _create(cls, core: _NodeCore) -> ActrRef:
-        return cls(core, Context(core), _TOKEN)
+        return cls(core, _TOKEN)
 
     def __repr__(self) -> str:
         return f"<ActrRef {self._core.actr_id} {type(self._core.workload).__name__}>"
@@ -319,41 +370,6 @@ class ActrRef:
     def actr_id(self) -> ActrId:
         """This node's identity."""
         return self._core.actr_id
-
-    @property
-    def context(self) -> Context:
-        """A context for code outside handlers (no caller, no deadline)."""
-        return self._ctx
-
-    @property
-    def call(self) -> Any:
-        """:meth:`Context.call` from outside a handler."""
-        return self._ctx.call
-
-    @property
-    def tell(self) -> Any:
-        """:meth:`Context.tell` from outside a handler."""
-        return self._ctx.tell
-
-    async def discover(self, actr_type: ActrType) -> list[ActrId]:
-        """:meth:`Context.discover`."""
-        return await self._ctx.discover(actr_type)
-
-    def open_stream(self, target: ActrId, stream_id: str, **kwargs: Any) -> Any:
-        """:meth:`Context.open_stream`."""
-        return self._ctx.open_stream(target, stream_id, **kwargs)
-
-    async def publish_track(self, target: ActrId, track: MediaSource) -> None:
-        """:meth:`Context.publish_track`."""
-        await self._ctx.publish_track(target, track)
-
-    @property
-    def streams(self) -> StreamRegistry:
-        return self._core.streams
-
-    @property
-    def tracks(self) -> TrackRegistry:
-        return self._core.tracks
 
     def statistics(self) -> NodeStatistics:
         """Counters of every component."""
@@ -379,7 +395,11 @@ class ActrRef:
 
                 async def on_signal() -> None:
                     async for signum in signals:
-                        log.info("%s: received %s, shutting down", self.actr_id, signal.Signals(signum).name)
+                        log.info(
+                            "%s: received %s, shutting down",
+                            self.actr_id,
+                            signal.Signals(signum).name,
+                        )
                         self._core.shutdown_requested.set()
                         return
 
@@ -469,7 +489,9 @@ class ActrSystem:
         signaling = self._signaling
         if signaling is None:
             if self.config.signaling_url is None:
-                raise ConfigError("Config.signaling_url is required (or use actr_trio.testing.LocalRealm)")
+                raise ConfigError(
+                    "Config.signaling_url is required (or use actr_trio.testing.LocalRealm)"
+                )
             from .signaling._client import SignalingClient
 
             signaling = SignalingClient(self.config)
