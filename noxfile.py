@@ -46,7 +46,9 @@ def demo(session: nox.Session) -> None:
 def codegen(session: nox.Session) -> None:
     """Regenerate actr_trio/_proto from protos/actr and the examples' generated code."""
     session.install("-e", ".[codegen]")
-    session.run("python", "-c", "from actr_trio.codegen import generate_builtin; generate_builtin()")
+    session.run(
+        "python", "-c", "from actr_trio.codegen import generate_builtin; generate_builtin()"
+    )
 
 
 @nox.session(python=PYTHON)

@@ -22,7 +22,9 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
         raise ConfigError(f"{attribute.name}={value!r} must be > 0")
 
 
-def _optional_positive_int(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+def _optional_positive_int(
+    instance: object, attribute: attrs.Attribute[Any], value: int | None
+) -> None:
     if value is not None and value <= 0:
         raise ConfigError(f"{attribute.name}={value!r} must be a positive integer or None")
 
@@ -111,7 +113,9 @@ class Config:
             raise ConfigError(str(exc)) from exc
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
+    def from_file(
+        cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+    ) -> Config:
         """Load ``Actr.toml`` (keys at top level or under ``[actr]``), then apply ``ACTR_*`` env.
 
         ``ACTR_REALM=x`` overrides ``realm``, ``ACTR_DATA_DIR`` overrides ``data_dir``, and so on;

@@ -231,7 +231,13 @@ def encode_chunk(chunk: Chunk) -> bytes:
     return pkt.SerializeToString()
 
 
-def encode_ack(epoch: int, cumulative: int, *, reset: bool = False, refused: Sequence[tuple[int, WireError]] = ()) -> bytes:
+def encode_ack(
+    epoch: int,
+    cumulative: int,
+    *,
+    reset: bool = False,
+    refused: Sequence[tuple[int, WireError]] = (),
+) -> bytes:
     """A ``Packet`` carrying a link acknowledgement."""
     pkt = wire_pb2.Packet()
     pkt.ack.epoch = epoch
@@ -273,7 +279,9 @@ def decode_packet(data: bytes, *, max_payload: int) -> Packet:
     if which == "chunk":
         c = pkt.chunk
         if len(c.payload) > max_payload:
-            raise EnvelopeTooLarge(f"chunk of {len(c.payload)} bytes exceeds max_payload={max_payload}")
+            raise EnvelopeTooLarge(
+                f"chunk of {len(c.payload)} bytes exceeds max_payload={max_payload}"
+            )
         return Packet(0, 0, Chunk(c.stream_id, c.sequence, c.payload, c.end))
     if which == "ack":
         a = pkt.ack

@@ -61,7 +61,12 @@ class FastLane(Generic[K, I]):
 
     def statistics(self) -> FastLaneStatistics:
         return FastLaneStatistics(
-            len(self._callbacks), len(self._workers), self._delivered, self._dropped, self._unrouted, self._failed
+            len(self._callbacks),
+            len(self._workers),
+            self._delivered,
+            self._dropped,
+            self._unrouted,
+            self._failed,
         )
 
     def register(self, key: K, callback: Callable[[I], Awaitable[None]]) -> None:

@@ -142,7 +142,9 @@ class _PeerLane:
     def on_ack(self, ack: AckInfo) -> None:
         if ack.reset:
             if ack.epoch == self.link.epoch:
-                log.info("%s asked %s to restart the %s link", self.peer, self.gate.local, self.lane.name)
+                log.info(
+                    "%s asked %s to restart the %s link", self.peer, self.gate.local, self.lane.name
+                )
                 self.retransmit(self.link.restart())
             return
         done = self.link.on_ack(ack.epoch, ack.cumulative)
@@ -182,7 +184,12 @@ class _PeerLane:
         """Forget the link when every unacked item is past its deadline (nobody waits)."""
         items = self.link.unacked()
         if items and all(item.deadline <= now for _, item in items):
-            log.info("%s: %d envelopes to %s expired unacknowledged", self.lane.name, len(items), self.peer)
+            log.info(
+                "%s: %d envelopes to %s expired unacknowledged",
+                self.lane.name,
+                len(items),
+                self.peer,
+            )
             self.fail_all(DeadlineExceeded("deadline passed before the peer acknowledged"))
 
     async def flush_loop(self) -> None:
@@ -247,7 +254,9 @@ class OutGate:
             self._batches,
         )
 
-    async def run(self, local: ActrId, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, local: ActrId, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Own the flusher tasks until cancelled."""
         self.local = local
         with self._spawn_recv:
@@ -281,7 +290,9 @@ class OutGate:
         if self._closed:
             raise ShuttingDown("node is shutting down")
         if len(payload) > self._max_payload:
-            raise EnvelopeTooLarge(f"payload of {len(payload)} bytes exceeds max_payload={self._max_payload}")
+            raise EnvelopeTooLarge(
+                f"payload of {len(payload)} bytes exceeds max_payload={self._max_payload}"
+            )
         if not lane.sequenced:
             raise ValueError(f"calls and tells use Lane.SIGNAL or Lane.RELIABLE, not {lane!r}")
 
@@ -351,7 +362,9 @@ class OutGate:
     async def send_chunk(self, peer: ActrId, lane: Lane, chunk: Chunk) -> None:
         """Queue a stream chunk; waits while that peer's outbox is full (backpressure)."""
         if len(chunk.payload) > self._max_payload:
-            raise EnvelopeTooLarge(f"chunk of {len(chunk.payload)} bytes exceeds max_payload={self._max_payload}")
+            raise EnvelopeTooLarge(
+                f"chunk of {len(chunk.payload)} bytes exceeds max_payload={self._max_payload}"
+            )
         pl = self._lane(peer, lane)
         while len(pl.outbox) >= OUTBOX_LIMIT:
             pl.flushed = trio.Event()

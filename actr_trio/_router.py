@@ -78,7 +78,11 @@ def route(
         raise ConfigError(f"lane={lane!r}: routes use Lane.SIGNAL or Lane.RELIABLE")
 
     def mark(fn: F) -> F:
-        setattr(fn, _ATTR, RouteSpec(key, fn.__name__, request, response, Lane(lane), Priority(priority)))
+        setattr(
+            fn,
+            _ATTR,
+            RouteSpec(key, fn.__name__, request, response, Lane(lane), Priority(priority)),
+        )
         return fn
 
     return mark
@@ -104,7 +108,9 @@ class Workload:
                 if isinstance(spec, RouteSpec):
                     other = routes.get(spec.key)
                     if other is not None and other.method != spec.method and klass is cls:
-                        raise ConfigError(f"{cls.__name__}: route {spec.key!r} is on both {other.method} and {spec.method}")
+                        raise ConfigError(
+                            f"{cls.__name__}: route {spec.key!r} is on both {other.method} and {spec.method}"
+                        )
                     routes[spec.key] = spec
         cls.__actr_routes__ = routes
 
@@ -127,7 +133,9 @@ class BoundRoute:
         try:
             return self.spec.request.FromString(payload)
         except (DecodeError, UnicodeDecodeError, ValueError) as exc:
-            raise MalformedEnvelope(f"{self.spec.key}: payload is not a {self.spec.request.__name__}: {exc}") from exc
+            raise MalformedEnvelope(
+                f"{self.spec.key}: payload is not a {self.spec.request.__name__}: {exc}"
+            ) from exc
 
     def encode(self, result: object) -> bytes:
         """Bytes of the handler's result; RemoteError when it is of the wrong type."""

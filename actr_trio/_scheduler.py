@@ -72,7 +72,9 @@ class SchedulerStatistics:
 class Scheduler(Generic[T]):
     """Owns one queue per priority and the single task that runs handlers in order."""
 
-    def __init__(self, handle: Callable[[T], Awaitable[None]], *, capacity: int, aging: int | None = None) -> None:
+    def __init__(
+        self, handle: Callable[[T], Awaitable[None]], *, capacity: int, aging: int | None = None
+    ) -> None:
         self._handle = handle
         self._selector = Selector(aging)
         self._sends: list[trio.MemorySendChannel[T]] = []
@@ -101,7 +103,10 @@ class Scheduler(Generic[T]):
 
     def statistics(self) -> SchedulerStatistics:
         return SchedulerStatistics(
-            tuple((p, self._receives[i].statistics().current_buffer_used) for p, i in self._index.items()),
+            tuple(
+                (p, self._receives[i].statistics().current_buffer_used)
+                for p, i in self._index.items()
+            ),
             self._handled,
             self._running,
         )
@@ -112,7 +117,9 @@ class Scheduler(Generic[T]):
         self._wakeup.set()
 
     def _take(self) -> T | None:
-        index = self._selector.choose([r.statistics().current_buffer_used > 0 for r in self._receives])
+        index = self._selector.choose(
+            [r.statistics().current_buffer_used > 0 for r in self._receives]
+        )
         if index is None:
             return None
         with contextlib.suppress(trio.WouldBlock):

@@ -59,7 +59,12 @@ class StreamRegistry:
         """Delivered, dropped (full buffer or late), unrouted and failed-callback counts."""
         stats = self._lane.statistics()
         return FastLaneStatistics(
-            stats.registered, stats.active, stats.delivered, stats.dropped + self._late, stats.unrouted, stats.failed_callbacks
+            stats.registered,
+            stats.active,
+            stats.delivered,
+            stats.dropped + self._late,
+            stats.unrouted,
+            stats.failed_callbacks,
         )
 
     async def deliver(self, peer: ActrId, lane: Lane, chunk: Chunk) -> None:
@@ -108,7 +113,9 @@ class StreamSender:
         if self._closed:
             raise trio.ClosedResourceError(f"stream {self.stream_id!r} is closed")
         self._sequence += 1
-        await self._gate.send_chunk(self.target, self.lane, Chunk(self.stream_id, self._sequence, bytes(data), False))
+        await self._gate.send_chunk(
+            self.target, self.lane, Chunk(self.stream_id, self._sequence, bytes(data), False)
+        )
 
     async def aclose(self) -> None:
         """Send the end-of-stream marker (once); further ``send`` raises."""
@@ -117,4 +124,6 @@ class StreamSender:
             return
         self._closed = True
         self._sequence += 1
-        await self._gate.send_chunk(self.target, self.lane, Chunk(self.stream_id, self._sequence, b"", True))
+        await self._gate.send_chunk(
+            self.target, self.lane, Chunk(self.stream_id, self._sequence, b"", True)
+        )

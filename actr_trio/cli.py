@@ -11,7 +11,10 @@ from collections.abc import Sequence
 # `actr-trio codegen` never imports aiortc and `actr-trio signaling` never imports grpc_tools.
 _COMMANDS = {
     "signaling": ("actr_trio.signaling._cli", "run the signaling server"),
-    "codegen": ("actr_trio.codegen._cli", "generate protobuf classes, handler bases and client stubs"),
+    "codegen": (
+        "actr_trio.codegen._cli",
+        "generate protobuf classes, handler bases and client stubs",
+    ),
     "demo": ("actr_trio._demo", "run the demo: nodes exchanging RPCs, priorities and a stream"),
 }
 

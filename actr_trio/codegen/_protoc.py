@@ -32,7 +32,9 @@ def builtin_proto_root() -> Path:
 
 BUILTIN_PACKAGE_MAP: Mapping[str, str] = {"actr": "actr_trio._proto.actr"}
 
-_IMPORT_RE = re.compile(r"^from ((?:[A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_][A-Za-z0-9_]*) import (\w+_pb2)", re.M)
+_IMPORT_RE = re.compile(
+    r"^from ((?:[A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_][A-Za-z0-9_]*) import (\w+_pb2)", re.M
+)
 
 
 def run_protoc(

@@ -73,6 +73,8 @@ class LocalRealm:
         if not self._entered:
             raise RuntimeError("use `async with LocalRealm() as realm:` before realm.start()")
         config = self.config(**options)
-        system = ActrSystem(config, transport=self.hub.transport(), signaling=self.signaling.connector())
+        system = ActrSystem(
+            config, transport=self.hub.transport(), signaling=self.signaling.connector()
+        )
         async with system.attach(workload).start() as ref:
             yield ref

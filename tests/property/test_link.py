@@ -38,10 +38,9 @@ def test_every_acked_item_delivered_once_in_order(steps: list[str]) -> None:
             if epoch == sender.epoch:
                 transmit(sender.restart())
             return
-        if verdict == "accept":
-            if item not in committed:
-                committed.add(item)
-                delivered.append(item)
+        if verdict == "accept" and item not in committed:
+            committed.add(item)
+            delivered.append(item)
         if receiver.epoch is not None:
             acked.update(i for _, i in sender.on_ack(receiver.epoch, receiver.cumulative))
 

@@ -32,7 +32,6 @@ from actr_trio.errors import (
     EnvelopeTooLarge,
     MalformedEnvelope,
     RemoteError,
-    RemoteShuttingDown,
     RouteNotFound,
 )
 from actr_trio.testing import LocalRealm, MemorySignaling
@@ -111,7 +110,7 @@ async def test_call_bytes_and_protobuf() -> None:
 
 async def test_errors_reach_the_caller_and_the_node_keeps_serving() -> None:
     async with LocalRealm() as realm, realm.start(Echo()) as a, realm.start(Caller()) as b:
-        with pytest.raises(RouteNotFound, match="demo.Echo.Nope"):
+        with pytest.raises(RouteNotFound, match=r"demo\.Echo\.Nope"):
             await b.call(a.actr_id, "demo.Echo.Nope", b"")
         with pytest.raises(RemoteError, match="boom") as failed:
             await b.call(a.actr_id, "demo.Echo.Fail", b"")
@@ -146,7 +145,7 @@ async def test_oversized_payload_is_refused_on_both_sides() -> None:
 
 async def test_garbage_packets_are_rejected_and_the_node_keeps_serving() -> None:
     async with LocalRealm() as realm, realm.start(Echo()) as a, realm.start(Caller()) as b:
-        transport = b._core.transport  # noqa: SLF001 - inject raw bytes as a broken peer would
+        transport = b._core.transport  # inject raw bytes as a broken peer would
         await transport.send(a.actr_id, Lane.RELIABLE, [b"\xff\x00garbage", b"\x0a\x05short"])
         bad_env = Envelope(
             kind=REQUEST,
@@ -156,7 +155,7 @@ async def test_garbage_packets_are_rejected_and_the_node_keeps_serving() -> None
             trace_id="",
             caller=b.actr_id,
             target=a.actr_id,
-            priority=Priority(99) if False else Priority.NORMAL,
+            priority=Priority.NORMAL,
             lane=Lane.RELIABLE,
             deadline_ms=0,
         )
@@ -247,11 +246,11 @@ async def test_workload_without_actr_type_is_refused() -> None:
 
 
 def test_route_validation() -> None:
-    with pytest.raises(ConfigError, match="package.Service.Method"):
+    with pytest.raises(ConfigError, match=r"package\.Service\.Method"):
         route("nodots")
     with pytest.raises(ConfigError, match="protobuf message class"):
         route("a.B.C", request=str)
-    with pytest.raises(ConfigError, match="Lane.SIGNAL or Lane.RELIABLE"):
+    with pytest.raises(ConfigError, match=r"Lane\.SIGNAL or Lane\.RELIABLE"):
         route("a.B.C", lane=Lane.LATENCY_FIRST)
 
 
