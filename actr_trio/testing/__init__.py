@@ -5,7 +5,15 @@
 * pytest fixtures (installed as a pytest plugin): ``local_realm``.
 """
 
+from ._faults import FaultStatistics, FaultyTransport
 from ._memory_signaling import MemoryConnector, MemorySession, MemorySignaling
 from ._realm import LocalRealm
 
-__all__ = ["LocalRealm", "MemoryConnector", "MemorySession", "MemorySignaling"]
+__all__ = [
+    "FaultStatistics",
+    "FaultyTransport",
+    "LocalRealm",
+    "MemoryConnector",
+    "MemorySession",
+    "MemorySignaling",
+]

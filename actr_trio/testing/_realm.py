@@ -7,7 +7,7 @@ runtime, so a test written against LocalRealm exercises what production runs.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, final
@@ -17,6 +17,8 @@ import trio
 from .._config import Config
 from .._node import ActrRef, ActrSystem
 from .._router import Workload
+from ..transport._abc import Transport
+from ..transport._abc import Transport
 from ..transport._loopback import LoopbackHub
 from ._memory_signaling import MemorySignaling
 
@@ -64,17 +66,25 @@ class LocalRealm:
         return Config.from_mapping(values)
 
     @asynccontextmanager
-    async def start(self, workload: Workload, **options: Any) -> AsyncIterator[ActrRef]:
+    async def start(
+        self,
+        workload: Workload,
+        *,
+        wrap_transport: Callable[[Transport], Transport] | None = None,
+        **options: Any,
+    ) -> AsyncIterator[ActrRef]:
         """Start ``workload`` on a node of this realm; ``options`` are ``Config`` fields.
 
         ``data_dir=path`` gives it a durable SQLite mailbox and a stable identity (start it again
-        on the same path to restart "the same" node).
+        on the same path to restart "the same" node). ``wrap_transport`` wraps the node's
+        loopback transport, e.g. ``lambda t: FaultyTransport(t, drop=0.2)``.
         """
         if not self._entered:
             raise RuntimeError("use `async with LocalRealm() as realm:` before realm.start()")
         config = self.config(**options)
-        system = ActrSystem(
-            config, transport=self.hub.transport(), signaling=self.signaling.connector()
-        )
+        transport: Transport = self.hub.transport()
+        if wrap_transport is not None:
+            transport = wrap_transport(transport)
+        system = ActrSystem(config, transport=transport, signaling=self.signaling.connector())
         async with system.attach(workload).start() as ref:
             yield ref
