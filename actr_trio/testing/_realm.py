@@ -18,7 +18,6 @@ from .._config import Config
 from .._node import ActrRef, ActrSystem
 from .._router import Workload
 from ..transport._abc import Transport
-from ..transport._abc import Transport
 from ..transport._loopback import LoopbackHub
 from ._memory_signaling import MemorySignaling
 

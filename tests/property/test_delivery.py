@@ -62,16 +62,19 @@ def test_lossy_lane_keeps_every_promise(
                 return faulty[-1]
 
             # Both directions are disturbed: envelopes, acks and responses.
-            async with LocalRealm() as realm, realm.start(sink, wrap_transport=wrap) as a:
-                async with realm.start(Source(), wrap_transport=wrap) as b:
-                    counts: dict[Priority, int] = {}
-                    for priority in priorities:
-                        n = counts.get(priority, 0)
-                        counts[priority] = n + 1
-                        await b.tell(
-                            a.actr_id, "demo.Sink.Put", b"%d:%d" % (priority, n), priority=priority
-                        )
-                    answers.append(await b.call(a.actr_id, "demo.Sink.Put", b"0:0"))
+            async with (
+                LocalRealm() as realm,
+                realm.start(sink, wrap_transport=wrap) as a,
+                realm.start(Source(), wrap_transport=wrap) as b,
+            ):
+                counts: dict[Priority, int] = {}
+                for priority in priorities:
+                    n = counts.get(priority, 0)
+                    counts[priority] = n + 1
+                    await b.tell(
+                        a.actr_id, "demo.Sink.Put", b"%d:%d" % (priority, n), priority=priority
+                    )
+                answers.append(await b.call(a.actr_id, "demo.Sink.Put", b"0:0"))
 
     # In-memory mailbox and loopback: no threads or sockets, so virtual time is safe and the
     # retransmission timeouts cost nothing.
@@ -98,19 +101,20 @@ def test_heavy_loss_is_recovered_by_retransmission() -> None:
                 faulty.append(FaultyTransport(inner, drop=0.5, seed=len(faulty)))
                 return faulty[-1]
 
-            async with LocalRealm() as realm, realm.start(sink, wrap_transport=wrap) as a:
-                async with realm.start(Source(), wrap_transport=wrap) as b:
-                    async with trio.open_nursery() as nursery:
-                        for n in range(50):
-                            # Virtual time: a generous deadline costs nothing.
-                            nursery.start_soon(
-                                partial(
-                                    b.tell, a.actr_id, "demo.Sink.Put", b"2:%d" % n, timeout=3600
-                                )
-                            )
-                            await trio.testing.wait_all_tasks_blocked()
-                    resent.append(b.statistics().outbound.retransmitted)
-                    assert sum(f.statistics().dropped for f in faulty) > 10
+            async with (
+                LocalRealm() as realm,
+                realm.start(sink, wrap_transport=wrap) as a,
+                realm.start(Source(), wrap_transport=wrap) as b,
+            ):
+                async with trio.open_nursery() as nursery:
+                    for n in range(50):
+                        # Virtual time: a generous deadline costs nothing.
+                        nursery.start_soon(
+                            partial(b.tell, a.actr_id, "demo.Sink.Put", b"2:%d" % n, timeout=3600)
+                        )
+                        await trio.testing.wait_all_tasks_blocked()
+                resent.append(b.statistics().outbound.retransmitted)
+                assert sum(f.statistics().dropped for f in faulty) > 10
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert resent[0] > 0
