@@ -120,6 +120,8 @@ class _PeerLane:
         self.rto = RTO_MIN
         self.last_progress = trio.current_time()
         self.ever_acked = False
+        # Held while a batch is with the transport: one sender at a time keeps the lane's order.
+        self.sending = trio.Lock()
 
     def __repr__(self) -> str:
         return f"<PeerLane {self.peer} {self.lane.name} unacked={len(self.link)}>"
@@ -193,7 +195,6 @@ class _PeerLane:
             self.fail_all(DeadlineExceeded("deadline passed before the peer acknowledged"))
 
     async def flush_loop(self) -> None:
-        transport = self.gate.transport
         while True:
             if not self.outbox:
                 self.wake = trio.Event()
@@ -210,22 +211,43 @@ class _PeerLane:
                     continue
                 await self.wake.wait()
                 continue
-            batch, self.outbox = self.outbox, []
-            self.flushed.set()
-            try:
-                await transport.send(self.peer, self.lane, batch)
-            except PeerUnavailable as exc:
-                if not self.ever_acked:
-                    self.fail_all(exc)
-                else:
-                    log.info("%s unreachable (%s); will retransmit", self.peer, exc)
-            except ShuttingDown:
-                self.fail_all(ShuttingDown("node is shutting down"))
-                return
-            except TransportError as exc:
-                log.warning("sending to %s failed: %s", self.peer, exc)
-            self.gate._batches += 1
-            self.gate._sent += len(batch)
+            async with self.sending:
+                if not await self.send_outbox():
+                    return
+
+    async def send_outbox(self) -> bool:
+        """Hand the whole outbox to the transport (caller holds ``sending``); False once closed."""
+        batch, self.outbox = self.outbox, []
+        self.flushed.set()
+        if not batch:
+            return True
+        self.gate._batches += 1
+        self.gate._sent += len(batch)
+        try:
+            await self.gate.transport.send(self.peer, self.lane, batch)
+        except PeerUnavailable as exc:
+            if not self.ever_acked:
+                self.fail_all(exc)
+            else:
+                log.info("%s unreachable (%s); will retransmit", self.peer, exc)
+        except ShuttingDown:
+            self.fail_all(ShuttingDown("node is shutting down"))
+            return False
+        except TransportError as exc:
+            log.warning("sending to %s failed: %s", self.peer, exc)
+        return True
+
+    async def send_inline(self) -> None:
+        """Send from the calling task when no batch is in flight (saves a task switch);
+        otherwise the flusher picks the packet up with the batch that follows."""
+        try:
+            self.sending.acquire_nowait()
+        except trio.WouldBlock:
+            return
+        try:
+            await self.send_outbox()
+        finally:
+            self.sending.release()
 
 
 class OutGate:
@@ -340,6 +362,7 @@ class OutGate:
                 self._calls[request_id] = waiter
             pl.stamp(_Outgoing(kind, request_id, encode_envelope(env), deadline, waiter))
             try:
+                await pl.send_inline()
                 await waiter.event.wait()
             finally:
                 self._calls.pop(request_id, None)

@@ -15,7 +15,6 @@ The pick itself is :class:`Selector`, plain synchronous code that Hypothesis dri
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Generic, TypeVar
 
@@ -84,6 +83,8 @@ class Scheduler(Generic[T]):
             self._sends.append(send)
             self._receives.append(receive)
         self._index = {p: i for i, p in enumerate(PRIORITIES_HIGH_FIRST)}
+        # Our own counts: reading channel statistics() allocates an object per look.
+        self._counts = [0] * len(PRIORITIES_HIGH_FIRST)
         self._wakeup = trio.Event()
         self._stopping = False
         self._handled = 0
@@ -94,19 +95,18 @@ class Scheduler(Generic[T]):
 
     def enqueue(self, priority: Priority, item: T) -> None:
         """Queue ``item`` (never blocks: the mailbox bounds what is pending)."""
-        self._sends[self._index[priority]].send_nowait(item)
+        index = self._index[priority]
+        self._sends[index].send_nowait(item)
+        self._counts[index] += 1
         self._wakeup.set()
 
     def pending(self) -> int:
         """Items waiting (not counting the one running)."""
-        return sum(r.statistics().current_buffer_used for r in self._receives)
+        return sum(self._counts)
 
     def statistics(self) -> SchedulerStatistics:
         return SchedulerStatistics(
-            tuple(
-                (p, self._receives[i].statistics().current_buffer_used)
-                for p, i in self._index.items()
-            ),
+            tuple((p, self._counts[i]) for p, i in self._index.items()),
             self._handled,
             self._running,
         )
@@ -117,14 +117,11 @@ class Scheduler(Generic[T]):
         self._wakeup.set()
 
     def _take(self) -> T | None:
-        index = self._selector.choose(
-            [r.statistics().current_buffer_used > 0 for r in self._receives]
-        )
+        index = self._selector.choose([n > 0 for n in self._counts])
         if index is None:
             return None
-        with contextlib.suppress(trio.WouldBlock):
-            return self._receives[index].receive_nowait()
-        return None  # pragma: no cover - the buffer was just seen non-empty
+        self._counts[index] -= 1
+        return self._receives[index].receive_nowait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run handlers until :meth:`stop_when_idle` and the queues are empty, or cancelled.

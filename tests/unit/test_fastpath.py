@@ -65,10 +65,13 @@ async def test_chunks_arrive_in_order_per_stream_and_streams_interleave() -> Non
                 await b.send(b"b%d" % i)
         with trio.fail_after(10):
             await receiver.ended["a"].wait()
-            await receiver.ended["b"].wait()
+            # Stream b is LatencyFirst: even its end marker may be dropped, so wait for quiet
+            # (no threads or sockets here: loopback and an in-memory mailbox).
+            await trio.testing.wait_all_tasks_blocked()
     assert receiver.chunks["a"] == [b"a%d" % i for i in range(200)]
     # LatencyFirst may drop when the buffer is full, never reorders.
-    got_b = receiver.chunks["b"]
+    got_b = receiver.chunks.get("b", [])
+    assert got_b
     assert got_b == sorted(got_b, key=lambda c: int(c[1:]))
 
 
