@@ -33,6 +33,10 @@ from ._router import route as route
 from ._streams import StreamChunk as StreamChunk
 from ._streams import StreamRegistry as StreamRegistry
 from ._streams import StreamSender as StreamSender
+from ._supervisor import Strategy as Strategy
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorGaveUp as SupervisorGaveUp
+from ._supervisor import SupervisorStatistics as SupervisorStatistics
 from ._tracks import MediaFrame as MediaFrame
 from ._tracks import TrackRegistry as TrackRegistry
 
@@ -51,6 +55,10 @@ __all__ = [
     "StreamChunk",
     "StreamRegistry",
     "StreamSender",
+    "Strategy",
+    "Supervisor",
+    "SupervisorGaveUp",
+    "SupervisorStatistics",
     "TrackRegistry",
     "Workload",
     "errors",

@@ -74,26 +74,52 @@ class NodeStatistics:
 
 
 class _Component:
-    """Runs one sibling task in its own shielded scope, so shutdown can stop it in order."""
+    """Runs one sibling task in its own cancel scope, so shutdown can stop it in order.
+
+    The scope is shielded from outside cancellation once the component has started, so a
+    cancelled enclosing scope cannot tear components down out of order: the shutdown sequence
+    stops them one by one. Not before: when the starter is already cancelled, Trio's
+    ``started()`` returns quietly and waits for the child to exit, which a shielded child
+    never would.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.scope = trio.CancelScope(shield=True)
+        self.scope = trio.CancelScope()
         self.done = trio.Event()
+        self.entered = False
 
     async def run(
-        self, fn: Callable[..., Awaitable[None]], *args: object, task_status: trio.TaskStatus[Any]
+        self,
+        fn: Callable[..., Awaitable[None]],
+        *args: object,
+        task_status: trio.TaskStatus[Any],
     ) -> None:
+        self.entered = True
         try:
             with self.scope:
-                await fn(*args, task_status=task_status)
+                await fn(*args, task_status=_ShieldWhenStarted(task_status, self.scope))
         finally:
             self.done.set()
 
     async def stop(self) -> None:
         self.scope.cancel(reason=f"node shutting down: stopping {self.name}")
+        if not self.entered:
+            await trio.lowlevel.checkpoint()
+            return
         with trio.move_on_after(STOP_BOUND):
             await self.done.wait()
+
+
+class _ShieldWhenStarted(trio.TaskStatus[Any]):
+    def __init__(self, inner: trio.TaskStatus[Any], scope: trio.CancelScope) -> None:
+        self._inner = inner
+        self._scope = scope
+
+    def started(self, value: Any = None) -> None:
+        if trio.current_effective_deadline() != -math.inf:  # -inf: already cancelled
+            self._scope.shield = True
+        self._inner.started(value)
 
 
 def _load_identity(data_dir: Path | None) -> ActrId | None:
@@ -238,10 +264,26 @@ class _NodeCore:
             self._enqueue(Work(stored, env, peer))
 
     async def _shutdown(self, c: dict[str, _Component]) -> None:
+        try:
+            await self._drain_and_stop_workload(c)
+        finally:
+            # 4. Whatever happened above, every component stops, transport before signaling.
+            for name in (
+                "ingate",
+                "streams",
+                "tracks",
+                "outgate",
+                "transport",
+                "signaling",
+                "mailbox",
+            ):
+                await c[name].stop()
+            log.info("%s stopped", self._session.actr_id if self._session else "node")
+
+    async def _drain_and_stop_workload(self, c: dict[str, _Component]) -> None:
         grace = self.config.shutdown_grace
         if self._ingate is not None:
             self._ingate.accepting = False  # 1. stop accepting
-        if c["scheduler"].scope.cancel_called is False and self._ingate is not None:
             self.scheduler.stop_when_idle()  # 2. drain, bounded
             with trio.move_on_after(grace):
                 await c["scheduler"].done.wait()
@@ -255,19 +297,9 @@ class _NodeCore:
             with trio.move_on_after(min(ACK_FLUSH, grace)):
                 await self.outgate.wait_acked()
         self.outgate.close()
-        with trio.move_on_after(STOP_BOUND):
-            await self.mailbox.flush()
-        for name in (
-            "ingate",
-            "streams",
-            "tracks",
-            "outgate",
-            "transport",
-            "signaling",
-            "mailbox",
-        ):  # 4.
-            await c[name].stop()
-        log.info("%s stopped", self._session.actr_id if self._session else "node")
+        if c["mailbox"].entered and not c["mailbox"].done.is_set():
+            with trio.move_on_after(STOP_BOUND):
+                await self.mailbox.flush()
 
     async def _handle(self, work: Work) -> None:
         env, stored = work.envelope, work.stored

@@ -15,7 +15,7 @@ from typing import Any, final
 import trio
 
 from .._config import Config
-from .._node import ActrRef, ActrSystem
+from .._node import ActrNode, ActrRef, ActrSystem
 from .._router import Workload
 from ..transport._abc import Transport
 from ..transport._loopback import LoopbackHub
@@ -64,6 +64,26 @@ class LocalRealm:
         values.setdefault("realm", self.realm)
         return Config.from_mapping(values)
 
+    def node(
+        self,
+        workload: Workload,
+        *,
+        wrap_transport: Callable[[Transport], Transport] | None = None,
+        **options: Any,
+    ) -> ActrNode:
+        """A node of this realm, not started yet (e.g. for a ``Supervisor`` factory).
+
+        ``options`` are ``Config`` fields; ``wrap_transport`` wraps the loopback transport,
+        e.g. ``lambda t: FaultyTransport(t, drop=0.2)``.
+        """
+        transport: Transport = self.hub.transport()
+        if wrap_transport is not None:
+            transport = wrap_transport(transport)
+        system = ActrSystem(
+            self.config(**options), transport=transport, signaling=self.signaling.connector()
+        )
+        return system.attach(workload)
+
     @asynccontextmanager
     async def start(
         self,
@@ -72,18 +92,12 @@ class LocalRealm:
         wrap_transport: Callable[[Transport], Transport] | None = None,
         **options: Any,
     ) -> AsyncIterator[ActrRef]:
-        """Start ``workload`` on a node of this realm; ``options`` are ``Config`` fields.
+        """Start ``workload`` on a node of this realm (see :meth:`node` for the arguments).
 
         ``data_dir=path`` gives it a durable SQLite mailbox and a stable identity (start it again
-        on the same path to restart "the same" node). ``wrap_transport`` wraps the node's
-        loopback transport, e.g. ``lambda t: FaultyTransport(t, drop=0.2)``.
+        on the same path to restart "the same" node).
         """
         if not self._entered:
             raise RuntimeError("use `async with LocalRealm() as realm:` before realm.start()")
-        config = self.config(**options)
-        transport: Transport = self.hub.transport()
-        if wrap_transport is not None:
-            transport = wrap_transport(transport)
-        system = ActrSystem(config, transport=transport, signaling=self.signaling.connector())
-        async with system.attach(workload).start() as ref:
+        async with self.node(workload, wrap_transport=wrap_transport, **options).start() as ref:
             yield ref
