@@ -31,12 +31,13 @@ import trio
 
 from ._config import Config
 from ._context import Actions, Context
-from ._envelope import REQUEST, RESPONSE, Envelope, WireError, encode_envelope
+from ._envelope import REQUEST, RESPONSE, Envelope, WireError, decode_envelope, encode_envelope
 from ._fastlane import FastLaneStatistics
 from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics, Work
-from ._mailbox import Mailbox, MailboxStatistics, open_mailbox
+from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
 from ._outgate import OutGate, OutGateStatistics
+from ._proto.actr import wire_pb2
 from ._router import RouteTable, Workload
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._streams import StreamRegistry
@@ -46,6 +47,7 @@ from .errors import (
     ConfigError,
     DeadlineExceeded,
     RemoteError,
+    Retryable,
     RouteNotFound,
     ShuttingDown,
 )
@@ -54,6 +56,13 @@ from .transport._abc import SignalingConnector, SignalingSession, Transport
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE: Final = "identity.json"
+
+
+class _Retry:
+    """The handler raised Retryable: run the envelope again later."""
+
+
+_RETRY: Final = _Retry()
 # Step 4 of shutdown waits this long (within the grace period) for peers to ack what was sent.
 ACK_FLUSH: Final = 1.0
 # Bound on stopping one component once cancelled (its own cleanup is shielded and bounded).
@@ -252,16 +261,17 @@ class _NodeCore:
 
     async def _replay(self) -> None:
         for stored in await self.mailbox.pending():
-            from ._envelope import decode_envelope
+            self._enqueue_stored(stored)
 
-            try:
-                env = decode_envelope(stored.data, max_payload=self.config.max_payload)
-            except CallError as exc:
-                log.error("dropping undecodable mailbox row %d: %s", stored.id, exc)
-                self.mailbox.complete(stored.id, None)
-                continue
-            peer = env.caller if env.caller is not None else ActrId.parse(stored.caller)
-            self._enqueue(Work(stored, env, peer))
+    def _enqueue_stored(self, stored: StoredEnvelope) -> None:
+        try:
+            env = decode_envelope(stored.data, max_payload=self.config.max_payload)
+        except CallError as exc:
+            log.error("dropping undecodable mailbox row %d: %s", stored.id, exc)
+            self.mailbox.complete(stored.id, None)
+            return
+        peer = env.caller if env.caller is not None else ActrId.parse(stored.caller)
+        self._enqueue(Work(stored, env, peer))
 
     async def _shutdown(self, c: dict[str, _Component]) -> None:
         try:
@@ -303,28 +313,62 @@ class _NodeCore:
 
     async def _handle(self, work: Work) -> None:
         env, stored = work.envelope, work.stored
+        # Counted (committed) before the handler runs: a handler that kills the process counts.
+        attempts = await self.mailbox.begin_attempt(stored.id)
+        if attempts > self.config.max_attempts:
+            await self._dead_letter(
+                work, f"failed {attempts - 1} attempts (max_attempts={self.config.max_attempts})"
+            )
+            return
         response = await self._run_handler(work)
+        if response is _RETRY:
+            self._enqueue(work)  # to the back of its priority; the next attempt is counted too
+            return
         data = None
         if env.kind == REQUEST:
-            reply = Envelope(
-                kind=RESPONSE,
-                route_key=env.route_key,
-                payload=response if isinstance(response, bytes) else b"",
-                request_id=env.request_id,
-                trace_id=env.trace_id,
-                caller=self.actr_id,
-                target=work.peer,
-                priority=env.priority,
-                lane=env.lane,
-                deadline_ms=env.deadline_ms,
-                error=response if isinstance(response, WireError) else None,
-            )
-            data = encode_envelope(reply)
+            data = self._response(work, response)
         self.mailbox.complete(stored.id, data)
         if data is not None:
             self.outgate.respond(
                 work.peer, env.lane, data, self._trio_deadline(env.deadline_ms, 60.0)
             )
+
+    def _response(self, work: Work, result: bytes | WireError) -> bytes:
+        env = work.envelope
+        reply = Envelope(
+            kind=RESPONSE,
+            route_key=env.route_key,
+            payload=result if isinstance(result, bytes) else b"",
+            request_id=env.request_id,
+            trace_id=env.trace_id,
+            caller=self.actr_id,
+            target=work.peer,
+            priority=env.priority,
+            lane=env.lane,
+            deadline_ms=env.deadline_ms,
+            error=result if isinstance(result, WireError) else None,
+        )
+        return encode_envelope(reply)
+
+    async def _dead_letter(self, work: Work, reason: str) -> None:
+        env = work.envelope
+        log.warning(
+            "%s: dead-lettering %s from %s: %s", self.actr_id, env.route_key, work.peer, reason
+        )
+        await self.mailbox.dead_letter(work.stored.id, reason)
+        if env.kind == REQUEST:
+            error = WireError(wire_pb2.DEAD_LETTER, "dead_letter", f"{env.route_key}: {reason}")
+            data = self._response(work, error)
+            self.outgate.respond(
+                work.peer, env.lane, data, self._trio_deadline(env.deadline_ms, 60.0)
+            )
+
+    async def redrive(self, envelope_id: int | None = None) -> int:
+        """Move dead letters back to the queue and schedule them; returns how many."""
+        moved = await self.mailbox.redrive(envelope_id)
+        for stored in moved:
+            self._enqueue_stored(stored)
+        return len(moved)
 
     @staticmethod
     def _trio_deadline(deadline_ms: int, default: float) -> float:
@@ -332,7 +376,7 @@ class _NodeCore:
             return trio.current_time() + default
         return trio.current_time() + (deadline_ms / 1000 - time.time())
 
-    async def _run_handler(self, work: Work) -> bytes | WireError:
+    async def _run_handler(self, work: Work) -> bytes | WireError | _Retry:
         env = work.envelope
         if env.deadline_ms and env.deadline_ms <= time.time() * 1000:
             return WireError.of(
@@ -358,6 +402,9 @@ class _NodeCore:
                     DeadlineExceeded(f"{env.route_key}: handler passed the caller's deadline")
                 )
             return bound.encode(result)
+        except Retryable as exc:
+            log.info("%s: %s asked to be retried: %s", self.actr_id, env.route_key, exc)
+            return _RETRY
         except CallError as exc:
             if not isinstance(exc, RemoteError):
                 log.info("%s: %s raised %r", self.actr_id, env.route_key, exc)
@@ -409,8 +456,20 @@ class ActrRef(Actions):
 
     @property
     def mailbox(self) -> Mailbox:
-        """The node's mailbox (dead letters: ``dead_letters()``, ``redrive()``, ``purge_dead_letters()``)."""
+        """The node's mailbox (read-only use: ``pending()``, ``statistics()``)."""
         return self._core.mailbox
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Envelopes that failed ``Config.max_attempts`` times, oldest first."""
+        return await self._core.mailbox.dead_letters()
+
+    async def redrive(self, envelope_id: int | None = None) -> int:
+        """Put one dead letter (or all) back in the queue with a fresh attempt count."""
+        return await self._core.redrive(envelope_id)
+
+    async def purge_dead_letters(self) -> int:
+        """Delete every dead letter; returns how many."""
+        return await self._core.mailbox.purge_dead_letters()
 
     async def shutdown(self) -> None:
         """Shut down in the documented order and return once the node stopped."""

@@ -6,6 +6,7 @@
     ├── ConfigError (also ValueError)          invalid configuration or argument
     ├── CodegenError                           `actr-trio codegen` failed
     ├── ShuttingDown                           *we* are closing: nothing new accepted
+    ├── Retryable                              raised by a handler: run it again (up to max_attempts)
     ├── CallError                              a call or tell did not succeed
     │   ├── RemoteError                        the remote handler raised (code + message travel back)
     │   ├── RouteNotFound                      the target has no handler for the route key
@@ -43,6 +44,7 @@ __all__ = [
     "PeerUnavailable",
     "RemoteError",
     "RemoteShuttingDown",
+    "Retryable",
     "RouteNotFound",
     "ShuttingDown",
     "SignalingError",
@@ -65,6 +67,14 @@ class CodegenError(ActrError):
 
 class ShuttingDown(ActrError):
     """The node is shutting down and refuses new work (we closed it, cf. trio.ClosedResourceError)."""
+
+
+class Retryable(ActrError):
+    """Raise it (or a subclass) from a handler to have the envelope run again later.
+
+    Any other exception is final: the caller gets ``RemoteError``. A retried envelope goes to the
+    back of its priority's queue; after ``Config.max_attempts`` attempts it is dead-lettered.
+    """
 
 
 class CallError(ActrError):
@@ -165,6 +175,8 @@ _BY_WIRE_KIND: Final[dict[int, type[CallError]]] = {
         RemoteShuttingDown,
     )
 }
+# A dead-lettered envelope's caller gets RemoteError with code "dead_letter" (issue 6).
+_BY_WIRE_KIND[wire_pb2.DEAD_LETTER] = RemoteError
 
 
 def error_from_wire(kind: int, code: str, message: str) -> CallError:
