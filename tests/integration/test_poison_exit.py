@@ -4,7 +4,6 @@ healthy envelopes queued with it are all handled (issue 6)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 from pathlib import Path

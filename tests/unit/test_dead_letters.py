@@ -98,7 +98,7 @@ async def test_purge_dead_letters() -> None:
         realm.start(Caller()) as b,
     ):
         for i in range(3):
-            with pytest.raises(RemoteError, match="dead|max_attempts"):
+            with pytest.raises(RemoteError, match=r"dead|max_attempts"):
                 await b.call(a.actr_id, "demo.Flaky.Poison", b"%d" % i)
         assert len(await a.dead_letters()) == 3
         assert await a.purge_dead_letters() == 3
