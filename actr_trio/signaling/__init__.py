@@ -1,0 +1,58 @@
+"""The signaling server and the node's signaling client (DESIGN §5).
+
+``actr-trio signaling --host 127.0.0.1 --port 8765`` runs the server; embed it with
+``async with actr_trio.signaling.serve(port=0) as server:`` (``server.url``) or
+``await nursery.start(SignalingServer(...).run)``. Nodes use :class:`SignalingClient`, the
+WebSocket implementation of ``actr_trio.transport.SignalingConnector``.
+
+Layout: ``_protocol.py`` (sans-IO sessions and the frame codec), ``_server.py`` and
+``_client.py`` (Trio shells, trio-websocket), ``_store.py`` (SQLite), ``_cli.py``.
+The names below are imported lazily (PEP 562), so that building the ``actr-trio`` command line
+(which imports ``_cli``) does not import trio-websocket or sqlite-utils.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._client import SignalingClient as SignalingClient
+    from ._client import SignalingClientStatistics as SignalingClientStatistics
+    from ._protocol import SessionTakenOver as SessionTakenOver
+    from ._server import SignalingServer as SignalingServer
+    from ._server import SignalingServerStatistics as SignalingServerStatistics
+    from ._server import serve as serve
+
+__all__ = [
+    "SessionTakenOver",
+    "SignalingClient",
+    "SignalingClientStatistics",
+    "SignalingServer",
+    "SignalingServerStatistics",
+    "serve",
+]
+
+_MODULES = {
+    "SessionTakenOver": "._protocol",
+    "SignalingClient": "._client",
+    "SignalingClientStatistics": "._client",
+    "SignalingServer": "._server",
+    "SignalingServerStatistics": "._server",
+    "serve": "._server",
+}
+
+
+def __getattr__(name: str) -> object:
+    module_name = _MODULES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value: object = getattr(importlib.import_module(module_name, __name__), name)
+    # Tracebacks and reprs name the public module, not a private one.
+    value.__module__ = __name__
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

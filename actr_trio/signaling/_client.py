@@ -1,0 +1,540 @@
+"""The node's signaling client: trio-websocket around the sans-IO :class:`ClientProtocol`.
+
+:meth:`SignalingClient.run` is step 1 of a node's start order (DESIGN §2): it connects,
+authenticates and registers, hands the runtime a session, then keeps the registration alive
+(heartbeats; reconnection with capped exponential backoff and re-registration under the same
+``ActrId``) until cancelled, when it unregisters. Invariants: one reader task per connection
+is the only consumer of the WebSocket; the relay channel has one owner (``run``) that closes it;
+requests in flight when a connection drops fail with ``SignalingError`` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Final, final
+from urllib.parse import urlsplit
+
+import attrs
+import outcome
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from .._config import Config
+from .._ids import ActrId, ActrType
+from ..errors import AuthError, ConfigError, SignalingError
+from ..transport._abc import Relay, SignalingConnector, SignalingSession
+from ._protocol import (
+    MAX_FRAME_SIZE,
+    ClientProtocol,
+    Frame,
+    FrameError,
+    Outgoing,
+    PeersFound,
+    Registered,
+    RelayDelivered,
+    RelayReceived,
+    RequestFailed,
+    SessionFailed,
+    SessionTakenOver,
+    encode_frame,
+)
+
+logger = logging.getLogger(__name__)
+
+# Relays waiting for the transport to take them. Offers/answers/ICE come a few per link, so this
+# absorbs a burst of links opening at once; beyond it the reader waits (backpressure), it never
+# drops a relay.
+RELAY_BUFFER: Final = 64
+# Reconnection backoff: first retry after BACKOFF_MIN seconds, doubling up to BACKOFF_MAX.
+BACKOFF_MIN: Final = 0.05
+BACKOFF_MAX: Final = 2.0
+# Seconds to connect, authenticate and register before the attempt counts as failed.
+CONNECT_TIMEOUT: Final = 10.0
+# Seconds, shielded, to say goodbye (Unregister + close handshake) when cancelled.
+UNREGISTER_GRACE: Final = 1.0
+# Heartbeats per presence_timeout the server announced: 3 tolerates two lost or late ones.
+_HEARTBEATS_PER_TIMEOUT: Final = 3
+
+
+class _ConnectionLost(Exception):
+    """Internal: the current connection ended; reconnect."""
+
+
+@final
+@attrs.frozen
+class SignalingClientStatistics:
+    """Snapshot of a signaling client.
+
+    Attributes:
+        actr_id: the registered identity (``None`` before the first registration).
+        connected: whether a registered connection is up right now.
+        registrations: successful registrations, the first one included.
+        connection_failures: connection attempts that failed or connections that dropped.
+    """
+
+    actr_id: ActrId | None
+    connected: bool
+    registrations: int
+    connection_failures: int
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """A request waiting for its answer (filled once, by the reader or by a disconnect)."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: outcome.Outcome[tuple[ActrId, ...]] | None = None
+
+    def resolve(self, result: outcome.Outcome[tuple[ActrId, ...]]) -> None:
+        if self.result is None:
+            self.result = result
+            self.done.set()
+
+
+@attrs.define(eq=False)
+class _Link:
+    """The currently registered connection."""
+
+    ws: WebSocketConnection
+    protocol: ClientProtocol
+    pending: dict[int, _Pending] = attrs.field(factory=dict)
+
+
+@final
+class _Session:
+    """The :class:`SignalingSession` handed to the runtime; valid across reconnections."""
+
+    def __init__(
+        self, actr_id: ActrId, relays: trio.MemoryReceiveChannel[Relay], client: SignalingClient
+    ) -> None:
+        self._actr_id = actr_id
+        self._relays = relays
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<signaling session {self._actr_id}>"
+
+    @property
+    def actr_id(self) -> ActrId:
+        """This node's identity (the same across reconnections)."""
+        return self._actr_id
+
+    @property
+    def relays(self) -> trio.MemoryReceiveChannel[Relay]:
+        """Relays addressed to this node, in arrival order; ends when ``run`` returns."""
+        return self._relays
+
+    async def discover(self, actr_type: ActrType) -> list[ActrId]:
+        """Nodes of ``actr_type`` present in this node's realm (including this node).
+
+        Raises:
+            SignalingError: not connected right now (the client is reconnecting: it does not
+                wait), or the connection dropped before the answer came.
+
+        Cancellation:
+            Safe at any point; a late answer is ignored.
+        """
+        link = self._client._require_link()
+        request_id, frame = link.protocol.discover(actr_type)
+        return list(await self._client._request(link, request_id, frame))
+
+    async def send_relay(self, target: ActrId, kind: str, payload: str) -> None:
+        """Relay an offer/answer/ICE ``payload`` to ``target``; returns once the server handed
+        it to the target's connection.
+
+        Raises:
+            PeerUnavailable: ``target`` is not registered (or not present) in this realm.
+            SignalingError: not connected right now (no waiting), or the connection dropped.
+            ConfigError: ``kind`` is not ``"offer"``, ``"answer"`` or ``"ice"``.
+
+        Cancellation:
+            Safe, but once the frame was written the relay may still be delivered.
+        """
+        link = self._client._require_link()
+        request_id, frame = link.protocol.relay(target, kind, payload)
+        await self._client._request(link, request_id, frame)
+
+
+@final
+class SignalingClient:
+    """Connects a node to the signaling server at ``config.signaling_url`` (a SignalingConnector).
+
+    Args:
+        config: uses ``realm``, ``realm_secret``, ``signaling_url`` and ``heartbeat_interval``.
+
+    Raises:
+        ConfigError: ``config.signaling_url`` is not set.
+    """
+
+    def __init__(self, config: Config) -> None:
+        url = config.signaling_url
+        if not url:
+            raise ConfigError("signaling_url must be set to use the signaling server")
+        parts = urlsplit(url)
+        try:
+            valid = parts.scheme == "ws" and bool(parts.hostname) and parts.port is not None
+        except ValueError:  # a port that is not a number
+            valid = False
+        if not valid:
+            raise ConfigError(f"signaling_url={url!r} must look like ws://HOST:PORT")
+        self._config = config
+        self._url = url
+        self._link: _Link | None = None
+        self._actr_id: ActrId | None = None  # of the current run(), for statistics()
+        self._registrations = 0
+        self._failures = 0
+        self._changed = trio.Event()
+        self._running = False
+
+    def __repr__(self) -> str:
+        return f"<SignalingClient {self._actr_id or 'unregistered'} via {self._url}>"
+
+    def statistics(self) -> SignalingClientStatistics:
+        """A snapshot of the client's connection state."""
+        return SignalingClientStatistics(
+            actr_id=self._actr_id,
+            connected=self._link is not None,
+            registrations=self._registrations,
+            connection_failures=self._failures,
+        )
+
+    async def wait_registrations(self, count: int) -> None:
+        """Wait until the client has registered ``count`` times in total.
+
+        The first registration counts 1 and every re-registration after a reconnection adds 1,
+        so ``wait_registrations(statistics().registrations + 1)`` waits for the next one.
+        """
+        while self._registrations < count:
+            await self._changed.wait()
+
+    async def run(
+        self,
+        actr_type: ActrType,
+        previous_id: ActrId | None,
+        *,
+        task_status: trio.TaskStatus[SignalingSession] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect, authenticate and register; then keep the registration until cancelled.
+
+        ``task_status.started(session)`` once registered. Then: heartbeats every
+        ``min(config.heartbeat_interval, presence_timeout / 3)`` seconds; when the connection
+        drops (or the server is silent for its presence timeout), reconnects with exponential backoff (0.05 s doubling to 2 s) and registers again
+        under the same ``ActrId``. While disconnected, ``session.discover()`` and
+        ``session.send_relay()`` raise ``SignalingError`` at once (they do not wait).
+
+        Args:
+            actr_type: what this node hosts.
+            previous_id: the identity to register under again (a stale session holding it is
+                taken over), or ``None`` for a fresh one.
+
+        Raises:
+            AuthError: the server rejected the realm credentials (first or later connection).
+            SignalingError: the first registration failed; or another connection took over
+                this node's ``ActrId``.
+
+        Cancellation:
+            Sends ``Unregister`` and closes the connection within a shielded
+            ``UNREGISTER_GRACE`` (1 s), ends ``session.relays`` (``EndOfChannel``), then
+            returns.
+        """
+        if self._running:
+            raise RuntimeError("SignalingClient.run() is already running")
+        self._running = True
+        self._actr_id = None
+        relay_send, relay_receive = trio.open_memory_channel[Relay](RELAY_BUFFER)
+        session: _Session | None = None
+        backoff = BACKOFF_MIN
+        known_id = previous_id  # after the first registration: the id to keep
+
+        def on_registered(actr_id: ActrId) -> None:
+            nonlocal session, backoff, known_id
+            backoff = BACKOFF_MIN
+            known_id = actr_id
+            if session is None:
+                session = _Session(actr_id, relay_receive, self)
+                task_status.started(session)
+
+        try:
+            with relay_send:  # we own the send side; receivers then see EndOfChannel
+                while True:
+                    try:
+                        await _with_websocket(
+                            self._url,
+                            partial(
+                                self._connection,
+                                actr_type=actr_type,
+                                previous_id=known_id,
+                                relays=relay_send,
+                                on_registered=on_registered,
+                            ),
+                        )
+                    except (AuthError, SessionTakenOver):
+                        # Fatal: retrying cannot fix credentials, and a node that took over our
+                        # identity must not be taken over back (two nodes would flap forever).
+                        raise
+                    except (
+                        _ConnectionLost,
+                        HandshakeError,
+                        ConnectionClosed,
+                        OSError,
+                        SignalingError,
+                        trio.TooSlowError,
+                    ) as exc:
+                        self._failures += 1
+                        if session is None:
+                            raise SignalingError(
+                                f"cannot register with signaling server {self._url}: {exc}"
+                            ) from exc
+                        logger.warning(
+                            "signaling connection to %s lost (%s); reconnecting in %.2fs",
+                            self._url,
+                            exc,
+                            backoff,
+                        )
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+        finally:
+            self._running = False
+
+    # -- one connection -------------------------------------------------------------------------
+
+    async def _connection(
+        self,
+        ws: WebSocketConnection,
+        *,
+        actr_type: ActrType,
+        previous_id: ActrId | None,
+        relays: trio.MemorySendChannel[Relay],
+        on_registered: Callable[[ActrId], None],
+    ) -> None:
+        """Register on ``ws`` and serve it until it drops (raises) or we are cancelled."""
+        protocol = ClientProtocol(
+            realm=self._config.realm,
+            secret=self._config.realm_secret,
+            actr_type=actr_type,
+            previous_id=previous_id,
+        )
+        with trio.fail_after(CONNECT_TIMEOUT):
+            presence_timeout = await self._register(ws, protocol)
+        on_registered(self._registered_id(protocol))
+        await self._serve(ws, protocol, relays, presence_timeout)
+
+    async def _register(self, ws: WebSocketConnection, protocol: ClientProtocol) -> float:
+        """Hello, answer the challenge, register; return the server's presence timeout."""
+        await ws.send_message(encode_frame(protocol.hello()))
+        while True:
+            for event in protocol.receive(await ws.get_message()):
+                if isinstance(event, Outgoing):
+                    await ws.send_message(encode_frame(event.frame))
+                elif isinstance(event, Registered):
+                    return event.presence_timeout
+                elif isinstance(event, SessionFailed):
+                    raise event.error
+                else:
+                    raise FrameError(f"unexpected {event!r} before registration")
+
+    async def _serve(
+        self,
+        ws: WebSocketConnection,
+        protocol: ClientProtocol,
+        relays: trio.MemorySendChannel[Relay],
+        presence_timeout: float,
+    ) -> None:
+        """Run one registered connection until it drops (raise) or we are cancelled (unregister)."""
+        link = _Link(ws, protocol)
+        self._actr_id = self._registered_id(protocol)
+        self._link = link
+        self._registrations += 1
+        self._notify()
+        logger.info("registered with signaling as %s", self._actr_id)
+        interval = min(self._config.heartbeat_interval, presence_timeout / _HEARTBEATS_PER_TIMEOUT)
+        lost: list[Exception] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    self._read_loop, link, relays, presence_timeout, lost, nursery.cancel_scope
+                )
+                nursery.start_soon(self._heartbeat_loop, link, interval, lost, nursery.cancel_scope)
+        finally:
+            self._link = None
+            self._notify()
+            for pending in link.pending.values():
+                error = SignalingError("signaling connection lost before the answer came")
+                pending.resolve(outcome.Error(error))
+            link.pending.clear()
+            if not lost:
+                # Not lost: we are being cancelled. Say goodbye, shielded and bounded
+                # (_with_websocket then closes the connection).
+                with trio.move_on_after(UNREGISTER_GRACE, shield=True):
+                    with contextlib.suppress(ConnectionClosed):
+                        await ws.send_message(encode_frame(protocol.unregister()))
+        if isinstance(lost[0], (AuthError, SessionTakenOver)):
+            raise lost[0]
+        raise _ConnectionLost(lost[0]) from lost[0]
+
+    async def _read_loop(
+        self,
+        link: _Link,
+        relays: trio.MemorySendChannel[Relay],
+        silence: float,
+        lost: list[Exception],
+        scope: trio.CancelScope,
+    ) -> None:
+        try:
+            while True:
+                # Heartbeats are acked, so a server silent this long is gone (half-open TCP).
+                with trio.move_on_after(silence) as idle:
+                    data = await link.ws.get_message()
+                if idle.cancelled_caught:
+                    raise SignalingError(f"signaling server silent for {silence} seconds")
+                for event in link.protocol.receive(data):
+                    if isinstance(event, RelayReceived):
+                        try:
+                            await relays.send(event.relay)
+                        except trio.BrokenResourceError:
+                            logger.debug(
+                                "relay from %s dropped: nobody reads relays", event.relay.source
+                            )
+                    elif isinstance(event, PeersFound):
+                        self._resolve(link, event.request_id, outcome.Value(event.peers))
+                    elif isinstance(event, RelayDelivered):
+                        self._resolve(link, event.request_id, outcome.Value(()))
+                    elif isinstance(event, RequestFailed):
+                        self._resolve(link, event.request_id, outcome.Error(event.error))
+                    elif isinstance(event, SessionFailed):
+                        raise event.error
+                    else:
+                        raise FrameError(f"unexpected {event!r} while registered")
+        except (ConnectionClosed, SignalingError) as exc:
+            lost.append(exc)
+            scope.cancel(reason="signaling connection lost")
+
+    async def _heartbeat_loop(
+        self, link: _Link, interval: float, lost: list[Exception], scope: trio.CancelScope
+    ) -> None:
+        data = encode_frame(link.protocol.heartbeat())
+        try:
+            while True:
+                await trio.sleep(interval)
+                await link.ws.send_message(data)
+        except ConnectionClosed as exc:
+            lost.append(exc)
+            scope.cancel(reason="signaling connection lost")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _registered_id(protocol: ClientProtocol) -> ActrId:
+        actr_id = protocol.actr_id
+        assert actr_id is not None
+        return actr_id
+
+    def _require_link(self) -> _Link:
+        link = self._link
+        if link is None:
+            raise SignalingError(f"not connected to signaling server {self._url} (reconnecting)")
+        return link
+
+    async def _request(self, link: _Link, request_id: int, frame: Frame) -> tuple[ActrId, ...]:
+        pending = _Pending()
+        link.pending[request_id] = pending
+        try:
+            try:
+                await link.ws.send_message(encode_frame(frame))
+            except ConnectionClosed as exc:
+                raise SignalingError(f"signaling connection lost: {exc}") from exc
+            await pending.done.wait()
+        finally:
+            link.pending.pop(request_id, None)
+        assert pending.result is not None
+        return pending.result.unwrap()
+
+    @staticmethod
+    def _resolve(link: _Link, request_id: int, result: outcome.Outcome[tuple[ActrId, ...]]) -> None:
+        pending = link.pending.get(request_id)
+        if pending is not None:
+            pending.resolve(result)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+async def _with_websocket(url: str, body: Callable[[WebSocketConnection], Awaitable[None]]) -> None:
+    """Open a WebSocket to ``url``, run ``body(ws)``, close gracefully, always close the socket.
+
+    Two departures from ``trio_websocket.open_websocket_url``, both about closing:
+
+    * In 0.12.2 a client whose server closed first never closes its socket (the reader sees
+      EOF after the close handshake and ``aclose()`` returns early), leaking one socket per
+      server-side close. Owning the TCP stream fixes that.
+    * When we are cancelled, the goodbye (``Unregister`` + close handshake) needs the
+      connection's reader task, so that task runs under a shielded scope of its own, which is
+      cancelled right after the bounded close.
+
+    ``body``'s exceptions propagate unwrapped (no exception group); ``Cancelled`` as usual.
+
+    Raises:
+        OSError, trio.TooSlowError: cannot connect (within ``CONNECT_TIMEOUT``).
+        HandshakeError, ConnectionClosed, trio.TooSlowError: the WebSocket handshake failed.
+    """
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with trio.fail_after(CONNECT_TIMEOUT):
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    failure: Exception | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            reader_scope = trio.CancelScope(shield=True)
+            reader_nursery: trio.Nursery = await nursery.start(_reader_home, reader_scope)
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    ws = await wrap_client_stream(
+                        reader_nursery,
+                        stream,
+                        f"{parts.hostname}:{parts.port}",
+                        parts.path or "/",
+                        max_message_size=MAX_FRAME_SIZE,
+                    )
+                try:
+                    await body(ws)
+                finally:
+                    with trio.move_on_after(UNREGISTER_GRACE, shield=True):
+                        await ws.aclose()
+            except Exception as exc:
+                # Raised after the nursery, so the caller sees it unwrapped.
+                failure = exc
+            finally:
+                reader_scope.cancel(reason="signaling connection finished")
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()  # closes the socket at once; the checkpoint cannot block
+    if failure is not None:
+        raise failure
+
+
+async def _reader_home(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[trio.Nursery]
+) -> None:
+    """Host trio-websocket's reader task in ``scope`` (shielded; its owner cancels it)."""
+    with scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()
+
+
+if TYPE_CHECKING:
+    # mypy checks that the client and its session implement the transport contract.
+    def _conforms(
+        client: SignalingClient, session: _Session
+    ) -> tuple[SignalingConnector, SignalingSession]:
+        return client, session
