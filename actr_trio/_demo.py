@@ -8,27 +8,24 @@ a client node here, talking over WebRTC. ``--local`` runs both nodes in this pro
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from typing import Final
 
 import trio
 
-from ._config import Config
 from ._context import Context
 from ._ids import ActrId, ActrType
 from ._lanes import Lane, Priority
-from ._node import ActrRef, ActrSystem
+from ._node import ActrRef
 from ._router import Workload, route
 from ._streams import StreamChunk
 
 WORKER: Final = ActrType("actr-demo", "worker")
 CLIENT: Final = ActrType("actr-demo", "client")
-LOOPBACK: Final = ("127.0.0.1",)
-JOB_SECONDS: Final = 0.002
+JOB_SECONDS: Final = 0.02
 NORMAL_JOBS: Final = 20
 HIGH_JOBS: Final = 4
 STREAM_CHUNKS: Final = 500
@@ -81,10 +78,15 @@ async def scenario(ref: ActrRef, worker: ActrId) -> None:
         assert await ref.call(worker, "demo.Worker.Echo", b"ping %d" % i) == b"ping %d" % i
         rtts.append((time.perf_counter() - started) * 1e6)
     rtts.sort()
-    print(f"200 echo RPCs: p50 {statistics.median(rtts):.0f} us, p99 {rtts[int(len(rtts) * 0.99) - 1]:.0f} us")
+    print(
+        f"200 echo RPCs: p50 {statistics.median(rtts):.0f} us, p99 {rtts[int(len(rtts) * 0.99) - 1]:.0f} us"
+    )
 
+    # A flood of NORMAL work: each job takes longer than a tell, so a backlog builds up at the
+    # worker (a tell returns once the worker's mailbox committed it). Then HIGH control
+    # messages, which overtake that backlog.
     for i in range(NORMAL_JOBS):
-        await ref.tell(worker, "demo.Worker.Job", f"n{i}".encode())
+        await ref.tell(worker, "demo.Worker.Job", f"n{i:02}".encode())
     for i in range(HIGH_JOBS):
         await ref.tell(worker, "demo.Worker.Job", f"H{i}".encode(), priority=Priority.HIGH)
 
@@ -94,70 +96,46 @@ async def scenario(ref: ActrRef, worker: ActrId) -> None:
 
     # The report is queued behind the jobs (NORMAL, FIFO), so it sees them all handled.
     order, chunks, in_order = (
-        (await ref.call(worker, "demo.Worker.Report", b"", priority=Priority.LOW)).decode().split("|")
+        (await ref.call(worker, "demo.Worker.Report", b"", priority=Priority.LOW))
+        .decode()
+        .split("|")
     )
-    print(f"handled order ({NORMAL_JOBS} NORMAL jobs sent first, then {HIGH_JOBS} HIGH):")
+    print(f"handled order ({NORMAL_JOBS} NORMAL jobs queued first, then {HIGH_JOBS} HIGH; nNN = NORMAL):")
     print("  " + order)
     print(f"stream: {chunks}/{STREAM_CHUNKS} chunks delivered, in order: {in_order}")
 
 
-async def _find(ref: ActrRef, actr_type: ActrType) -> ActrId:
-    with trio.fail_after(20):
-        while True:
-            found = await ref.discover(actr_type)
-            if found:
-                return found[0]
-            await trio.sleep(0.05)  # the worker process is still starting: poll discovery
+def _pair(local: bool) -> Awaitable[None]:
+    from .testing import run_pair
+
+    return run_pair(
+        worker=DemoWorker,
+        client=DemoClient,
+        scenario=scenario,
+        worker_command=[sys.executable, "-m", "actr_trio.cli", "demo", "--role", "worker"],
+        local=local,
+    )
 
 
-async def run_local() -> None:
-    from .testing import LocalRealm
+async def _main(args: argparse.Namespace) -> None:
+    if args.role == "worker":
+        from .testing import serve_worker
 
-    async with LocalRealm("demo") as realm, realm.start(DemoWorker()) as worker, realm.start(DemoClient()) as client:
-        await scenario(client, worker.actr_id)
-
-
-async def run_worker(url: str) -> None:
-    config = Config(realm="demo", signaling_url=url, ice_addresses=LOOPBACK)
-    async with ActrSystem(config).attach(DemoWorker()).start() as ref:
-        print(f"worker {ref.actr_id} registered", flush=True)
-        await ref.wait_for_shutdown()
-
-
-async def run_networked() -> None:
-    from .signaling import serve
-
-    async with serve(host="127.0.0.1", port=0) as server:
-        print(f"signaling server on {server.url}")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "actr_trio.cli", "demo", "--role", "worker", "--signaling", server.url],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            config = Config(realm="demo", signaling_url=server.url, ice_addresses=LOOPBACK)
-            async with ActrSystem(config).attach(DemoClient()).start() as client:
-                worker = await _find(client, WORKER)
-                await scenario(client, worker)
-        finally:
-            proc.terminate()
-            try:
-                await trio.to_thread.run_sync(proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        await serve_worker(DemoWorker(), args.signaling)
+    else:
+        await _pair(args.local)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--local", action="store_true", help="run both nodes in-process on LocalRealm")
-    parser.add_argument("--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--local", action="store_true", help="run both nodes in-process on LocalRealm"
+    )
+    parser.add_argument(
+        "--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS
+    )
     parser.add_argument("--signaling", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.role == "worker":
-        trio.run(run_worker, args.signaling)
-    elif args.local:
-        trio.run(run_local)
-    else:
-        trio.run(run_networked)
+    trio.run(_main, args)
     return 0

@@ -7,6 +7,7 @@
 
 from ._faults import FaultStatistics, FaultyTransport
 from ._memory_signaling import MemoryConnector, MemorySession, MemorySignaling
+from ._pair import find, network_config, run_pair, serve_worker
 from ._realm import LocalRealm
 
 __all__ = [
@@ -16,4 +17,8 @@ __all__ = [
     "MemoryConnector",
     "MemorySession",
     "MemorySignaling",
+    "find",
+    "network_config",
+    "run_pair",
+    "serve_worker",
 ]
