@@ -1,0 +1,40 @@
+"""Fixtures for integration tests: processes that always stop, a real signaling server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from netprocs import Processes, read_line_matching
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[Processes]:
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        await procs.stop_all()
+
+
+@pytest.fixture
+async def signaling_url(processes: Processes, tmp_path: Path) -> str:
+    """A real ``actr-trio signaling`` process on 127.0.0.1 (random port); its ws:// URL."""
+    proc = await processes.start(
+        sys.executable,
+        "-m",
+        "actr_trio.cli",
+        "signaling",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "signaling.sqlite3"),
+    )
+    with trio.fail_after(30):
+        line = await read_line_matching(proc, lambda text: "listening on" in text)
+    return line.rsplit(" ", 1)[-1]
