@@ -18,7 +18,12 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ID_RE: Final = re.compile(r"^(?P<m>[^:#@]+):(?P<n>[^:#@]+)#(?P<s>\d+)@(?P<r>[^:#@]+)$")
 
 
-def _check_name(kind: str, value: str) -> None:
+def check_name(kind: str, value: str) -> None:
+    """Validate a realm, manufacturer or type name (1-64 of ``[A-Za-z0-9_.-]``).
+
+    Raises:
+        ConfigError: naming ``kind`` and the bad value.
+    """
     if not _NAME_RE.match(value):
         raise ConfigError(f"{kind}={value!r} must be 1-64 characters of [A-Za-z0-9_.-]")
 
@@ -32,8 +37,8 @@ class ActrType:
     name: str
 
     def __attrs_post_init__(self) -> None:
-        _check_name("manufacturer", self.manufacturer)
-        _check_name("name", self.name)
+        check_name("manufacturer", self.manufacturer)
+        check_name("name", self.name)
 
     def __str__(self) -> str:
         return f"{self.manufacturer}:{self.name}"
@@ -59,7 +64,7 @@ class ActrId:
     type: ActrType
 
     def __attrs_post_init__(self) -> None:
-        _check_name("realm", self.realm)
+        check_name("realm", self.realm)
         if self.serial < 0:
             raise ConfigError(f"serial={self.serial!r} must be >= 0")
 

@@ -19,7 +19,8 @@
     └── TransportError                         the *world* broke something
         ├── PeerUnavailable                    cannot reach that node
         └── SignalingError                     the signaling server failed or refused
-            └── AuthError                      realm credentials rejected
+            ├── AuthError                      realm credentials rejected
+            └── SessionTakenOver               another connection registered with our ActrId
 
 Errors a peer sent us come from the wire as an ``ErrorPayload`` and are mapped back to the same
 classes by :func:`error_from_wire`, so ``except RouteNotFound`` works for remote failures.
@@ -46,6 +47,7 @@ __all__ = [
     "RemoteShuttingDown",
     "Retryable",
     "RouteNotFound",
+    "SessionTakenOver",
     "ShuttingDown",
     "SignalingError",
     "TransportError",
@@ -160,6 +162,14 @@ class SignalingError(TransportError):
 
 class AuthError(SignalingError):
     """The signaling server rejected this node's realm credentials."""
+
+
+class SessionTakenOver(SignalingError):
+    """Another connection registered with this node's ``ActrId`` and the server closed this one.
+
+    The node stops instead of reconnecting: two nodes sharing an identity would otherwise keep
+    taking it from each other.
+    """
 
 
 _BY_WIRE_KIND: Final[dict[int, type[CallError]]] = {

@@ -1,5 +1,26 @@
-"""`actr-trio codegen`: protobuf classes plus, per service, a handler base and a client stub."""
+"""`actr-trio codegen`: protobuf classes plus, per service, a handler base and a client stub.
 
-from ._protoc import BUILTIN_PACKAGE_MAP, builtin_proto_root, run_protoc
+* :func:`generate` is the library form of ``actr-trio codegen PROTO... -I DIR -o OUT``;
+* :func:`generate_builtin` regenerates ``actr_trio/_proto`` from ``protos/actr/*.proto``;
+* :class:`Caller` is what generated clients call through (a ``Context`` or an ``ActrRef``).
 
-__all__ = ["BUILTIN_PACKAGE_MAP", "builtin_proto_root", "run_protoc"]
+Importing this package does not import grpcio-tools; generating does.
+"""
+
+from ._generator import Generated as Generated
+from ._generator import generate as generate
+from ._generator import generate_builtin as generate_builtin
+from ._protoc import BUILTIN_PACKAGE_MAP as BUILTIN_PACKAGE_MAP
+from ._protoc import builtin_proto_root as builtin_proto_root
+from ._protoc import run_protoc as run_protoc
+from ._support import Caller as Caller
+
+__all__ = [
+    "BUILTIN_PACKAGE_MAP",
+    "Caller",
+    "Generated",
+    "builtin_proto_root",
+    "generate",
+    "generate_builtin",
+    "run_protoc",
+]

@@ -54,9 +54,7 @@ def well_known_proto_root() -> Path:
     try:
         import grpc_tools
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise CodegenError(
-            "codegen needs grpcio-tools: pip install 'actr-trio[codegen]'"
-        ) from exc
+        raise CodegenError("codegen needs grpcio-tools: pip install 'actr-trio[codegen]'") from exc
     return Path(grpc_tools.__file__).resolve().parent / "_proto"
 
 
@@ -71,9 +69,7 @@ def _invoke(args: Sequence[str]) -> str:
     try:
         from grpc_tools import protoc
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise CodegenError(
-            "codegen needs grpcio-tools: pip install 'actr-trio[codegen]'"
-        ) from exc
+        raise CodegenError("codegen needs grpcio-tools: pip install 'actr-trio[codegen]'") from exc
     # protoc prints from C++ on fd 2: capture the file descriptor, not sys.stderr.
     with tempfile.TemporaryFile() as err:
         saved = os.dup(2)
@@ -149,7 +145,9 @@ def compile_python(names: Collection[str], *, include_dirs: Sequence[Path]) -> d
 
 
 _IMPORT_AS: Final = re.compile(r"^import (?P<module>[\w.]+_pb2) as (?P<alias>\w+)$")
-_FROM_PACKAGE: Final = re.compile(r"^from (?P<package>[\w.]+) import (?P<name>\w+_pb2)(?P<rest> as \w+)?$")
+_FROM_PACKAGE: Final = re.compile(
+    r"^from (?P<package>[\w.]+) import (?P<name>\w+_pb2)(?P<rest> as \w+)?$"
+)
 _FROM_MODULE: Final = re.compile(r"^from (?P<module>[\w.]+_pb2) import (?P<rest>.+)$")
 
 
@@ -189,8 +187,13 @@ class ImportMap:
             return None
         if self._package is not None:
             return f"{self._package}.{module}"
-        depth = importer.count(".")  # 0 for a module at the top of the output folder
-        return "." * (depth + 1) + module
+        # Shortest relative path: up to the common package, then down to the module.
+        here = importer.split(".")[:-1]
+        there = module.split(".")
+        common = 0
+        while common < min(len(here), len(there) - 1) and here[common] == there[common]:
+            common += 1
+        return "." * (len(here) - common + 1) + ".".join(there[common:])
 
     def rewrite(self, text: str, *, importer: str) -> str:
         """Rewrite the import lines of one generated ``_pb2.py``/``.pyi`` module."""
@@ -204,12 +207,12 @@ class ImportMap:
         if m := _IMPORT_AS.match(body):
             new = self.resolve(m["module"], importer=importer)
             if new is not None:
-                head, name = _split(new)
+                head, name = split_module(new)
                 return f"from {head} import {name} as {m['alias']}{end}"
         elif m := _FROM_PACKAGE.match(body):
             new = self.resolve(f"{m['package']}.{m['name']}", importer=importer)
             if new is not None:
-                head, name = _split(new)
+                head, name = split_module(new)
                 return f"from {head} import {name}{m['rest'] or ''}{end}"
         elif m := _FROM_MODULE.match(body):
             new = self.resolve(m["module"], importer=importer)
@@ -218,7 +221,7 @@ class ImportMap:
         return line
 
 
-def _split(module: str) -> tuple[str, str]:
+def split_module(module: str) -> tuple[str, str]:
     """``a.b.c`` -> (``a.b``, ``c``); ``..c`` -> (``..``, ``c``); ``.c`` -> (``.``, ``c``)."""
     head, _, name = module.rpartition(".")
     if not head.strip("."):
@@ -258,9 +261,7 @@ def run_protoc(
     wanted = {Path(p).resolve() for p in protos}
     names = [f.name for f in fds.file if _find(f.name, include_dirs) in wanted]
     files = compile_python(names, include_dirs=includes)
-    imports = ImportMap(
-        [module_name(n) for n in names], package=package, package_map=package_map
-    )
+    imports = ImportMap([module_name(n) for n in names], package=package, package_map=package_map)
     written = []
     for rel, text in files.items():
         importer = rel.removesuffix(".pyi").removesuffix(".py").replace("/", ".")

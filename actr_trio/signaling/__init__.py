@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._client import SignalingClient as SignalingClient
     from ._client import SignalingClientStatistics as SignalingClientStatistics
-    from ._protocol import SessionTakenOver as SessionTakenOver
     from ._server import SignalingServer as SignalingServer
     from ._server import SignalingServerStatistics as SignalingServerStatistics
     from ._server import serve as serve
 
 __all__ = [
-    "SessionTakenOver",
     "SignalingClient",
     "SignalingClientStatistics",
     "SignalingServer",
@@ -34,7 +32,6 @@ __all__ = [
 ]
 
 _MODULES = {
-    "SessionTakenOver": "._protocol",
     "SignalingClient": "._client",
     "SignalingClientStatistics": "._client",
     "SignalingServer": "._server",

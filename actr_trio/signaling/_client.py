@@ -29,7 +29,7 @@ from trio_websocket import (
 
 from .._config import Config
 from .._ids import ActrId, ActrType
-from ..errors import AuthError, ConfigError, SignalingError
+from ..errors import AuthError, ConfigError, SessionTakenOver, SignalingError
 from ..transport._abc import Relay, SignalingConnector, SignalingSession
 from ._protocol import (
     MAX_FRAME_SIZE,
@@ -43,7 +43,6 @@ from ._protocol import (
     RelayReceived,
     RequestFailed,
     SessionFailed,
-    SessionTakenOver,
     encode_frame,
 )
 

@@ -26,9 +26,9 @@ from typing import Final, final
 import attrs
 from google.protobuf.message import DecodeError
 
-from .._ids import ActrId, ActrType, _check_name
+from .._ids import ActrId, ActrType, check_name
 from .._proto.actr import signaling_pb2
-from ..errors import AuthError, ConfigError, PeerUnavailable, SignalingError
+from ..errors import AuthError, ConfigError, PeerUnavailable, SessionTakenOver, SignalingError
 from ..transport._abc import Relay
 
 Frame = signaling_pb2.SignalingFrame
@@ -60,10 +60,6 @@ _RELAY_NAMES: Final[Mapping[int, str]] = {v: k for k, v in _RELAY_KINDS.items()}
 
 class FrameError(SignalingError):
     """The other side sent a frame that does not decode, is too large, or is not allowed now."""
-
-
-class SessionTakenOver(SignalingError):
-    """Another connection registered with this node's ``ActrId`` and the server closed this one."""
 
 
 def decode_frame(data: bytes | str) -> Frame:
@@ -301,7 +297,7 @@ class ServerProtocol:
                 f"protocol version {hello.version} (server speaks {PROTOCOL_VERSION})",
             )
         try:
-            _check_name("realm", hello.realm)
+            check_name("realm", hello.realm)
         except ConfigError as exc:
             return self._fail(conn, BAD_REQUEST, str(exc))
         state.realm = hello.realm

@@ -110,10 +110,10 @@ class SignalingServer:
         if not 0 <= port <= 65535:
             raise ConfigError(f"port={port!r} must be in 0..65535")
         if realms is not None:
-            from .._ids import _check_name
+            from .._ids import check_name
 
             for name, secret in realms.items():
-                _check_name("realm", name)
+                check_name("realm", name)
                 if not secret:
                     raise ConfigError(f"realm {name!r} has an empty secret")
         self._host = host

@@ -20,8 +20,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 
 from actr_trio._config import Config
 from actr_trio._ids import ActrId, ActrType
-from actr_trio.errors import AuthError, PeerUnavailable, SignalingError
-from actr_trio.signaling import SessionTakenOver, SignalingClient, SignalingServer, serve
+from actr_trio.errors import AuthError, PeerUnavailable, SessionTakenOver, SignalingError
+from actr_trio.signaling import SignalingClient, SignalingServer, serve
 from actr_trio.signaling._protocol import (
     ClientProtocol,
     Frame,

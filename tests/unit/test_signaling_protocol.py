@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from actr_trio._ids import ActrId, ActrType
-from actr_trio.errors import AuthError, ConfigError, PeerUnavailable, SignalingError
+from actr_trio.errors import (
+    AuthError,
+    ConfigError,
+    PeerUnavailable,
+    SessionTakenOver,
+    SignalingError,
+)
 from actr_trio.signaling._protocol import (
     MAX_FRAME_SIZE,
     ClientProtocol,
@@ -26,7 +32,6 @@ from actr_trio.signaling._protocol import (
     ServerEffect,
     ServerProtocol,
     SessionFailed,
-    SessionTakenOver,
     decode_frame,
     encode_frame,
     prove,
