@@ -43,6 +43,7 @@ from ._link import SendLink
 from .errors import (
     DeadlineExceeded,
     EnvelopeTooLarge,
+    Overloaded,
     PeerUnavailable,
     ShuttingDown,
     TransportError,
@@ -58,6 +59,9 @@ RTO_MAX: Final = 2.0
 WINDOW: Final = 4096
 # Encoded unsequenced packets (stream chunks) waiting per (peer, lane) before senders wait.
 OUTBOX_LIMIT: Final = 1024
+# Backoff between resends of an envelope the receiver refused as overloaded (jittered).
+OVERLOADED_BACKOFF_MIN: Final = 0.01
+OVERLOADED_BACKOFF_MAX: Final = 1.0
 # New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
 SPAWN_BUFFER: Final = 256
 
@@ -104,6 +108,7 @@ class OutGateStatistics:
     unacked: int
     calls_waiting: int
     batches: int
+    overloaded: int
 
 
 class _PeerLane:
@@ -264,6 +269,7 @@ class OutGate:
         self._id_prefix = f"{random.getrandbits(48):012x}"
         self._closed = False
         self._sent = self._retransmitted = self._acked = self._refused = self._batches = 0
+        self._overloaded = 0
 
     def statistics(self) -> OutGateStatistics:
         return OutGateStatistics(
@@ -274,6 +280,7 @@ class OutGate:
             sum(len(pl.link) for pl in self._lanes.values()),
             len(self._calls),
             self._batches,
+            self._overloaded,
         )
 
     async def run(
@@ -354,25 +361,44 @@ class OutGate:
             lane=lane,
             deadline_ms=0 if math.isinf(remaining) else _unix_ms() + max(0, int(remaining * 1000)),
         )
-        waiter = _Waiter()
-        pl = self._lane(target, lane)
+        data = encode_envelope(env)
+        backoff = OVERLOADED_BACKOFF_MIN
         with trio.move_on_at(deadline) as scope:
-            await pl.window.acquire()
-            if kind == REQUEST:
-                self._calls[request_id] = waiter
-            pl.stamp(_Outgoing(kind, request_id, encode_envelope(env), deadline, waiter))
-            try:
-                await pl.send_inline()
-                await waiter.event.wait()
-            finally:
-                self._calls.pop(request_id, None)
+            while True:
+                waiter = await self._send_and_wait(target, lane, kind, request_id, data, deadline)
+                error = waiter.error
+                if not (isinstance(error, WireError) and error.kind == Overloaded.wire_kind):
+                    break
+                # The receiver's mailbox is full: back off and resend the same request_id (the
+                # receiver never accepted it), until the deadline.
+                self._overloaded += 1
+                await trio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, OVERLOADED_BACKOFF_MAX)
         if scope.cancelled_caught:
+            if backoff > OVERLOADED_BACKOFF_MIN:
+                raise Overloaded(f"{route_key} to {target}: receiver overloaded until the deadline")
             raise DeadlineExceeded(f"{route_key} to {target}: no answer before the deadline")
         if isinstance(waiter.error, WireError):
             raise waiter.error.to_exception()
         if waiter.error is not None:
             raise waiter.error
         return waiter.payload
+
+    async def _send_and_wait(
+        self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float
+    ) -> _Waiter:
+        waiter = _Waiter()
+        pl = self._lane(target, lane)
+        await pl.window.acquire()
+        if kind == REQUEST:
+            self._calls[request_id] = waiter
+        pl.stamp(_Outgoing(kind, request_id, data, deadline, waiter))
+        try:
+            await pl.send_inline()
+            await waiter.event.wait()
+        finally:
+            self._calls.pop(request_id, None)
+        return waiter
 
     def respond(self, peer: ActrId, lane: Lane, response: bytes, deadline: float) -> None:
         """Queue an encoded RESPONSE envelope to ``peer`` (never blocks the scheduler)."""
