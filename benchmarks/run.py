@@ -1,0 +1,124 @@
+"""Entry point: ``python -m benchmarks.run [--quick] [--compare FILE.json] [--only W1,W2] [--out DIR]``.
+
+Measures every registered subject (the runtime from ``benchmarks/runtime.py`` when present, and
+the baselines) and writes a Markdown table on stdout, ``<out>/<YYYY-MM-DD>[-quick].json`` and a
+PNG chart of the speed ratios next to it. ``--compare OLD.json`` then prints each ratio's change
+and exits with status 1 when one fell by more than 20%. ``--compare OLD.json --against NEW.json``
+compares two result files without measuring anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import (
+    REGRESSION_THRESHOLD,
+    compare_documents,
+    load_registry,
+    render_chart,
+    render_markdown,
+    run_suite,
+    validate_document,
+)
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="3 reps, small sizes (< 3 min)")
+    p.add_argument("--only", default="", help="comma-separated workload ids, e.g. W1,W5")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    p.add_argument("--compare", type=Path, help="earlier results JSON to check ratios against")
+    p.add_argument(
+        "--against", type=Path, help="with --compare: compare to this JSON instead of measuring"
+    )
+    p.add_argument("--reps", type=int, help="repetitions per subject (default 3 quick, 5 full)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=REGRESSION_THRESHOLD,
+        help="regression threshold as a fraction (default 0.2)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run subjects in this process (debugging; no per-repetition timeout)",
+    )
+    p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    return p.parse_args(argv)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text())
+    validate_document(doc)
+    return doc
+
+
+def _compare(old_path: Path, new: dict[str, Any], threshold: float) -> int:
+    result = compare_documents(_load(old_path), new, threshold)
+    print("\n".join(result.lines))
+    if result.failed:
+        print(f"\n{len(result.regressions)} ratio(s) fell more than {threshold:.0%}.")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.against is not None:
+        if args.compare is None:
+            print("--against needs --compare OLD.json", file=sys.stderr)
+            return 2
+        return _compare(args.compare, _load(args.against), args.threshold)
+
+    registry, runtime_status = load_registry()
+    if runtime_status.startswith("error"):
+        print(
+            f"warning: benchmarks/runtime.py failed to import ({runtime_status}); "
+            "runtime rows are n/a",
+            file=sys.stderr,
+        )
+    only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
+    unknown = [w for w in only if w not in registry.workloads]
+    if unknown:
+        print(
+            f"unknown workload(s) {unknown}; known: {sorted(registry.workloads)}", file=sys.stderr
+        )
+        return 2
+
+    doc = run_suite(
+        registry,
+        quick=args.quick,
+        only=only or None,
+        reps=args.reps,
+        isolate=not args.in_process,
+        runtime_module=runtime_status,
+    )
+    validate_document(doc)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = doc["date"] + ("-quick" if args.quick else "") + ("-" + "-".join(only) if only else "")
+    json_path = args.out / f"{stem}.json"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(render_markdown(doc))
+    print(f"results: {json_path} ({doc['duration_s']:.0f} s)", file=sys.stderr)
+    if not args.no_chart:
+        png_path = args.out / f"{stem}.png"
+        try:
+            render_chart(doc, png_path)
+            print(f"chart: {png_path}", file=sys.stderr)
+        except ImportError:
+            print("matplotlib is not installed: no chart (pip install matplotlib)", file=sys.stderr)
+
+    if args.compare is not None:
+        return _compare(args.compare, doc, args.threshold)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The workloads of issue 5 (W1..W8) and the import of every baseline module.
+
+Headline figures (the key every subject of the workload must report for ratios):
+
+=====  ==============  =====================================================================
+ W1    msgs_per_s      one-way tells to one receiver, in process
+ W2    p50_us          sequential request/response in process (also p99_us)
+ W3    msgs_per_s      durable tells through SQLite (WAL), NORMAL and FULL
+ W4    msgs_per_s      fan-out, 100 receivers; size = tells per receiver; total msgs/s
+ W5    p50_us          cross-process request/response on loopback (also p99_us)
+ W6    msgs_per_s      cross-process one-way tells, 100-byte payloads
+ W7    MB_per_s        cross-process 16 KiB chunks (MB = 10**6 bytes)
+ W8    inproc_start_ms node start; no baseline (runtime also reports process_first_rpc_ms)
+=====  ==============  =====================================================================
+
+The baselines (``benchmarks/baselines/``) and the runtime subjects (``benchmarks/runtime.py``)
+register themselves against these ids; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+from benchmarks._harness import REGISTRY, Target, Workload
+
+REGISTRY.add_workload(
+    Workload(
+        "W1",
+        "one-way tells in process",
+        headline="msgs_per_s",
+        higher_is_better=True,
+        quick_size=50_000,
+        pin_cpu=True,
+        full_size=200_000,
+        targets=(
+            Target("msgs_per_s", ">=", 250_000),
+            Target("msgs_per_s", ">=", 1.2, baseline="pykka"),
+        ),
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W2",
+        "request/response in process",
+        headline="p50_us",
+        higher_is_better=False,
+        quick_size=5_000,
+        pin_cpu=True,
+        full_size=20_000,
+        size_unit="requests",
+        targets=(Target("p50_us", "<=", 25),),
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W3",
+        "durable tells (SQLite WAL)",
+        headline="msgs_per_s",
+        higher_is_better=True,
+        quick_size=25_600,
+        full_size=102_400,
+        targets=(
+            Target(
+                "msgs_per_s",
+                ">=",
+                0.5,
+                baseline="sqlite-normal-batch256",
+                runtime="actr_trio-normal",
+            ),
+            Target(
+                "msgs_per_s", ">=", 0.5, baseline="sqlite-full-batch256", runtime="actr_trio-full"
+            ),
+        ),
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W4",
+        "fan-out 100 receivers",
+        headline="msgs_per_s",
+        higher_is_better=True,
+        quick_size=500,
+        pin_cpu=True,
+        full_size=2_000,
+        size_unit="tells per receiver",
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W5",
+        "request/response cross-process",
+        headline="p50_us",
+        higher_is_better=False,
+        quick_size=1_000,
+        full_size=5_000,
+        size_unit="requests",
+        targets=(Target("p50_us", "<=", 450),),
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W6",
+        "one-way tells cross-process",
+        headline="msgs_per_s",
+        higher_is_better=True,
+        quick_size=10_000,
+        full_size=20_000,
+        targets=(Target("msgs_per_s", ">=", 30_000),),
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W7",
+        "16 KiB chunks cross-process",
+        headline="MB_per_s",
+        higher_is_better=True,
+        quick_size=500,
+        full_size=2_000,
+        size_unit="chunks",
+        targets=(Target("MB_per_s", ">=", 20),),
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W8",
+        "node start",
+        headline="inproc_start_ms",
+        higher_is_better=False,
+        quick_size=5,
+        full_size=20,
+        size_unit="starts",
+        targets=(
+            Target("inproc_start_ms", "<=", 1),
+            Target("process_first_rpc_ms", "<=", 300),
+        ),
+    )
+)

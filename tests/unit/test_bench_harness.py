@@ -1,0 +1,376 @@
+"""The benchmark harness (benchmarks/_harness.py, benchmarks/run.py): statistics, registry,
+the results schema, rendering and the --compare regression check. Nothing here measures time:
+subjects are replaced by a fake runner returning fixed figures."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# benchmarks/ is a top-level package of the repository, not of the installed library.
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import _harness as h  # noqa: E402
+from benchmarks import run as bench_run  # noqa: E402
+
+
+def _registry() -> h.Registry:
+    reg = h.Registry()
+    reg.add_workload(
+        h.Workload(
+            "W1",
+            "tells",
+            headline="msgs_per_s",
+            higher_is_better=True,
+            quick_size=10,
+            full_size=100,
+            targets=(
+                h.Target("msgs_per_s", ">=", 250.0),
+                h.Target("msgs_per_s", ">=", 1.2, baseline="fast"),
+            ),
+        )
+    )
+    reg.add_workload(
+        h.Workload(
+            "W2", "rpc", headline="p50_us", higher_is_better=False, quick_size=5, full_size=50
+        )
+    )
+    reg.add_workload(
+        h.Workload(
+            "W8", "start", headline="start_ms", higher_is_better=False, quick_size=1, full_size=2
+        )
+    )
+
+    def never_called(size: int) -> h.Measurement:
+        raise AssertionError("the fake runner measures")
+
+    reg.subject("W1", "fast", quick_size=7)(never_called)
+    reg.subject("W1", "slow")(never_called)
+    reg.runtime("W1")(never_called)
+    reg.subject("W2", "base")(never_called)
+    reg.runtime("W2")(never_called)
+    reg.subject("W2", "broken")(never_called)
+    return reg
+
+
+FIGURES: dict[tuple[str, str], list[h.Measurement]] = {
+    ("W1", "actr_trio"): [{"msgs_per_s": 300.0}, {"msgs_per_s": 330.0}, {"msgs_per_s": 270.0}],
+    ("W1", "fast"): [{"msgs_per_s": 200.0}, {"msgs_per_s": 220.0}, {"msgs_per_s": 180.0}],
+    ("W1", "slow"): [{"msgs_per_s": 100.0}, {"msgs_per_s": 100.0}, {"msgs_per_s": 100.0}],
+    ("W2", "actr_trio"): [{"p50_us": 20.0, "p99_us": 40.0}] * 3,
+    ("W2", "base"): [{"p50_us": 10.0, "p99_us": 30.0}] * 3,
+}
+
+
+class FakeRunner:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+        self.reps: dict[tuple[str, str], int] = {}
+
+    def __call__(self, subject: h.Subject, size: int) -> h.Measurement:
+        key = (subject.workload, subject.name)
+        self.calls.append((*key, size))
+        if subject.name == "broken":
+            raise RuntimeError("boom")
+        i = self.reps.get(key, 0)
+        self.reps[key] = i + 1
+        return FIGURES[key][i]
+
+
+def _run(reg: h.Registry | None = None, runner: FakeRunner | None = None) -> dict[str, Any]:
+    return h.run_suite(
+        reg or _registry(),
+        quick=True,
+        reps=3,
+        progress=h.Progress(io.StringIO()),
+        runner=runner or FakeRunner(),
+    )
+
+
+def _workload(doc: dict[str, Any], wid: str) -> dict[str, Any]:
+    return next(w for w in doc["workloads"] if w["id"] == wid)
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def test_summarize_median_range_quartiles() -> None:
+    s = h.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (s.n, s.median, s.min, s.max) == (5, 3.0, 1.0, 5.0)
+    assert (s.q1, s.q3) == (2.0, 4.0)
+    assert h.summarize([2.0, 4.0]).median == 3.0
+    one = h.summarize([7.0])
+    assert (one.median, one.min, one.max, one.q1, one.q3) == (7.0, 7.0, 7.0, 7.0, 7.0)
+    with pytest.raises(ValueError, match="at least one"):
+        h.summarize([])
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert h.percentile(values, 50) == 50.0
+    assert h.percentile(values, 99) == 99.0
+    assert h.percentile(values, 100) == 100.0
+    assert h.percentile([3.0], 99) == 3.0
+    with pytest.raises(ValueError, match="empty"):
+        h.percentile([], 50)
+    with pytest.raises(ValueError, match="pct"):
+        h.percentile(values, 0)
+
+
+def test_latency_figures_are_microseconds() -> None:
+    figs = h.latency_figures([2_000] * 98 + [9_000, 10_000])
+    assert figs["p50_us"] == 2.0
+    assert figs["p99_us"] == 9.0
+    assert figs["mean_us"] == pytest.approx(2.15)
+
+
+def test_speed_ratio_is_oriented_so_that_more_is_faster() -> None:
+    assert h.speed_ratio(300.0, 100.0, higher_is_better=True) == 3.0
+    assert h.speed_ratio(20.0, 10.0, higher_is_better=False) == 0.5
+    with pytest.raises(ValueError, match="positive"):
+        h.speed_ratio(0.0, 1.0, higher_is_better=True)
+
+
+def test_format_value() -> None:
+    assert h.format_value(128_400.0) == "128k"
+    assert h.format_value(2_345_678.0) == "2.35M"
+    assert h.format_value(21.34) == "21.3"
+    assert h.format_value(0.3934) == "0.393"
+    assert h.format_value(None) == "n/a"
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+
+def test_registry_rejects_duplicates_and_unknown_workloads() -> None:
+    reg = _registry()
+    with pytest.raises(ValueError, match="twice"):
+        reg.add_workload(reg.workloads["W1"])
+    with pytest.raises(ValueError, match="twice"):
+        reg.subject("W1", "fast")(lambda size: {})
+    with pytest.raises(ValueError, match="unknown workload"):
+        reg.subject("W9", "x")(lambda size: {})
+
+
+def test_subjects_runtime_first_sizes_and_labels() -> None:
+    reg = _registry()
+    assert [s.name for s in reg.subjects_for("W1")] == ["actr_trio", "fast", "slow"]
+    w1 = reg.workloads["W1"]
+    fast = reg.find("W1", "fast")
+    assert fast is not None
+    assert fast.size(w1, quick=True) == 7
+    assert fast.size(w1, quick=False) == 100
+
+    def measured(size: int) -> h.Measurement:
+        """First line is the label.
+
+        Not this one."""
+        return {}
+
+    reg.subject("W8", "documented")(measured)
+    found = reg.find("W8", "documented")
+    assert found is not None
+    assert found.label == "First line is the label."
+
+
+def test_load_registry_reports_absent_and_broken_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h, "RUNTIME_MODULE", "benchmarks._no_such_runtime_module")
+    assert h.load_registry()[1] == "absent"
+
+    (tmp_path / "bench_rt_raises.py").write_text("raise RuntimeError('half written')\n")
+    (tmp_path / "bench_rt_missing_dep.py").write_text("import not_installed_dep_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(h, "RUNTIME_MODULE", "bench_rt_raises")
+    status = h.load_registry()[1]
+    assert status.startswith("error")
+    assert "half written" in status
+    monkeypatch.setattr(h, "RUNTIME_MODULE", "bench_rt_missing_dep")
+    assert "not_installed_dep_xyz" in h.load_registry()[1]
+
+
+# -- running, results document -----------------------------------------------------------------
+
+
+def test_run_suite_interleaves_reps_and_computes_ratios() -> None:
+    runner = FakeRunner()
+    doc = _run(runner=runner)
+    h.validate_document(doc)
+    w1_calls = [(name, size) for wid, name, size in runner.calls if wid == "W1"]
+    assert w1_calls == [("actr_trio", 10), ("fast", 7), ("slow", 10)] * 3
+
+    w1 = _workload(doc, "W1")
+    rt = w1["subjects"][0]
+    assert rt["metrics"]["msgs_per_s"]["median"] == 300.0
+    assert rt["metrics"]["msgs_per_s"]["min"] == 270.0
+    ratios = {r["baseline"]: r for r in w1["ratios"]}
+    assert ratios["fast"]["ratio"] == pytest.approx(1.5)
+    assert ratios["fast"]["min"] == pytest.approx(1.5)  # per-rep pairs: 300/200, 330/220, 270/180
+    assert ratios["slow"]["ratio"] == pytest.approx(3.0)
+    assert (ratios["slow"]["min"], ratios["slow"]["max"]) == (
+        pytest.approx(2.7),
+        pytest.approx(3.3),
+    )
+
+    (w2_ratio,) = _workload(doc, "W2")["ratios"][:1]
+    assert w2_ratio["ratio"] == pytest.approx(0.5)  # twice the latency: half as fast
+
+    targets = {t["target"]: t for t in w1["targets"]}
+    assert targets["msgs_per_s >= 250"]["met"] is True
+    assert targets["ratio vs fast >= 1.2x"]["measured"] == pytest.approx(1.5)
+
+
+def test_failing_subject_is_na_and_not_retried() -> None:
+    runner = FakeRunner()
+    doc = _run(runner=runner)
+    assert [c for c in runner.calls if c[1] == "broken"] == [("W2", "broken", 5)]
+    w2 = _workload(doc, "W2")
+    broken = next(s for s in w2["subjects"] if s["name"] == "broken")
+    assert broken["status"] == "error"
+    assert "boom" in broken["error"]
+    ratio = next(r for r in w2["ratios"] if r["baseline"] == "broken")
+    assert ratio["ratio"] is None
+    table = h.render_markdown(doc)
+    assert "| W2 | actr_trio | broken | p50_us | n/a |" in table
+    assert "n/a (error: RuntimeError: boom)" in table
+
+
+def test_missing_runtime_is_a_placeholder_row() -> None:
+    reg = _registry()
+    reg.subjects = [s for s in reg.subjects if s.kind != "runtime"]
+    doc = _run(reg)
+    h.validate_document(doc)
+    w1 = _workload(doc, "W1")
+    placeholder = w1["subjects"][0]
+    assert (placeholder["name"], placeholder["kind"], placeholder["status"]) == (
+        "actr_trio",
+        "runtime",
+        "n/a",
+    )
+    assert all(r["ratio"] is None for r in w1["ratios"])
+    assert all(t["met"] is None for t in w1["targets"])
+    table = h.render_markdown(doc)
+    assert "| W1 tells | actr_trio | runtime | — | n/a |" in table
+    assert "| W8 | — | — | start_ms | n/a (no runtime/baseline pair) |" in table
+
+
+def test_only_selects_workloads() -> None:
+    doc = h.run_suite(
+        _registry(),
+        quick=True,
+        only=["W2"],
+        reps=3,
+        progress=h.Progress(io.StringIO()),
+        runner=FakeRunner(),
+    )
+    assert [w["id"] for w in doc["workloads"]] == ["W2"]
+
+
+def test_document_round_trips_through_json_and_validation_catches_damage() -> None:
+    doc = json.loads(json.dumps(_run()))
+    h.validate_document(doc)
+    assert doc["schema"] == h.SCHEMA
+    assert doc["quick"] is True
+    assert doc["reps_per_subject"] == 3
+    with pytest.raises(ValueError, match="schema"):
+        h.validate_document({**doc, "schema": "other/1"})
+    broken = json.loads(json.dumps(doc))
+    broken["workloads"][0]["subjects"][1]["metrics"]["msgs_per_s"].pop("median")
+    with pytest.raises(ValueError, match="median"):
+        h.validate_document(broken)
+    broken = json.loads(json.dumps(doc))
+    broken["workloads"][0]["subjects"][1]["kind"] = "peer"
+    with pytest.raises(ValueError, match="kind"):
+        h.validate_document(broken)
+
+
+def test_markdown_table_rows() -> None:
+    table = h.render_markdown(_run())
+    assert "| W1 tells | actr_trio | runtime | 10 | msgs_per_s 300 (270..330) |  |" in table
+    assert "| W1 | actr_trio | slow | msgs_per_s | 3.00x (2.70..3.30) |" in table
+    assert "p99_us 40.0" in table
+    assert "| W1 | actr_trio | msgs_per_s >= 250 | 300 | yes |" in table
+
+
+def test_progress_line_without_terminal() -> None:
+    out = io.StringIO()
+    p = h.Progress(out)
+    p.update("W1 fast rep 1/3")
+    p.done()
+    assert "W1 fast rep 1/3" in out.getvalue()
+
+
+def test_chart_is_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "chart.png"
+    h.render_chart(_run(), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- regression check --------------------------------------------------------------------------
+
+
+def _with_ratio(doc: dict[str, Any], baseline: str, value: float | None) -> dict[str, Any]:
+    new = json.loads(json.dumps(doc))
+    for r in _workload(new, "W1")["ratios"]:
+        if r["baseline"] == baseline:
+            r["ratio"] = value
+    return new
+
+
+def test_compare_flags_only_falls_beyond_threshold() -> None:
+    old = _run()  # W1 vs fast 1.5x, vs slow 3.0x, W2 vs base 0.5x
+    ok = h.compare_documents(old, _with_ratio(old, "fast", 1.5 * 0.85))
+    assert not ok.failed
+    assert any("-15.0%" in line for line in ok.lines)
+    bad = h.compare_documents(old, _with_ratio(old, "fast", 1.5 * 0.75))
+    assert bad.failed
+    assert bad.regressions == ["W1 actr_trio vs fast (msgs_per_s)"]
+    better = h.compare_documents(old, _with_ratio(old, "slow", 6.0))
+    assert not better.failed
+    lost = h.compare_documents(old, _with_ratio(old, "fast", None))
+    assert lost.regressions == ["W1 actr_trio vs fast (msgs_per_s)"]
+    never = h.compare_documents(_with_ratio(old, "fast", None), _with_ratio(old, "fast", None))
+    assert not never.failed
+    assert any(
+        "| W1 actr_trio vs fast (msgs_per_s) | n/a | n/a | n/a | |" in ln for ln in never.lines
+    )
+    only_w2 = {**old, "workloads": [_workload(old, "W2")]}
+    assert not h.compare_documents(old, only_w2).failed  # --only runs skip absent workloads
+
+
+def test_cli_compare_against_exit_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _run()
+    old_path, same_path, worse_path = (
+        tmp_path / "old.json",
+        tmp_path / "same.json",
+        tmp_path / "worse.json",
+    )
+    old_path.write_text(json.dumps(old))
+    same_path.write_text(json.dumps(old))
+    worse_path.write_text(json.dumps(_with_ratio(old, "slow", 2.0)))
+    assert bench_run.main(["--compare", str(old_path), "--against", str(same_path)]) == 0
+    assert bench_run.main(["--compare", str(old_path), "--against", str(worse_path)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out
+    assert "-33.3%" in out
+    assert bench_run.main(["--against", str(worse_path)]) == 2
+
+
+def test_compare_to_limits_pairs_and_keeps_unknown_names_visible() -> None:
+    reg = _registry()
+    reg.subjects = [s for s in reg.subjects if not (s.workload == "W1" and s.kind == "runtime")]
+    reg.runtime("W1", compare_to=("fast", "nope"))(lambda size: {})
+    w1 = _workload(_run(reg), "W1")
+    got = {r["baseline"]: r["ratio"] for r in w1["ratios"]}
+    assert got == {"fast": pytest.approx(1.5), "nope": None}
