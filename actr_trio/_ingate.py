@@ -34,6 +34,7 @@ from ._ids import ActrId
 from ._lanes import Lane
 from ._link import ReceiveLink
 from ._mailbox import Accept, Accepted, Duplicate, Mailbox, StoredEnvelope
+from ._proto.actr import wire_pb2
 from .errors import (
     CallError,
     Overloaded,
@@ -203,7 +204,15 @@ class InGate:
                 self._enqueue(Work(outcome.envelope, env, peer))
             elif isinstance(outcome, Duplicate):
                 self._duplicates += 1
-                if outcome.response is not None and env.kind == REQUEST:
+                if outcome.dead_lettered:
+                    error = WireError(
+                        wire_pb2.DEAD_LETTER,
+                        "dead_letter",
+                        f"{env.route_key}: in the dead-letter table",
+                    )
+                    self._refused += 1
+                    link.refuse(seq, error)
+                elif outcome.response is not None and env.kind == REQUEST:
                     self._outgate.respond(peer, lane, outcome.response, trio.current_time() + 60.0)
             else:
                 self._refuse(

@@ -321,7 +321,7 @@ class _NodeCore:
             )
             return
         response = await self._run_handler(work)
-        if response is _RETRY:
+        if isinstance(response, _Retry):
             self._enqueue(work)  # to the back of its priority; the next attempt is counted too
             return
         data = None
@@ -476,12 +476,17 @@ class ActrRef(Actions):
         self._core.shutdown_requested.set()
         await self._core.stopped.wait()
 
-    async def wait_for_shutdown(self) -> None:
+    async def wait_for_shutdown(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Wait until SIGINT/SIGTERM (then shut down gracefully) or another shutdown.
 
-        Must run in the main thread (signal handling).
+        Returns once the node stopped. Must run in the main thread (signal handling). Startable:
+        ``await nursery.start(ref.wait_for_shutdown)`` returns once the signal handlers are in
+        place, so a signal sent after that is never missed.
         """
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async with trio.open_nursery() as nursery:
 
                 async def on_signal() -> None:

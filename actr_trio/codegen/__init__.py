@@ -12,7 +12,6 @@ from ._generator import generate as generate
 from ._generator import generate_builtin as generate_builtin
 from ._protoc import BUILTIN_PACKAGE_MAP as BUILTIN_PACKAGE_MAP
 from ._protoc import builtin_proto_root as builtin_proto_root
-from ._protoc import run_protoc as run_protoc
 from ._support import Caller as Caller
 
 __all__ = [
@@ -22,5 +21,4 @@ __all__ = [
     "builtin_proto_root",
     "generate",
     "generate_builtin",
-    "run_protoc",
 ]

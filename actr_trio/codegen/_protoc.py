@@ -229,54 +229,6 @@ def split_module(module: str) -> tuple[str, str]:
     return head, name
 
 
-def run_protoc(
-    protos: Sequence[Path],
-    *,
-    include_dirs: Sequence[Path],
-    out_dir: Path,
-    package_map: Mapping[str, str],
-    package: str | None = None,
-) -> list[Path]:
-    """Generate ``*_pb2.py`` and ``*_pb2.pyi`` for ``protos`` (only) into ``out_dir``.
-
-    A lower-level tool than :func:`actr_trio.codegen.generate`, which also generates the imported
-    protos, handler bases and clients. Files whose content did not change are not rewritten.
-
-    Args:
-        protos: ``.proto`` files, each under one of ``include_dirs``.
-        include_dirs: protoc ``-I`` roots (the grpcio-tools well-known types are added).
-        out_dir: where the proto package folders are written.
-        package_map: proto top-level folder -> Python package it is importable as,
-            e.g. ``{"actr": "actr_trio._proto.actr"}``; imports are rewritten accordingly.
-        package: the Python package ``out_dir`` is importable as (``None``: relative imports).
-
-    Returns:
-        The generated files, sorted.
-
-    Raises:
-        CodegenError: protoc failed; the message carries protoc's own file:line errors.
-    """
-    includes = [*include_dirs, well_known_proto_root()]
-    fds, _ = describe(protos, include_dirs=includes)
-    wanted = {Path(p).resolve() for p in protos}
-    names = [f.name for f in fds.file if _find(f.name, include_dirs) in wanted]
-    files = compile_python(names, include_dirs=includes)
-    imports = ImportMap([module_name(n) for n in names], package=package, package_map=package_map)
-    written = []
-    for rel, text in files.items():
-        importer = rel.removesuffix(".pyi").removesuffix(".py").replace("/", ".")
-        written.append(write_if_changed(out_dir / rel, imports.rewrite(text, importer=importer)))
-    return sorted(written)
-
-
-def _find(name: str, include_dirs: Sequence[Path]) -> Path | None:
-    for root in include_dirs:
-        candidate = root / name
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
-
-
 def write_if_changed(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` (creating folders) unless it already holds exactly that."""
     data = text.encode("utf-8")

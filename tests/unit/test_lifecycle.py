@@ -228,8 +228,9 @@ NODE_SCRIPT = textwrap.dedent(
 
     async def main() -> None:
         async with LocalRealm() as realm, realm.start(W()) as ref:
-            print("ready", flush=True)
-            await ref.wait_for_shutdown()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ref.wait_for_shutdown)
+                print("ready", flush=True)  # the signal handlers are in place
             print("after wait", flush=True)
         print("stopped", flush=True)
 
