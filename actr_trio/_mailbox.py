@@ -159,6 +159,24 @@ _DUPLICATE_DEAD: Final = Duplicate(None, pending=False, dead_lettered=True)
 
 @final
 @attrs.frozen
+class Outgoing:
+    """A call or tell this node sent and has no final answer for yet (the sender's outbox).
+
+    A durable node records it before sending and forgets it once answered, refused or past its
+    deadline; after a crash the outstanding ones are sent again with the same ``request_id``,
+    so the receiver's dedupe table recognises those it already has.
+    """
+
+    request_id: str
+    target: str
+    lane: int
+    kind: int
+    data: bytes
+    deadline_ms: int  # unix milliseconds, 0 = none
+
+
+@final
+@attrs.frozen
 class DeadLetter:
     """An envelope moved out of the queue after too many attempts, with why and when."""
 

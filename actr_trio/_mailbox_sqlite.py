@@ -41,6 +41,7 @@ from ._mailbox import (
     MailboxError,
     MailboxStatistics,
     Outcome,
+    Outgoing,
     StoredEnvelope,
     UnknownEnvelope,
     duplicate_of,
@@ -98,6 +99,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL,
     reason TEXT NOT NULL,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,         -- send order
+    request_id TEXT NOT NULL UNIQUE,
+    target TEXT NOT NULL,
+    lane INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    deadline_ms INTEGER NOT NULL     -- unix ms, 0 = none
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
@@ -414,6 +424,30 @@ class SqliteCore:
         self.counters.dedupe_entries -= pruned
         return pruned
 
+    # -- the sender's outbox (issue 6: outstanding requests survive a sender crash) -----------
+
+    def record_outgoing(self, items: Sequence[Outgoing]) -> None:
+        self._cur.executemany(
+            "INSERT OR REPLACE INTO outbox (request_id, target, lane, kind, data, deadline_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(o.request_id, o.target, o.lane, o.kind, o.data, o.deadline_ms) for o in items],
+        )
+
+    def finish_outgoing(self, request_ids: Sequence[str]) -> None:
+        self._cur.executemany(
+            "DELETE FROM outbox WHERE request_id = ?", [(r,) for r in request_ids]
+        )
+
+    def outgoing(self, now_ms: int) -> list[Outgoing]:
+        """Outstanding requests in send order; those past their deadline are dropped."""
+        self._cur.execute(
+            "DELETE FROM outbox WHERE deadline_ms != 0 AND deadline_ms <= ?", (now_ms,)
+        )
+        rows = self._cur.execute(
+            "SELECT request_id, target, lane, kind, data, deadline_ms FROM outbox ORDER BY seq"
+        ).fetchall()
+        return [Outgoing(*row) for row in rows]
+
     def statistics(self) -> MailboxStatistics:
         return self.counters.statistics(self._counts, durable=True)
 
@@ -495,6 +529,7 @@ class SqliteMailbox:
         self._send, self._receive = trio.open_memory_channel[_Op[object] | None](_OP_BUFFER)
         # Bounded by the number of queued envelopes: each is completed at most once.
         self._completions: list[tuple[int, bytes | None]] = []
+        self._finished: list[str] = []
         self._started = False
         self._closed = False
         self._stats = Counters().statistics({}, durable=True)
@@ -580,8 +615,12 @@ class SqliteMailbox:
 
     async def _commit(self, core: SqliteCore, ops: list[_Op[object]]) -> None:
         completions, self._completions = self._completions, []
-        if not ops and not completions:
+        finished, self._finished = self._finished, []
+        if not ops and not completions and not finished:
             return
+        runs: list[Callable[[SqliteCore, float], None]] = [op.run for op in ops]
+        if finished:
+            runs.insert(0, lambda core, now: core.finish_outgoing(finished))
         try:
             # Shielded: a batch taken from the channel is always committed (or fails), never
             # dropped halfway because the writer was cancelled before the thread started.
@@ -590,7 +629,7 @@ class SqliteMailbox:
                     core.apply_batch,
                     self._clock(),
                     completions,
-                    [op.run for op in ops],
+                    runs,
                     limiter=self._limiter,
                     abandon_on_cancel=False,
                 )
@@ -634,6 +673,28 @@ class SqliteMailbox:
             await trio.lowlevel.checkpoint()
             return []
         return await self._submit(lambda core, now: core.accept(items, now))
+
+    async def record_outgoing(self, item: Outgoing) -> None:
+        """Record an outgoing call/tell before it is sent (committed before returning).
+
+        Raises:
+            MailboxError: closed, or the commit failed.
+        """
+        await self._submit(lambda core, now: core.record_outgoing([item]))
+
+    def finish_outgoing(self, request_id: str) -> None:
+        """Forget an outgoing request at the next group commit (never blocks; best effort)."""
+        if self._closed:
+            return
+        self._finished.append(request_id)
+        if len(self._finished) == 1:
+            with contextlib.suppress(trio.WouldBlock):
+                self._send.send_nowait(None)
+
+    async def outgoing(self) -> list[Outgoing]:
+        """Outstanding outgoing requests in send order (those past their deadline dropped)."""
+        now_ms = int(time.time() * 1000)
+        return await self._submit(lambda core, now: core.outgoing(now_ms))
 
     def complete(self, envelope_id: int, response: bytes | None) -> None:
         """Queue the removal of a handled envelope for the next group commit (never blocks).

@@ -36,6 +36,7 @@ from ._fastlane import FastLaneStatistics
 from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics, Work
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
+from ._mailbox_sqlite import SqliteMailbox
 from ._outgate import OutGate, OutGateStatistics
 from ._proto.actr import wire_pb2
 from ._router import RouteTable, Workload
@@ -170,7 +171,9 @@ class _NodeCore:
         self.transport = transport
         self.signaling = signaling
         self.mailbox: Mailbox = open_mailbox(config)
-        self.outgate = OutGate(transport, max_payload=config.max_payload)
+        # A durable node keeps its outstanding calls and tells in its mailbox database.
+        outbox = self.mailbox if isinstance(self.mailbox, SqliteMailbox) else None
+        self.outgate = OutGate(transport, max_payload=config.max_payload, outbox=outbox)
         self.scheduler: Scheduler[Work] = Scheduler(
             self._handle, capacity=config.mailbox_capacity, aging=config.aging
         )
@@ -180,6 +183,7 @@ class _NodeCore:
         self._ingate: InGate | None = None
         self.shutdown_requested = trio.Event()
         self.stopped = trio.Event()
+        self.recovered = trio.Event()
 
     @property
     def actr_id(self) -> ActrId:
@@ -221,6 +225,7 @@ class _NodeCore:
                 "tracks",
                 "scheduler",
                 "ingate",
+                "recovery",
             )
         }
         async with trio.open_nursery() as nursery:
@@ -251,6 +256,7 @@ class _NodeCore:
                     max_payload=self.config.max_payload,
                 )
                 await nursery.start(c["ingate"].run, self._ingate.run)  # 5
+                nursery.start_soon(self._recover, c["recovery"])
                 log.info("%s started (%s)", self.actr_id, type(self.workload).__name__)
                 task_status.started(ActrRef._create(self))
                 await self.shutdown_requested.wait()
@@ -258,6 +264,12 @@ class _NodeCore:
                 with trio.CancelScope(shield=True):
                     await self._shutdown(c)
                 self.stopped.set()
+
+    async def _recover(self, component: _Component) -> None:
+        try:
+            await component.run(self.outgate.recover, task_status=trio.TASK_STATUS_IGNORED)
+        finally:
+            self.recovered.set()
 
     async def _replay(self) -> None:
         for stored in await self.mailbox.pending():
@@ -279,6 +291,7 @@ class _NodeCore:
         finally:
             # 4. Whatever happened above, every component stops, transport before signaling.
             for name in (
+                "recovery",
                 "ingate",
                 "streams",
                 "tracks",
@@ -458,6 +471,14 @@ class ActrRef(Actions):
     def mailbox(self) -> Mailbox:
         """The node's mailbox (read-only use: ``pending()``, ``statistics()``)."""
         return self._core.mailbox
+
+    async def wait_recovered(self) -> None:
+        """Return once the calls and tells a crash left outstanding were resent and settled.
+
+        Only durable nodes (with a ``data_dir``) keep outstanding requests; for others this
+        returns at once.
+        """
+        await self._core.recovered.wait()
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Envelopes that failed ``Config.max_attempts`` times, oldest first."""

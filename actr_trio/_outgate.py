@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import trio
@@ -40,6 +40,7 @@ from ._envelope import (
 from ._ids import ActrId
 from ._lanes import Lane, Priority
 from ._link import SendLink
+from ._mailbox import Outgoing
 from .errors import (
     DeadlineExceeded,
     EnvelopeTooLarge,
@@ -62,6 +63,8 @@ OUTBOX_LIMIT: Final = 1024
 # Backoff between resends of an envelope the receiver refused as overloaded (jittered).
 OVERLOADED_BACKOFF_MIN: Final = 0.01
 OVERLOADED_BACKOFF_MAX: Final = 1.0
+# Seconds a recovered request without a deadline is resent for after a restart.
+RECOVERY_BOUND: Final = 60.0
 # New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
 SPAWN_BUFFER: Final = 256
 
@@ -109,6 +112,7 @@ class OutGateStatistics:
     calls_waiting: int
     batches: int
     overloaded: int
+    recovered: int
 
 
 class _PeerLane:
@@ -255,11 +259,28 @@ class _PeerLane:
             self.sending.release()
 
 
-class OutGate:
-    """Sends calls, tells, responses and stream chunks; resolves acks and responses."""
+class Outbox(Protocol):
+    """Where a durable node keeps its outstanding calls and tells (the SQLite mailbox)."""
 
-    def __init__(self, transport: Transport, *, max_payload: int) -> None:
+    async def record_outgoing(self, item: Outgoing) -> None: ...
+
+    def finish_outgoing(self, request_id: str) -> None: ...
+
+    async def outgoing(self) -> list[Outgoing]: ...
+
+
+class OutGate:
+    """Sends calls, tells, responses and stream chunks; resolves acks and responses.
+
+    With an ``outbox`` (durable nodes), every call and tell is recorded before it is sent and
+    forgotten once it has its outcome; :meth:`recover` resends what a crash left outstanding.
+    """
+
+    def __init__(
+        self, transport: Transport, *, max_payload: int, outbox: Outbox | None = None
+    ) -> None:
         self.transport = transport
+        self._outbox = outbox
         self.local: ActrId | None = None
         self._max_payload = max_payload
         self._lanes: dict[tuple[ActrId, Lane], _PeerLane] = {}
@@ -270,6 +291,7 @@ class OutGate:
         self._closed = False
         self._sent = self._retransmitted = self._acked = self._refused = self._batches = 0
         self._overloaded = 0
+        self._recovered = 0
 
     def statistics(self) -> OutGateStatistics:
         return OutGateStatistics(
@@ -281,6 +303,7 @@ class OutGate:
             len(self._calls),
             self._batches,
             self._overloaded,
+            self._recovered,
         )
 
     async def run(
@@ -362,6 +385,25 @@ class OutGate:
             deadline_ms=0 if math.isinf(remaining) else _unix_ms() + max(0, int(remaining * 1000)),
         )
         data = encode_envelope(env)
+        if self._outbox is not None:
+            record = Outgoing(request_id, str(target), int(lane), kind, data, env.deadline_ms)
+            await self._outbox.record_outgoing(record)
+        try:
+            return await self._deliver(target, route_key, lane, kind, request_id, data, deadline)
+        finally:
+            if self._outbox is not None:
+                self._outbox.finish_outgoing(request_id)
+
+    async def _deliver(
+        self,
+        target: ActrId,
+        route_key: str,
+        lane: Lane,
+        kind: int,
+        request_id: str,
+        data: bytes,
+        deadline: float,
+    ) -> bytes:
         backoff = OVERLOADED_BACKOFF_MIN
         with trio.move_on_at(deadline) as scope:
             while True:
@@ -383,6 +425,38 @@ class OutGate:
         if waiter.error is not None:
             raise waiter.error
         return waiter.payload
+
+    async def recover(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Resend what the outbox held at start (same request ids), then return.
+
+        The receiver's dedupe table recognises what it already had; responses to recovered
+        calls have no waiter any more and are counted (``statistics().recovered``) and logged.
+        """
+        items = [] if self._outbox is None else await self._outbox.outgoing()
+        task_status.started()
+        if items:
+            log.info("%s: resending %d outstanding requests", self.local, len(items))
+        async with trio.open_nursery() as nursery:
+            for item in items:
+                nursery.start_soon(self._recover_one, item)
+
+    async def _recover_one(self, item: Outgoing) -> None:
+        assert self._outbox is not None
+        remaining = item.deadline_ms / 1000 - time.time() if item.deadline_ms else RECOVERY_BOUND
+        try:
+            target = ActrId.parse(item.target)
+            with trio.move_on_after(max(0.0, remaining)):
+                waiter = await self._send_and_wait(
+                    target, Lane(item.lane), item.kind, item.request_id, item.data, math.inf
+                )
+                self._recovered += 1
+                log.info("recovered %s to %s: %s", item.request_id, target, waiter.error or "ok")
+        except Exception as exc:  # any failure: it is logged, the request is given up
+            log.warning("could not resend %s to %s: %s", item.request_id, item.target, exc)
+        finally:
+            self._outbox.finish_outgoing(item.request_id)
 
     async def _send_and_wait(
         self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float

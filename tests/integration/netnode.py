@@ -7,6 +7,7 @@ Echoes, records jobs in handling order, relays calls to the other worker, calls 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 import trio
@@ -18,8 +19,13 @@ from actr_trio.testing import serve_worker
 class NetNode(Workload):
     actr_type = ActrType("itest", "node")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, log_path: str | None = None) -> None:
         self.name = name
+        self.log_path = log_path
+        self.logged: set[str] = set()
+        if log_path is not None:
+            with contextlib.suppress(FileNotFoundError), open(log_path) as log:
+                self.logged = {line.split()[0] for line in log if line.strip()}
         self.jobs: list[str] = []
         self.chunks: list[int] = []
         self.frames = 0
@@ -59,6 +65,16 @@ class NetNode(Workload):
         answer = await ctx.call(ctx.caller_id, "itest.Node.Echo", b"back:" + request)
         return answer
 
+    @route("itest.Node.Record")
+    async def record(self, request: bytes, ctx: Context) -> bytes:
+        """Slow, with an idempotent side effect: one line per request id in a log file."""
+        await trio.sleep(0.2)
+        if self.log_path is not None and ctx.request_id not in self.logged:
+            self.logged.add(ctx.request_id)
+            async with await trio.open_file(self.log_path, "a") as log:
+                await log.write(f"{ctx.request_id} {request.decode()}\n")
+        return b"recorded " + request
+
     @route("itest.Node.Relay")
     async def relay(self, request: bytes, ctx: Context) -> bytes:
         target = ActrId.parse(request.decode())
@@ -70,11 +86,12 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--signaling", required=True)
     parser.add_argument("--data-dir")
+    parser.add_argument("--log")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     trio.run(
         lambda: serve_worker(
-            NetNode(args.name), args.signaling, realm="itest", data_dir=args.data_dir
+            NetNode(args.name, args.log), args.signaling, realm="itest", data_dir=args.data_dir
         )
     )
 
