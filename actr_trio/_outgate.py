@@ -63,6 +63,9 @@ OUTBOX_LIMIT: Final = 1024
 # Backoff between resends of an envelope the receiver refused as overloaded (jittered).
 OVERLOADED_BACKOFF_MIN: Final = 0.01
 OVERLOADED_BACKOFF_MAX: Final = 1.0
+# A call acknowledged but unanswered this long is asked again (same request id), doubling.
+RESPONSE_RETRY_MIN: Final = 1.0
+RESPONSE_RETRY_MAX: Final = 8.0
 # Seconds a recovered request without a deadline is resent for after a restart.
 RECOVERY_BOUND: Final = 60.0
 # New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
@@ -98,6 +101,7 @@ class _Outgoing:
     deadline: float
     waiter: _Waiter | None
     slot: bool = True  # holds a place in the window (responses do not: they never wait)
+    acked: bool = False
 
 
 @attrs.frozen
@@ -113,6 +117,7 @@ class OutGateStatistics:
     batches: int
     overloaded: int
     recovered: int
+    asked_again: int
 
 
 class _PeerLane:
@@ -167,6 +172,7 @@ class _PeerLane:
         gate = self.gate
         gate._acked += len(done)
         for seq, item in done:
+            item.acked = True
             if item.slot:
                 self.window.release()
             refusal = ack.refused.get(seq)
@@ -292,6 +298,7 @@ class OutGate:
         self._sent = self._retransmitted = self._acked = self._refused = self._batches = 0
         self._overloaded = 0
         self._recovered = 0
+        self._asked_again = 0
 
     def statistics(self) -> OutGateStatistics:
         return OutGateStatistics(
@@ -304,6 +311,7 @@ class OutGate:
             self._batches,
             self._overloaded,
             self._recovered,
+            self._asked_again,
         )
 
     async def run(
@@ -462,17 +470,45 @@ class OutGate:
         self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float
     ) -> _Waiter:
         waiter = _Waiter()
-        pl = self._lane(target, lane)
-        await pl.window.acquire()
         if kind == REQUEST:
             self._calls[request_id] = waiter
-        pl.stamp(_Outgoing(kind, request_id, data, deadline, waiter))
         try:
-            await pl.send_inline()
-            await waiter.event.wait()
+            item = await self._stamp(target, lane, kind, request_id, data, deadline, waiter)
+            if kind != REQUEST:
+                await waiter.event.wait()
+                return waiter
+            interval = RESPONSE_RETRY_MIN
+            while True:
+                with trio.move_on_after(interval):
+                    await waiter.event.wait()
+                if waiter.event.is_set():
+                    return waiter
+                if item.acked:
+                    # Accepted but unanswered: the response may have died with a restarted
+                    # receiver. Ask again; its dedupe table answers with the stored response
+                    # (or just acks while the handler still runs).
+                    self._asked_again += 1
+                    item = await self._stamp(target, lane, kind, request_id, data, deadline, waiter)
+                interval = min(interval * 2, RESPONSE_RETRY_MAX)
         finally:
             self._calls.pop(request_id, None)
-        return waiter
+
+    async def _stamp(
+        self,
+        target: ActrId,
+        lane: Lane,
+        kind: int,
+        request_id: str,
+        data: bytes,
+        deadline: float,
+        waiter: _Waiter,
+    ) -> _Outgoing:
+        pl = self._lane(target, lane)
+        await pl.window.acquire()
+        item = _Outgoing(kind, request_id, data, deadline, waiter)
+        pl.stamp(item)
+        await pl.send_inline()
+        return item
 
     def respond(self, peer: ActrId, lane: Lane, response: bytes, deadline: float) -> None:
         """Queue an encoded RESPONSE envelope to ``peer`` (never blocks the scheduler)."""

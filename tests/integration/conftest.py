@@ -11,6 +11,16 @@ import trio
 from netprocs import Processes, read_line_matching
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run the long fault-injection variants")
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> bool:
+    """True under ``--soak``: fault tests use their long sizes."""
+    return bool(request.config.getoption("--soak"))
+
+
 @pytest.fixture
 async def processes() -> AsyncIterator[Processes]:
     procs = Processes()

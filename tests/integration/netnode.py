@@ -75,6 +75,15 @@ class NetNode(Workload):
                 await log.write(f"{ctx.request_id} {request.decode()}\n")
         return b"recorded " + request
 
+    @route("itest.Node.Put")
+    async def put(self, request: bytes, ctx: Context) -> bytes:
+        """Fast, with the same idempotent side effect as Record."""
+        if self.log_path is not None and ctx.request_id not in self.logged:
+            self.logged.add(ctx.request_id)
+            async with await trio.open_file(self.log_path, "a") as log:
+                await log.write(f"{ctx.request_id} {request.decode()}\n")
+        return request
+
     @route("itest.Node.Relay")
     async def relay(self, request: bytes, ctx: Context) -> bytes:
         target = ActrId.parse(request.decode())
@@ -87,11 +96,16 @@ def main() -> None:
     parser.add_argument("--signaling", required=True)
     parser.add_argument("--data-dir")
     parser.add_argument("--log")
+    parser.add_argument("--grace", type=float, default=10.0, help="shutdown_grace, seconds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     trio.run(
         lambda: serve_worker(
-            NetNode(args.name, args.log), args.signaling, realm="itest", data_dir=args.data_dir
+            NetNode(args.name, args.log),
+            args.signaling,
+            realm="itest",
+            data_dir=args.data_dir,
+            shutdown_grace=args.grace,
         )
     )
 
