@@ -100,7 +100,9 @@ async def scenario(ref: ActrRef, worker: ActrId) -> None:
         .decode()
         .split("|")
     )
-    print(f"handled order ({NORMAL_JOBS} NORMAL jobs queued first, then {HIGH_JOBS} HIGH; nNN = NORMAL):")
+    print(
+        f"handled order ({NORMAL_JOBS} NORMAL jobs queued first, then {HIGH_JOBS} HIGH; nNN = NORMAL):"
+    )
     print("  " + order)
     print(f"stream: {chunks}/{STREAM_CHUNKS} chunks delivered, in order: {in_order}")
 

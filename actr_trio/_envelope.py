@@ -12,7 +12,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, final
 
 import attrs
 from google.protobuf.message import DecodeError
@@ -71,6 +71,7 @@ class Envelope:
     error: WireError | None = None
 
 
+@final
 @attrs.define(slots=True)
 class Chunk:
     """A decoded ``StreamChunk``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, final
 
 import attrs
 import trio
@@ -26,6 +26,7 @@ Callback = Callable[[I, object], Awaitable[None]]
 SPAWN_BUFFER: Final = 256
 
 
+@final
 @attrs.frozen
 class FastLaneStatistics:
     """Counters of one fast-lane gate."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
@@ -61,6 +61,7 @@ class Work:
     peer: ActrId
 
 
+@final
 @attrs.frozen
 class InGateStatistics:
     """Counters of the inbound gate."""

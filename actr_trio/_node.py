@@ -70,6 +70,7 @@ ACK_FLUSH: Final = 1.0
 STOP_BOUND: Final = 5.0
 
 
+@final
 @attrs.frozen
 class NodeStatistics:
     """Snapshot of a running node (``ref.statistics()``)."""

@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Final, Protocol, final
 
 import attrs
 import trio
@@ -104,6 +104,7 @@ class _Outgoing:
     acked: bool = False
 
 
+@final
 @attrs.frozen
 class OutGateStatistics:
     """Counters of the outbound gate."""

@@ -16,7 +16,7 @@ The pick itself is :class:`Selector`, plain synchronous code that Hypothesis dri
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, final
 
 import attrs
 import trio
@@ -59,6 +59,7 @@ class Selector:
         return first
 
 
+@final
 @attrs.frozen
 class SchedulerStatistics:
     """Snapshot: items waiting per priority, handled so far, and whether a handler is running."""

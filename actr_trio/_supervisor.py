@@ -42,6 +42,7 @@ class SupervisorGaveUp(ActrError):
     """Too many restarts in the intensity window: the supervisor stopped everything."""
 
 
+@final
 @attrs.frozen
 class SupervisorStatistics:
     """Restarts so far, per child name."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import final
 
 import attrs
 import trio
@@ -18,6 +19,7 @@ from .._lanes import Lane
 from ..transport._abc import Inbound, MediaSource, SignalingSession, Transport
 
 
+@final
 @attrs.frozen
 class FaultStatistics:
     """What the wrapper did to the traffic it carried."""

@@ -20,7 +20,7 @@ Rules every transport keeps:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, final
 
 import attrs
 import trio
@@ -29,6 +29,7 @@ from .._ids import ActrId, ActrType
 from .._lanes import Lane
 
 
+@final
 @attrs.frozen
 class InboundPackets:
     """Packets one peer sent on one lane, in the order they were sent (per lane rules)."""
@@ -38,6 +39,7 @@ class InboundPackets:
     packets: Sequence[bytes]
 
 
+@final
 @attrs.define(eq=False)
 class InboundFrame:
     """One decoded media frame from a peer's published track.
@@ -73,6 +75,7 @@ class MediaSource(Protocol):
     def kind(self) -> str: ...
 
 
+@final
 @attrs.frozen
 class Relay:
     """An offer, answer or ICE candidate relayed through signaling between two nodes."""

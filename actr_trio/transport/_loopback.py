@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, final
 
 import attrs
 import trio
@@ -29,6 +29,7 @@ INBOUND_BUFFER: Final = 64
 PUBLISH_BUFFER: Final = 0
 
 
+@final
 @attrs.frozen
 class LoopbackStatistics:
     """Counters of one loopback transport."""

@@ -1,0 +1,1 @@
+"""The chat example: rooms over the fast path (streams), history over the state path."""

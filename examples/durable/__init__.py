@@ -1,0 +1,1 @@
+"""The durable example: a receiver killed and restarted mid-stream, nothing lost."""

@@ -1,0 +1,1 @@
+"""The echo example: a service generated from ``protos/examples/echo.proto``."""

@@ -1,0 +1,1 @@
+"""The priority example: HIGH control messages overtaking a backlog of NORMAL work."""

@@ -1,0 +1,120 @@
+"""The public surface (STYLE §1, §2): exports, finality, layering, and a light import."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import actr_trio
+import actr_trio.errors
+import actr_trio.testing
+
+PACKAGE = Path(actr_trio.__file__).parent
+
+# A snapshot: any change to the public names is a visible diff in review.
+PUBLIC = {
+    "ActrId", "ActrNode", "ActrRef", "ActrSystem", "ActrType", "Config", "Context", "Lane",
+    "MediaFrame", "NodeStatistics", "Priority", "Strategy", "StreamChunk", "StreamRegistry",
+    "StreamSender", "Supervisor", "SupervisorGaveUp", "SupervisorStatistics", "TrackRegistry",
+    "Workload", "errors", "route",
+}  # fmt: skip
+ERRORS = {
+    "ActrError", "AuthError", "CallError", "CodegenError", "ConfigError", "DeadlineExceeded",
+    "EnvelopeTooLarge", "MalformedEnvelope", "Overloaded", "PeerUnavailable", "RemoteError",
+    "RemoteShuttingDown", "Retryable", "RouteNotFound", "SessionTakenOver", "ShuttingDown",
+    "SignalingError", "TransportError", "WrongTarget",
+}  # fmt: skip
+
+
+def test_all_matches_the_snapshot_and_resolves() -> None:
+    assert set(actr_trio.__all__) == PUBLIC
+    assert set(actr_trio.errors.__all__) == ERRORS
+    for module in (actr_trio, actr_trio.errors, actr_trio.testing):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+
+
+def test_errors_have_one_root_and_public_module() -> None:
+    for name in ERRORS:
+        cls = getattr(actr_trio.errors, name)
+        assert issubclass(cls, actr_trio.errors.ActrError)
+        assert cls.__module__ == "actr_trio.errors"
+
+
+def test_concrete_public_classes_are_final() -> None:
+    # Workload is the base users subclass; errors and enums follow their own rules.
+    open_for_subclassing = {"Workload"}
+    for name in actr_trio.__all__:
+        obj = getattr(actr_trio, name)
+        if not inspect.isclass(obj) or name in open_for_subclassing or issubclass(obj, Exception):
+            continue
+        assert getattr(obj, "__final__", False), f"{name} should be @final"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            found.add(base)
+            found.update(
+                f"{base}.{alias.name}" if node.module else base + alias.name for alias in node.names
+            )
+    return found
+
+
+def _sources() -> dict[str, set[str]]:
+    return {
+        str(path.relative_to(PACKAGE)): _imports(path)
+        for path in PACKAGE.rglob("*.py")
+        if "_proto" not in path.parts
+    }
+
+
+def test_only_the_webrtc_transport_touches_asyncio() -> None:
+    allowed = {"transport/_webrtc.py", "transport/_ice.py"}
+    for name, imports in _sources().items():
+        if name in allowed:
+            continue
+        bad = {
+            i for i in imports if i.split(".")[0] in {"asyncio", "aiortc", "trio_asyncio", "aioice"}
+        }
+        assert not bad, f"{name} imports {bad}"
+
+
+def test_inner_ring_does_not_import_transports_or_signaling() -> None:
+    inner = {
+        "_scheduler.py", "_mailbox.py", "_mailbox_sqlite.py", "_router.py", "_streams.py",
+        "_tracks.py", "_fastlane.py", "_link.py", "_envelope.py", "_ingate.py", "_outgate.py",
+    }  # fmt: skip
+    for name, imports in _sources().items():
+        if name not in inner:
+            continue
+        for imported in imports:
+            # The contract (transport/_abc.py) is shared; implementations are not.
+            if "transport" in imported and "_abc" not in imported and imported != ".transport":
+                raise AssertionError(f"{name} imports {imported}")
+            assert "signaling" not in imported, f"{name} imports {imported}"
+
+
+def test_transport_does_not_import_the_runtime() -> None:
+    runtime = ("_node", "_scheduler", "_mailbox", "_router", "_context", "_ingate", "_outgate")
+    for name, imports in _sources().items():
+        if not name.startswith("transport/"):
+            continue
+        for imported in imports:
+            assert not any(part in imported for part in runtime), f"{name} imports {imported}"
+
+
+def test_import_actr_trio_stays_light() -> None:
+    code = "import sys, actr_trio, actr_trio.testing; print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiortc', 'trio_asyncio', 'grpc_tools', 'trio_websocket')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
