@@ -68,6 +68,17 @@ _RETRY: Final = _Retry()
 ACK_FLUSH: Final = 1.0
 # Bound on stopping one component once cancelled (its own cleanup is shielded and bounded).
 STOP_BOUND: Final = 5.0
+# Step 4 of shutdown: the order components stop in (transport before signaling).
+STOP_ORDER: Final = (
+    "recovery",
+    "ingate",
+    "streams",
+    "tracks",
+    "outgate",
+    "transport",
+    "signaling",
+    "mailbox",
+)
 
 
 @final
@@ -291,17 +302,12 @@ class _NodeCore:
             await self._drain_and_stop_workload(c)
         finally:
             # 4. Whatever happened above, every component stops, transport before signaling.
-            for name in (
-                "recovery",
-                "ingate",
-                "streams",
-                "tracks",
-                "outgate",
-                "transport",
-                "signaling",
-                "mailbox",
-            ):
-                await c[name].stop()
+            # Each stop is bounded; whatever still runs after that is cancelled outright.
+            with trio.move_on_after(STOP_BOUND * len(STOP_ORDER), shield=True):
+                for name in STOP_ORDER:
+                    await c[name].stop()
+            for component in c.values():
+                component.scope.cancel(reason="node shutdown overran its bound")
             log.info("%s stopped", self._session.actr_id if self._session else "node")
 
     async def _drain_and_stop_workload(self, c: dict[str, _Component]) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Crash reports waiting for the supervisor loop: at most one per child at a time.
 REPORT_BUFFER: Final = 64
+# Bound on stopping every child when the supervisor's block ends.
+STOP_ALL_BOUND: Final = 60.0
 
 
 @final
@@ -126,7 +128,9 @@ class Supervisor:
             try:
                 yield self
             finally:
-                await self._stop_all(self._children)
+                # Each child's own shutdown is bounded by its shutdown_grace; this bounds the sum.
+                with trio.move_on_after(STOP_ALL_BOUND, shield=True):
+                    await self._stop_all(self._children)
                 nursery.cancel_scope.cancel(reason="supervisor block ended")
 
     async def _run(self, *, task_status: trio.TaskStatus[None]) -> None:

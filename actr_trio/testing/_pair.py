@@ -107,14 +107,14 @@ async def run_pair(
                 target = await find(ref, worker.actr_type)
                 await scenario(ref, target)
         finally:
-            await _stop(proc)
+            with trio.move_on_after(2 * STOP_BOUND, shield=True):
+                await _stop(proc)
 
 
 async def _stop(proc: trio.Process) -> None:
-    with trio.CancelScope(shield=True):
-        proc.terminate()
-        with trio.move_on_after(STOP_BOUND):
-            await proc.wait()
-            return
-        proc.kill()
+    proc.terminate()
+    with trio.move_on_after(STOP_BOUND):
         await proc.wait()
+        return
+    proc.kill()
+    await proc.wait()

@@ -45,7 +45,6 @@ class LocalRealm:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await trio.lowlevel.checkpoint()
         self._entered = False
         if self._tmp is not None:
             self._tmp.cleanup()
