@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 RTO_MIN: Final = 0.2
 RTO_MAX: Final = 2.0
+# After this many retransmission timeouts in a row the link is dropped and opened anew.
+FORGET_AFTER: Final = 2
 # Unacknowledged envelopes per (peer, lane) before senders wait: bounds memory and lets a
 # retransmission (which resends them all) stay a modest burst.
 WINDOW: Final = 4096
@@ -135,6 +137,7 @@ class _PeerLane:
         self.rto = RTO_MIN
         self.last_progress = trio.current_time()
         self.ever_acked = False
+        self.timeouts = 0  # retransmission timeouts in a row, without an ack making progress
         # Held while a batch is with the transport: one sender at a time keeps the lane's order.
         self.sending = trio.Lock()
 
@@ -168,6 +171,7 @@ class _PeerLane:
         if not done:
             return
         self.ever_acked = True
+        self.timeouts = 0
         self.rto = RTO_MIN
         self.last_progress = trio.current_time()
         gate = self.gate
@@ -221,6 +225,16 @@ class _PeerLane:
                     if not self.outbox and self.link and now >= self.last_progress + self.rto:
                         self.expire(now)
                         if self.link:
+                            self.timeouts += 1
+                            if self.timeouts % FORGET_AFTER == 0:
+                                # Silence although the peer is registered: it may have
+                                # restarted behind a link that looks alive. Start a new one.
+                                log.info(
+                                    "%s: no ack for %.1fs; new link",
+                                    self.peer,
+                                    now - self.last_progress,
+                                )
+                                self.gate.transport.forget(self.peer)
                             self.retransmit(self.link.unacked())
                             self.rto = min(self.rto * 2, RTO_MAX)
                             self.last_progress = now

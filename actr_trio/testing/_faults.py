@@ -97,3 +97,6 @@ class FaultyTransport:
 
     async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
         await self._inner.publish_track(peer, track)
+
+    def forget(self, peer: ActrId) -> None:
+        self._inner.forget(peer)

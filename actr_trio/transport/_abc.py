@@ -175,3 +175,9 @@ class Transport(Protocol):
     async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
         """Start sending ``track``'s frames to ``peer`` (returns once it is flowing)."""
         ...
+
+    def forget(self, peer: ActrId) -> None:
+        """Drop the link to ``peer``: the runtime saw it stop acknowledging (it may have
+        restarted). The next ``send`` opens a new link; packets in flight on the old one may be
+        lost (the runtime resends them). Never blocks; a no-op for an unknown peer."""
+        ...

@@ -130,6 +130,9 @@ class LoopbackTransport:
                 raise PeerUnavailable(f"{peer} closed its transport") from None
         target._received += 1
 
+    def forget(self, peer: ActrId) -> None:
+        """Nothing to drop: loopback links are lookups in the hub."""
+
     async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
         self._hub._lookup(peer)
         started = trio.Event()

@@ -177,6 +177,7 @@ class WebRTCStatistics:
         peers: links currently open or opening.
         links_opened: links that reached the open state since start.
         links_failed: links that failed to open or broke afterwards.
+        links_forgotten: links dropped because the runtime saw the peer stop acknowledging.
         frames_sent / packets_sent: data-channel messages written and packets they carried.
         frames_received / packets_received: the same, inbound.
         dropped_latency_first: LatencyFirst packets dropped (sender over the high-water mark or
@@ -190,6 +191,7 @@ class WebRTCStatistics:
     peers: int
     links_opened: int
     links_failed: int
+    links_forgotten: int
     frames_sent: int
     packets_sent: int
     frames_received: int
@@ -397,6 +399,7 @@ class WebRTCTransport:
         self._inbound = _InboundChannel(inbound_recv)
         self._links_opened = 0
         self._links_failed = 0
+        self._links_forgotten = 0
         self._frames_sent = 0
         self._packets_sent = 0
         self._frames_received = 0
@@ -422,6 +425,7 @@ class WebRTCTransport:
             peers=len(self._links),
             links_opened=self._links_opened,
             links_failed=self._links_failed,
+            links_forgotten=self._links_forgotten,
             frames_sent=self._frames_sent,
             packets_sent=self._packets_sent,
             frames_received=self._frames_received,
@@ -518,6 +522,19 @@ class WebRTCTransport:
                 await trio.lowlevel.checkpoint()
                 return
         await outbox.put(packets)
+
+    def forget(self, peer: ActrId) -> None:
+        """Drop the link to ``peer`` (the runtime saw it stop acknowledging: it may have
+        restarted behind a connection that still looks alive until ICE consent fails, ~30 s).
+
+        The next ``send`` offers a new link through signaling, which reaches the restarted
+        node; senders waiting on the old link move to the new one.
+        """
+        link = self._links.pop(peer, None)
+        if link is not None:
+            self._links_forgotten += 1
+            link.superseded = True
+            link.break_("forgotten: the peer stopped acknowledging")
 
     async def _link_for(self, peer: ActrId) -> _Link:
         while True:

@@ -284,3 +284,20 @@ async def test_restarted_peer_gets_a_new_link() -> None:
                     await trio.testing.wait_all_tasks_blocked()
             assert a.statistics().links_opened == 2
             nursery.cancel_scope.cancel()
+
+
+async def test_forget_opens_a_new_link_and_delivers_on_it() -> None:
+    """The runtime drops a link whose peer stopped acknowledging; the next send opens another
+    (through signaling), which is how a restarted peer is reached before ICE consent fails."""
+    with trio.fail_after(30):
+        async with webrtc_pair() as pair:
+            await pair.a.send(pair.sb.actr_id, Lane.RELIABLE, [b"before"])
+            assert (await _next_packets(pair.b)).packets == [b"before"]
+            pair.a.forget(pair.sb.actr_id)
+            pair.a.forget(pair.sb.actr_id)  # a second call is a no-op
+            await pair.a.send(pair.sb.actr_id, Lane.RELIABLE, [b"after"])
+            assert (await _next_packets(pair.b)).packets == [b"after"]
+            stats = pair.a.statistics()
+            assert stats.links_forgotten == 1
+            assert stats.links_opened == 2
+            assert [kind for _, kind, _ in pair.sa.sent].count("offer") == 2

@@ -62,6 +62,9 @@ class RecordingTransport:
     async def publish_track(self, peer: ActrId, track: object) -> None:
         await self._inner.publish_track(peer, track)  # type: ignore[arg-type]
 
+    def forget(self, peer: ActrId) -> None:
+        self._inner.forget(peer)
+
     async def run(self, session: SignalingSession, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
         async with trio.open_nursery() as nursery:
             await nursery.start(self._inner.run, session)
