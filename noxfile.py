@@ -22,6 +22,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The long fault-injection runs: 10,000 envelopes and 50 receiver kills over WebRTC."""
+    session.install(*TEST_DEPS)
+    session.run(
+        "pytest", "-q", "tests/integration/test_faults.py", "--soak", "-s", *session.posargs
+    )
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff lint + format check, and flake8-async for the rules ruff lacks."""
     session.install("ruff>=0.8", "flake8-async>=24.9")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from actr_trio import ActrType, Context, Workload, route
 from actr_trio.errors import RemoteError, Retryable
@@ -103,3 +104,59 @@ async def test_purge_dead_letters() -> None:
         assert len(await a.dead_letters()) == 3
         assert await a.purge_dead_letters() == 3
         assert await a.dead_letters() == []
+
+
+class Mixed(Workload):
+    """Healthy envelopes cost 1 ms of (virtual) handler time; poison ones fail at once."""
+
+    actr_type = ActrType("acme", "mixed")
+
+    def __init__(self) -> None:
+        self.healthy = 0
+        self.poison_attempts = 0
+        self.all_healthy = trio.Event()
+        self.expected = 0
+
+    @route("demo.Mixed.Ok")
+    async def ok(self, request: bytes, ctx: Context) -> bytes:
+        await trio.sleep(0.001)
+        self.healthy += 1
+        if self.healthy == self.expected:
+            self.all_healthy.set()
+        return b""
+
+    @route("demo.Mixed.Poison")
+    async def poison(self, request: bytes, ctx: Context) -> bytes:
+        self.poison_attempts += 1
+        raise Retryable("always fails")
+
+
+def healthy_throughput(poison_every: int | None) -> tuple[float, Mixed]:
+    mixed = Mixed()
+    mixed.expected = 400
+    result: list[float] = []
+
+    async def main() -> None:
+        async with (
+            LocalRealm(max_attempts=5) as realm,
+            realm.start(mixed) as a,
+            realm.start(Caller()) as b,
+        ):
+            start = trio.current_time()
+            for i in range(mixed.expected):
+                await b.tell(a.actr_id, "demo.Mixed.Ok", b"")
+                if poison_every and i % poison_every == 0:
+                    await b.tell(a.actr_id, "demo.Mixed.Poison", b"")
+            await mixed.all_healthy.wait()
+            result.append(mixed.expected / (trio.current_time() - start))
+
+    # In-memory mailbox and loopback: virtual time makes the throughput exact, not noisy.
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return result[0], mixed
+
+
+def test_poison_messages_do_not_slow_healthy_traffic() -> None:
+    clean, _ = healthy_throughput(None)
+    poisoned, mixed = healthy_throughput(poison_every=10)
+    assert mixed.poison_attempts == 40 * 5  # every poison envelope ran exactly max_attempts
+    assert poisoned >= 0.9 * clean, (poisoned, clean)
