@@ -398,14 +398,17 @@ class _NodeCore:
 
     async def _run_handler(self, work: Work) -> bytes | WireError | _Retry:
         env = work.envelope
-        if env.deadline_ms and env.deadline_ms <= time.time() * 1000:
+        # A caller's deadline bounds a request's handler. A tell has no waiting caller once it was
+        # acknowledged, so its delivery deadline never skips or cuts short its handler.
+        bounded = env.kind == REQUEST and env.deadline_ms != 0
+        if bounded and env.deadline_ms <= time.time() * 1000:
             return WireError.of(
                 DeadlineExceeded(f"{env.route_key}: deadline passed before it was started")
             )
         bound = self.routes.get(env.route_key)
         if bound is None:
             return WireError.of(RouteNotFound(f"{self.actr_id} has no route {env.route_key!r}"))
-        deadline = self._trio_deadline(env.deadline_ms, math.inf) if env.deadline_ms else math.inf
+        deadline = self._trio_deadline(env.deadline_ms, math.inf) if bounded else math.inf
         ctx = Context(
             self,
             caller_id=work.peer,
@@ -415,6 +418,8 @@ class _NodeCore:
         )
         try:
             request = bound.decode(env.payload)
+            if not bounded:
+                return bound.encode(await bound.handler(request, ctx))
             with trio.move_on_at(deadline) as scope:
                 result = await bound.handler(request, ctx)
             if scope.cancelled_caught:

@@ -281,3 +281,20 @@ async def test_two_realms_do_not_share_loopback() -> None:
     hub, signaling = LoopbackHub(), MemorySignaling("x")
     assert signaling.present() == []
     assert hub.transport() is not hub.transport()
+
+
+async def test_acknowledged_tell_runs_even_after_its_delivery_deadline() -> None:
+    """A tell returned (was committed), so it is handled however long it waited in the queue;
+    a request whose caller's deadline passed while queued is not started."""
+    echo = Echo()
+    echo.gate = trio.Event()
+    async with LocalRealm() as realm, realm.start(echo) as a, realm.start(Caller()) as b:
+        await b.tell(a.actr_id, "demo.Echo.Note", b"blocker")
+        await echo.entered.wait()
+        await b.tell(a.actr_id, "demo.Echo.Note", b"late tell", timeout=0.05)
+        with pytest.raises(DeadlineExceeded):
+            await b.call(a.actr_id, "demo.Echo.Note", b"late call", timeout=0.05)
+        await trio.sleep(0.1)  # both deadlines are now in the past, while they wait in the queue
+        echo.gate.set()
+        assert await b.call(a.actr_id, "demo.Echo.Echo", b"after") == b"after"
+    assert echo.notes == [b"blocker", b"late tell"]
