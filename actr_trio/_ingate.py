@@ -59,6 +59,9 @@ class Work:
     stored: StoredEnvelope
     envelope: Envelope
     peer: ActrId
+    # True for a freshly accepted envelope: its first attempt was counted by the accept's own
+    # commit. Replayed, retried and redriven work is counted (committed) before it runs.
+    counted: bool = False
 
 
 @final
@@ -202,7 +205,7 @@ class InGate:
         for (seq, env, _), outcome in zip(accepts, outcomes, strict=True):
             if isinstance(outcome, Accepted):
                 self._accepted += 1
-                self._enqueue(Work(outcome.envelope, env, peer))
+                self._enqueue(Work(outcome.envelope, env, peer, counted=True))
             elif isinstance(outcome, Duplicate):
                 self._duplicates += 1
                 if outcome.dead_lettered:

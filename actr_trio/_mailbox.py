@@ -73,6 +73,13 @@ DONE: Final = 1
 DEAD: Final = 2
 
 
+#: ``attempts`` of a newly accepted envelope. The first run is counted by the accept itself,
+#: in the same commit, so a handler that kills the process on its first run still counts
+#: without a commit of its own before it runs (one commit per envelope saved on the state
+#: path). Replays, retries and redriven envelopes are counted by ``begin_attempt`` first.
+ACCEPTED_ATTEMPTS: Final = 1
+
+
 class MailboxError(ActrError):
     """The mailbox cannot do its job: it is closed, or its database failed."""
 
@@ -293,6 +300,10 @@ class MailboxCore(Protocol):
         """Count one more attempt and return the count (UnknownEnvelope if not queued)."""
         ...
 
+    def release_attempts(self, envelope_ids: Sequence[int]) -> None:
+        """Take back one counted attempt of each queued envelope (those that never ran)."""
+        ...
+
     def dead_letter(self, envelope_id: int, reason: str, now: float) -> None:
         """Move a queued envelope to the dead-letter table (UnknownEnvelope if not queued)."""
         ...
@@ -360,7 +371,9 @@ class MemoryCore:
                 out.append(REFUSED)
                 continue
             c.last_id += 1
-            env = StoredEnvelope(c.last_id, item.caller, item.request_id, prio, item.data, 0)
+            env = StoredEnvelope(
+                c.last_id, item.caller, item.request_id, prio, item.data, ACCEPTED_ATTEMPTS
+            )
             queue[c.last_id] = env
             seen[key] = _PENDING_ENTRY
             counts[prio] = counts.get(prio, 0) + 1
@@ -398,6 +411,12 @@ class MemoryCore:
         self._queue[envelope_id] = env
         self.counters.transactions += 1
         return env.attempts
+
+    def release_attempts(self, envelope_ids: Sequence[int]) -> None:
+        for envelope_id in envelope_ids:
+            env = self._queue.get(envelope_id)
+            if env is not None and env.attempts > 0:
+                self._queue[envelope_id] = attrs.evolve(env, attempts=env.attempts - 1)
 
     def dead_letter(self, envelope_id: int, reason: str, now: float) -> None:
         env = self._queue.pop(envelope_id, None)
@@ -501,6 +520,10 @@ class Mailbox(Protocol):
         """Commit one more attempt for a queued envelope; return the new count."""
         ...
 
+    async def release_attempts(self, envelope_ids: Sequence[int]) -> None:
+        """Commit: queued envelopes that never ran give back the attempt counted at accept."""
+        ...
+
     async def dead_letter(self, envelope_id: int, reason: str) -> None:
         """Move a queued envelope to the dead-letter table."""
         ...
@@ -580,6 +603,11 @@ class MemoryMailbox:
         """
         await trio.lowlevel.checkpoint()
         return self._core.pending()
+
+    async def release_attempts(self, envelope_ids: Sequence[int]) -> None:
+        """Give back the accept-time attempt of envelopes that never ran (graceful stop)."""
+        await trio.lowlevel.checkpoint()
+        self._core.release_attempts(envelope_ids)
 
     async def begin_attempt(self, envelope_id: int) -> int:
         """Count one more attempt; see :meth:`Mailbox.begin_attempt`.

@@ -29,6 +29,7 @@ import trio
 
 from ._lanes import Priority
 from ._mailbox import (
+    ACCEPTED_ATTEMPTS,
     DEAD,
     DONE,
     PENDING,
@@ -321,10 +322,12 @@ class SqliteCore:
             else:
                 c.dedupe_entries += 1
             c.last_id += 1
-            cur.execute(_QUEUE_INSERT, (c.last_id, *key, prio, item.data, 0))
+            cur.execute(_QUEUE_INSERT, (c.last_id, *key, prio, item.data, ACCEPTED_ATTEMPTS))
             counts[prio] = counts.get(prio, 0) + 1
             c.accepted += 1
-            out.append(Accepted(StoredEnvelope(c.last_id, *key, prio, item.data, 0)))
+            out.append(
+                Accepted(StoredEnvelope(c.last_id, *key, prio, item.data, ACCEPTED_ATTEMPTS))
+            )
         return out
 
     def complete(self, envelope_id: int, response: bytes | None, now: float) -> bool:
@@ -354,6 +357,12 @@ class SqliteCore:
             raise UnknownEnvelope(f"envelope {envelope_id} is not queued")
         attempts: int = row[0]
         return attempts
+
+    def release_attempts(self, envelope_ids: Sequence[int]) -> None:
+        self._cur.executemany(
+            "UPDATE queue SET attempts = attempts - 1 WHERE id = ? AND attempts > 0",
+            [(i,) for i in envelope_ids],
+        )
 
     def dead_letter(self, envelope_id: int, reason: str, now: float) -> None:
         cur = self._cur
@@ -749,6 +758,15 @@ class SqliteMailbox:
         Cancellation: if cancelled after the operation was queued it may still be counted.
         """
         return await self._submit(lambda core, now: core.begin_attempt(envelope_id))
+
+    async def release_attempts(self, envelope_ids: Sequence[int]) -> None:
+        """Commit: queued envelopes that never ran give back the attempt counted at accept
+        (:data:`~actr_trio._mailbox.ACCEPTED_ATTEMPTS`); called at a graceful stop."""
+        if envelope_ids:
+            ids = list(envelope_ids)
+            await self._submit(lambda core, now: core.release_attempts(ids))
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def dead_letter(self, envelope_id: int, reason: str) -> None:
         """Move a queued envelope to the dead-letter table (committed before returning).

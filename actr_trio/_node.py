@@ -310,6 +310,14 @@ class _NodeCore:
                 component.scope.cancel(reason="node shutdown overran its bound")
             log.info("%s stopped", self._session.actr_id if self._session else "node")
 
+    async def _release_unrun(self, c: dict[str, _Component]) -> None:
+        """Envelopes accepted here that never ran give back their accept-time attempt, so a
+        graceful stop leaves exact counts (only a crash may leave one count too many)."""
+        unrun = [work.stored.id for work in self.scheduler.take_all() if work.counted]
+        if unrun and c["mailbox"].entered and not c["mailbox"].done.is_set():
+            with trio.move_on_after(STOP_BOUND):
+                await self.mailbox.release_attempts(unrun)
+
     async def _drain_and_stop_workload(self, c: dict[str, _Component]) -> None:
         grace = self.config.shutdown_grace
         if self._ingate is not None:
@@ -318,6 +326,7 @@ class _NodeCore:
             with trio.move_on_after(grace):
                 await c["scheduler"].done.wait()
         await c["scheduler"].stop()
+        await self._release_unrun(c)
         if self._session is not None:
             with trio.move_on_after(grace):
                 try:
@@ -334,7 +343,12 @@ class _NodeCore:
     async def _handle(self, work: Work) -> None:
         env, stored = work.envelope, work.stored
         # Counted (committed) before the handler runs: a handler that kills the process counts.
-        attempts = await self.mailbox.begin_attempt(stored.id)
+        # A fresh envelope's first attempt was committed with its accept.
+        if work.counted:
+            work.counted = False
+            attempts = stored.attempts
+        else:
+            attempts = await self.mailbox.begin_attempt(stored.id)
         if attempts > self.config.max_attempts:
             await self._dead_letter(
                 work, f"failed {attempts - 1} attempts (max_attempts={self.config.max_attempts})"

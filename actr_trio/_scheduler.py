@@ -112,6 +112,15 @@ class Scheduler(Generic[T]):
             self._running,
         )
 
+    def take_all(self) -> list[T]:
+        """Empty every queue and return what was waiting (once the scheduler has stopped)."""
+        taken: list[T] = []
+        for index, receive in enumerate(self._receives):
+            while self._counts[index]:
+                self._counts[index] -= 1
+                taken.append(receive.receive_nowait())
+        return taken
+
     def stop_when_idle(self) -> None:
         """Let ``run`` return once every queue is empty (the drain of DESIGN §2 shutdown)."""
         self._stopping = True

@@ -93,14 +93,19 @@ class Model:
             elif sum(e.priority == it.priority for e in self.queue.values()) >= CAPACITY:
                 out.append(Refused(OVERLOADED))
             else:
-                out.append(Accepted(self._queue(it.caller, it.request_id, it.priority, it.data)))
+                out.append(
+                    Accepted(
+                        self._queue(it.caller, it.request_id, it.priority, it.data, attempts=1)
+                    )
+                )
         return out
 
     def _queue(
-        self, caller: str, request_id: str, priority: Priority, data: bytes
+        self, caller: str, request_id: str, priority: Priority, data: bytes, *, attempts: int = 0
     ) -> StoredEnvelope:
+        # The first run is counted by the accept (ACCEPTED_ATTEMPTS); a redriven one starts at 0.
         self.last_id += 1
-        env = StoredEnvelope(self.last_id, caller, request_id, priority, data, 0)
+        env = StoredEnvelope(self.last_id, caller, request_id, priority, data, attempts)
         self.queue[env.id] = env
         self.seen[(caller, request_id)] = ("pending", None, 0.0)
         return env

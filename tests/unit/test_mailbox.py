@@ -92,7 +92,7 @@ async def test_accept_returns_outcomes_in_order_with_increasing_ids(make: Factor
         assert [e.request_id for e in envelopes] == ["r1", "r2", "r3"]
         assert [e.id for e in envelopes] == sorted(e.id for e in envelopes)
         assert envelopes[1] == StoredEnvelope(
-            envelopes[1].id, "peer", "r2", Priority.HIGH, b"payload 2", 0
+            envelopes[1].id, "peer", "r2", Priority.HIGH, b"payload 2", 1
         )
         assert await mb.accept([]) == []
         assert await mb.pending() == envelopes
@@ -134,9 +134,10 @@ async def test_complete_removes_and_stores_the_response(make: Factory) -> None:
 async def test_begin_attempt_counts_and_is_visible_in_pending(make: Factory) -> None:
     async with running(make()) as mb:
         env = accepted((await mb.accept([item(1)]))[0])
-        assert await mb.begin_attempt(env.id) == 1
+        assert env.attempts == 1  # the first run is counted by the accept itself
         assert await mb.begin_attempt(env.id) == 2
-        assert [e.attempts for e in await mb.pending()] == [2]
+        assert await mb.begin_attempt(env.id) == 3
+        assert [e.attempts for e in await mb.pending()] == [3]
         with pytest.raises(UnknownEnvelope):
             await mb.begin_attempt(env.id + 100)
 
@@ -150,7 +151,7 @@ async def test_dead_letter_redrive_and_purge(make: Factory, clock: FakeClock) ->
         await mb.dead_letter(b.id, "raised")
         assert await mb.pending() == [c]
         assert await mb.dead_letters() == [
-            DeadLetter(StoredEnvelope(a.id, "peer", "r1", a.priority, a.data, 1), "poison", 1000.0),
+            DeadLetter(StoredEnvelope(a.id, "peer", "r1", a.priority, a.data, 2), "poison", 1000.0),
             DeadLetter(b, "raised", 1001.0),
         ]
         assert mb.statistics().dead_letters == 2
@@ -259,7 +260,7 @@ async def test_sqlite_survives_reopen(tmp_path: Path, clock: FakeClock) -> None:
     assert mb.statistics().transactions == transactions + 1
     async with running(sqlite_mailbox(path, clock)) as mb:
         pending = await mb.pending()
-        assert [(e.id, e.request_id, e.attempts) for e in pending] == [(b.id, "r2", 1)]
+        assert [(e.id, e.request_id, e.attempts) for e in pending] == [(b.id, "r2", 2)]
         assert [d.envelope.id for d in await mb.dead_letters()] == [c.id]
         assert await mb.accept([item(1), item(2), item(3)]) == [
             Duplicate(b"answer", pending=False),
@@ -395,3 +396,13 @@ async def test_open_mailbox_creates_the_data_dir(tmp_path: Path) -> None:
     async with running(mb):
         await mb.accept([item(1)])
     assert (tmp_path / "a" / "b" / "mailbox.sqlite3").is_file()
+
+
+async def test_release_attempts_gives_back_the_accept_time_count(make: Factory) -> None:
+    async with running(make()) as mb:
+        a, b = (accepted(o) for o in await mb.accept([item(1), item(2)]))
+        await mb.begin_attempt(b.id)
+        await mb.release_attempts([a.id, b.id, a.id + 100])  # unknown ids are ignored
+        assert [(e.id, e.attempts) for e in await mb.pending()] == [(a.id, 0), (b.id, 1)]
+        await mb.release_attempts([a.id])  # never below zero
+        assert [e.attempts for e in await mb.pending()][0] == 0
