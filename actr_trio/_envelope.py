@@ -80,6 +80,7 @@ class Chunk:
     sequence: int
     payload: bytes
     end: bool
+    instance: int = 0  # the sender's opening of the stream; a newer one restarts the sequence
 
 
 @attrs.define(slots=True)
@@ -229,6 +230,7 @@ def encode_chunk(chunk: Chunk) -> bytes:
     pkt.chunk.sequence = chunk.sequence
     pkt.chunk.payload = chunk.payload
     pkt.chunk.end = chunk.end
+    pkt.chunk.instance = chunk.instance
     return pkt.SerializeToString()
 
 
@@ -283,7 +285,7 @@ def decode_packet(data: bytes, *, max_payload: int) -> Packet:
             raise EnvelopeTooLarge(
                 f"chunk of {len(c.payload)} bytes exceeds max_payload={max_payload}"
             )
-        return Packet(0, 0, Chunk(c.stream_id, c.sequence, c.payload, c.end))
+        return Packet(0, 0, Chunk(c.stream_id, c.sequence, c.payload, c.end, c.instance))
     if which == "ack":
         a = pkt.ack
         refused = {r.seq: WireError(r.error.kind, r.error.code, r.error.message) for r in a.refused}

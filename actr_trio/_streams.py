@@ -2,11 +2,14 @@
 
 Chunks of one stream reach its callback in sequence order (DESIGN §6.7): a chunk whose sequence
 is not above the last one handed over (late or duplicated on the unordered LatencyFirst lane)
-is dropped and counted. Streams are independent of each other and of the state path.
+is dropped and counted. Each opening of a stream carries an increasing ``instance``: a newer one
+restarts the sequence (so a stream whose end marker was lost can be opened again), and chunks of
+an older one are late. Streams are independent of each other and of the state path.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, final
 
@@ -34,7 +37,7 @@ class StreamRegistry:
     def __init__(self, *, buffer: int, make_context: Callable[[ActrId | None], Context]) -> None:
         self._lane: FastLane[str, tuple[ActrId, Chunk]] = FastLane("stream", buffer=buffer)
         self._make_context = make_context
-        self._last: dict[str, int] = {}
+        self._last: dict[str, tuple[int, int]] = {}  # stream_id -> (instance, last sequence)
         self._late = 0
 
     def register(self, stream_id: str, callback: StreamCallback) -> None:
@@ -69,12 +72,14 @@ class StreamRegistry:
 
     async def deliver(self, peer: ActrId, lane: Lane, chunk: Chunk) -> None:
         """Route one inbound chunk (called by the node's inbound gate)."""
-        last = self._last.get(chunk.stream_id, -1)
-        if chunk.sequence <= last:
+        instance, last = self._last.get(chunk.stream_id, (chunk.instance, -1))
+        if chunk.instance > instance:
+            last = -1  # the sender opened the stream again
+        elif chunk.instance < instance or chunk.sequence <= last:
             self._late += 1
             await trio.lowlevel.checkpoint()
             return
-        self._last[chunk.stream_id] = chunk.sequence
+        self._last[chunk.stream_id] = (chunk.instance, chunk.sequence)
         if lane is Lane.LATENCY_FIRST:
             await trio.lowlevel.checkpoint()
             self._lane.offer(chunk.stream_id, (peer, chunk))
@@ -99,6 +104,9 @@ class StreamSender:
         self.lane = lane
         self._sequence = 0
         self._closed = False
+        # Increasing across openings (also across restarts of the sender): the receiver starts
+        # the sequence anew for a newer instance and drops chunks of older ones.
+        self._instance = time.time_ns()
 
     def __repr__(self) -> str:
         return f"<StreamSender {self.stream_id!r} to {self.target} on {self.lane.name}>"
@@ -114,7 +122,9 @@ class StreamSender:
             raise trio.ClosedResourceError(f"stream {self.stream_id!r} is closed")
         self._sequence += 1
         await self._gate.send_chunk(
-            self.target, self.lane, Chunk(self.stream_id, self._sequence, bytes(data), False)
+            self.target,
+            self.lane,
+            Chunk(self.stream_id, self._sequence, bytes(data), False, self._instance),
         )
 
     async def aclose(self) -> None:
@@ -125,5 +135,5 @@ class StreamSender:
         self._closed = True
         self._sequence += 1
         await self._gate.send_chunk(
-            self.target, self.lane, Chunk(self.stream_id, self._sequence, b"", True)
+            self.target, self.lane, Chunk(self.stream_id, self._sequence, b"", True, self._instance)
         )

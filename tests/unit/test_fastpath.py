@@ -190,3 +190,33 @@ async def test_track_frames_reach_the_callback() -> None:
             await done.wait()
         assert v.statistics().tracks.delivered == 5
     assert frames == [("cam", i, 4) for i in range(1, 6)]
+
+
+async def test_a_stream_can_be_reopened_after_its_end_marker_was_lost() -> None:
+    """Each opening carries a newer instance: the receiver restarts the sequence for it and
+    drops late chunks of the older opening."""
+    got: list[tuple[int, int]] = []
+    seen_all = trio.Event()
+
+    async def callback(chunk: StreamChunk, ctx: object) -> None:
+        got.append((chunk.instance, chunk.sequence))
+        if len(got) == 4:
+            seen_all.set()
+
+    registry = StreamRegistry(buffer=16, make_context=lambda peer: None)  # type: ignore[arg-type,return-value]
+    registry.register("s", callback)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        for chunk in (
+            Chunk("s", 1, b"", False, 100),
+            Chunk("s", 2, b"", False, 100),  # ...and its end marker is lost
+            Chunk("s", 1, b"", False, 200),  # the sender opens the stream again
+            Chunk("s", 3, b"", False, 100),  # a late chunk of the first opening: dropped
+            Chunk("s", 2, b"", False, 200),
+        ):
+            await registry.deliver(None, Lane.LATENCY_FIRST, chunk)  # type: ignore[arg-type]
+        with trio.fail_after(5):
+            await seen_all.wait()
+        nursery.cancel_scope.cancel()
+    assert got == [(100, 1), (100, 2), (200, 1), (200, 2)]
+    assert registry.statistics().dropped == 1

@@ -103,16 +103,18 @@ class RpcEnvelope(_message.Message):
     def __init__(self, kind: _Optional[_Union[EnvelopeKind, str]] = ..., route_key: _Optional[str] = ..., payload: _Optional[bytes] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., caller: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., target: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., lane: _Optional[_Union[Lane, str]] = ..., deadline_ms: _Optional[int] = ..., error: _Optional[_Union[ErrorPayload, _Mapping]] = ...) -> None: ...
 
 class StreamChunk(_message.Message):
-    __slots__ = ("stream_id", "sequence", "payload", "end")
+    __slots__ = ("stream_id", "sequence", "payload", "end", "instance")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     sequence: int
     payload: bytes
     end: bool
-    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., payload: _Optional[bytes] = ..., end: _Optional[bool] = ...) -> None: ...
+    instance: int
+    def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., payload: _Optional[bytes] = ..., end: _Optional[bool] = ..., instance: _Optional[int] = ...) -> None: ...
 
 class MediaFrame(_message.Message):
     __slots__ = ("track_id", "sequence", "pts", "width", "height", "kind")
