@@ -5,7 +5,7 @@
 * pytest fixtures (installed as a pytest plugin): ``local_realm``.
 """
 
-from ._faults import FaultStatistics, FaultyTransport
+from ._faults import FaultStatistics, FaultyTransport, TransportWrapper
 from ._memory_signaling import MemoryConnector, MemorySession, MemorySignaling
 from ._pair import find, network_config, run_pair, serve_worker
 from ._realm import LocalRealm
@@ -17,6 +17,7 @@ __all__ = [
     "MemoryConnector",
     "MemorySession",
     "MemorySignaling",
+    "TransportWrapper",
     "find",
     "network_config",
     "run_pair",

@@ -29,7 +29,36 @@ class FaultStatistics:
     duplicated: int
 
 
-class FaultyTransport:
+class TransportWrapper:
+    """A transport that forwards everything to ``inner``: subclass it and override what a test
+    should disturb (drop packets, crash, record the lifecycle)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    @property
+    def inbound(self) -> trio.abc.ReceiveChannel[Inbound]:
+        return self.inner.inbound
+
+    async def run(
+        self,
+        session: SignalingSession,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self.inner.run(session, task_status=task_status)
+
+    async def send(self, peer: ActrId, lane: Lane, packets: Sequence[bytes]) -> None:
+        await self.inner.send(peer, lane, packets)
+
+    async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
+        await self.inner.publish_track(peer, track)
+
+    def forget(self, peer: ActrId) -> None:
+        self.inner.forget(peer)
+
+
+class FaultyTransport(TransportWrapper):
     """Drop each outgoing packet with probability ``drop``, duplicate with ``duplicate``.
 
     Args:
@@ -53,7 +82,7 @@ class FaultyTransport:
             raise ValueError(
                 f"drop={drop!r} must be in [0, 1) and duplicate={duplicate!r} in [0, 1]"
             )
-        self._inner = inner
+        super().__init__(inner)
         self.drop = drop
         self.duplicate = duplicate
         self._random = random.Random(seed)
@@ -63,21 +92,9 @@ class FaultyTransport:
     def statistics(self) -> FaultStatistics:
         return FaultStatistics(self._sent, self._dropped, self._duplicated)
 
-    @property
-    def inbound(self) -> trio.abc.ReceiveChannel[Inbound]:
-        return self._inner.inbound
-
-    async def run(
-        self,
-        session: SignalingSession,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await self._inner.run(session, task_status=task_status)
-
     async def send(self, peer: ActrId, lane: Lane, packets: Sequence[bytes]) -> None:
         if lane not in self._lanes:
-            await self._inner.send(peer, lane, packets)
+            await self.inner.send(peer, lane, packets)
             return
         kept: list[bytes] = []
         for packet in packets:
@@ -91,12 +108,6 @@ class FaultyTransport:
                 self._duplicated += 1
                 kept.append(packet)
         if kept:
-            await self._inner.send(peer, lane, kept)
+            await self.inner.send(peer, lane, kept)
         else:
             await trio.lowlevel.checkpoint()
-
-    async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
-        await self._inner.publish_track(peer, track)
-
-    def forget(self, peer: ActrId) -> None:
-        self._inner.forget(peer)

@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
 
 import pytest
 import trio
 
-from actr_trio import ActrId, ActrSystem, ActrType, Config, Context, Lane, Workload, route
+from actr_trio import ActrId, ActrSystem, ActrType, Config, Context, Workload, route
 from actr_trio.errors import RemoteShuttingDown, ShuttingDown
-from actr_trio.testing import LocalRealm
+from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import LoopbackTransport, SignalingSession
 
 START = ["registered", "transport open", "on_start", "accepting"]
@@ -44,30 +43,17 @@ class Recorder(Workload):
         return b""
 
 
-class RecordingTransport:
+class RecordingTransport(TransportWrapper):
     """A loopback transport that records when it opens and closes, and can crash on demand."""
 
     def __init__(self, inner: LoopbackTransport, events: list[str]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.events = events
         self.crash = trio.Event()
 
-    @property
-    def inbound(self):  # type: ignore[no-untyped-def]
-        return self._inner.inbound
-
-    async def send(self, peer: ActrId, lane: Lane, packets: Sequence[bytes]) -> None:
-        await self._inner.send(peer, lane, packets)
-
-    async def publish_track(self, peer: ActrId, track: object) -> None:
-        await self._inner.publish_track(peer, track)  # type: ignore[arg-type]
-
-    def forget(self, peer: ActrId) -> None:
-        self._inner.forget(peer)
-
     async def run(self, session: SignalingSession, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._inner.run, session)
+            await nursery.start(self.inner.run, session)
             self.events.append("transport open")
             task_status.started()
             try:
@@ -220,7 +206,7 @@ NODE_SCRIPT = textwrap.dedent(
     """
     import sys, trio
     from actr_trio import ActrType, Context, Workload
-    from actr_trio.testing import LocalRealm
+    from actr_trio.testing import LocalRealm, TransportWrapper
 
     class W(Workload):
         actr_type = ActrType("acme", "sig")

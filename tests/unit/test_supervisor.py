@@ -2,49 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 import trio
 
 from actr_trio import (
-    ActrId,
     ActrType,
     Context,
-    Lane,
     Strategy,
     Supervisor,
     SupervisorGaveUp,
     Workload,
     route,
 )
-from actr_trio.testing import LocalRealm
+from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import Transport
 
 
-class Crashable:
-    """A transport wrapper whose run() raises when ``crash`` is set: a node component dying."""
+class Crashable(TransportWrapper):
+    """A transport whose run() raises when ``crash`` is set: a node component dying."""
 
     def __init__(self, inner: Transport) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.crash = trio.Event()
-
-    @property
-    def inbound(self):  # type: ignore[no-untyped-def]
-        return self._inner.inbound
-
-    async def send(self, peer: ActrId, lane: Lane, packets: Sequence[bytes]) -> None:
-        await self._inner.send(peer, lane, packets)
-
-    async def publish_track(self, peer: ActrId, track: object) -> None:
-        await self._inner.publish_track(peer, track)  # type: ignore[arg-type]
-
-    def forget(self, peer: ActrId) -> None:
-        self._inner.forget(peer)
 
     async def run(self, session, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._inner.run, session)
+            await nursery.start(self.inner.run, session)
             task_status.started()
             await self.crash.wait()
             raise OSError("component died")
