@@ -22,8 +22,11 @@ Backpressure. aiortc's ``send`` never blocks and its receiver buffers without bo
 
 * sending side: a flusher waits while the channel's ``bufferedAmount`` is above
   :data:`HIGH_WATER` (until ``bufferedamountlow``); ``send`` waits while the outbox holds more
-  than :data:`OUTBOX_LIMIT` bytes. SIGNAL/RELIABLE never drop here; LATENCY_FIRST drops (and
-  counts) instead of waiting;
+  than :data:`OUTBOX_LIMIT` bytes. No lane drops here: a LATENCY_FIRST sender that outruns the
+  link waits too (it learns it is too fast instead of losing most of what it sends). Its
+  flusher keeps at most :data:`LATENCY_HIGH_WATER` bytes in aiortc, since a bigger burst
+  overflows the receiving UDP socket on loopback and SCTP (maxRetransmits=4) abandons the data;
+  LATENCY_FIRST still loses packets in the network and at a receiver that falls behind;
 * receiving side: SIGNAL/RELIABLE use credit-based flow control. A sender may have at most
   :data:`WINDOW` frames per lane (every frame waits for its credit, see ``_flush``) that the
   receiving *runtime* has not yet taken from ``inbound``; the receiver grants credits back on
@@ -115,6 +118,8 @@ CREDIT_BATCH: Final = 4
 INBOUND_BUFFER: Final = 4096
 #: Sender waits (reliable) or drops (LatencyFirst) while a channel buffers more than this.
 HIGH_WATER: Final = 1 << 20
+#: The same for LATENCY_FIRST, which has no credits: about WINDOW frames in flight.
+LATENCY_HIGH_WATER: Final = 1 << 17
 #: ... and resumes once aiortc's buffer drained below this (``bufferedAmountLowThreshold``).
 LOW_WATER: Final = 1 << 18
 #: Bytes of packets waiting in one lane's outbox before ``send`` waits (or LatencyFirst drops).
@@ -180,8 +185,8 @@ class WebRTCStatistics:
         links_forgotten: links dropped because the runtime saw the peer stop acknowledging.
         frames_sent / packets_sent: data-channel messages written and packets they carried.
         frames_received / packets_received: the same, inbound.
-        dropped_latency_first: LatencyFirst packets dropped (sender over the high-water mark or
-            receiver's inbound buffer too full).
+        dropped_latency_first: LatencyFirst packets dropped because the receiving runtime fell
+            behind (its inbound buffer over half full).
         lost_packets: fragmented packets abandoned because a lossy lane dropped a frame.
         credit_waits: times a reliable sender waited for the receiver's runtime to consume.
         media_frames_received / media_frames_dropped: decoded media frames delivered / dropped.
@@ -514,14 +519,7 @@ class WebRTCTransport:
         if lane not in _CHANNEL_OF_LANE:
             raise ValueError(f"lane={lane!r} is not a data lane (use publish_track for media)")
         link = await self._link_for(peer)
-        outbox = link.outboxes[lane]
-        if lane is Lane.LATENCY_FIRST:
-            channel = link.channels[_Channel.LATENCY_FIRST]
-            if outbox.full or channel.bufferedAmount > HIGH_WATER:
-                self._dropped_latency_first += len(packets)
-                await trio.lowlevel.checkpoint()
-                return
-        await outbox.put(packets)
+        await link.outboxes[lane].put(packets)
 
     def forget(self, peer: ActrId) -> None:
         """Drop the link to ``peer`` (the runtime saw it stop acknowledging: it may have
@@ -570,18 +568,19 @@ class WebRTCTransport:
         channel = link.channels[_CHANNEL_OF_LANE[lane]]
         drained = link.drained[lane]
         credited = lane in _CREDITED
+        high_water = HIGH_WATER if credited else LATENCY_HIGH_WATER
         payload_per_frame = self._max_frame_size - _FRAME_OVERHEAD
         while True:
             await outbox.wait_pending()
             await self._wait_idle(outbox)
             if credited:
                 await self._wait_credit(link, lane, encoder)
-            while channel.bufferedAmount > HIGH_WATER:
+            while channel.bufferedAmount > high_water:
                 await drained.park()
             if credited:
                 budget = link.credits[lane] * payload_per_frame
             else:
-                budget = max(HIGH_WATER - channel.bufferedAmount, payload_per_frame)
+                budget = max(high_water - channel.bufferedAmount, payload_per_frame)
             packets = outbox.take(budget)
             for frame in encoder.encode(packets):
                 if credited:
@@ -804,7 +803,9 @@ class WebRTCTransport:
                 negotiated=True,
                 id=int(which),
             )
-            channel.bufferedAmountLowThreshold = LOW_WATER
+            channel.bufferedAmountLowThreshold = (
+                LOW_WATER if which is not _Channel.LATENCY_FIRST else LATENCY_HIGH_WATER // 2
+            )
             link.channels[which] = channel
             self._watch_channel(link, which, channel)
 
