@@ -23,15 +23,16 @@ Backpressure. aiortc's ``send`` never blocks and its receiver buffers without bo
 * sending side: a flusher waits while the channel's ``bufferedAmount`` is above
   :data:`HIGH_WATER` (until ``bufferedamountlow``); ``send`` waits while the outbox holds more
   than :data:`OUTBOX_LIMIT` bytes. No lane drops here: a LATENCY_FIRST sender that outruns the
-  link waits too (it learns it is too fast instead of losing most of what it sends). Its
-  flusher keeps at most :data:`LATENCY_HIGH_WATER` bytes in aiortc, since a bigger burst
-  overflows the receiving UDP socket on loopback and SCTP (maxRetransmits=4) abandons the data;
-  LATENCY_FIRST still loses packets in the network and at a receiver that falls behind;
-* receiving side: SIGNAL/RELIABLE use credit-based flow control. A sender may have at most
+  link or the receiver waits too (it learns it is too fast instead of losing most of what it
+  sends); LATENCY_FIRST still loses packets in the network (maxRetransmits=4);
+* receiving side: every data lane uses credit-based flow control. A sender may have at most
   :data:`WINDOW` frames per lane (every frame waits for its credit, see ``_flush``) that the
   receiving *runtime* has not yet taken from ``inbound``; the receiver grants credits back on
   CONTROL as the runtime consumes batches. So a runtime that stops reading makes reliable
-  senders wait and nothing is dropped for it. The window also keeps bursts small: a burst of
+  senders wait and nothing is dropped for it. A LATENCY_FIRST batch the receiver drops (its
+  inbound buffer over half full) is credited at once; credits throttle LATENCY_FIRST senders to
+  what the receiver consumes, where before most of a fast stream was lost (W7: 100% delivered
+  instead of 6-8%). The window also keeps bursts small: a burst of
   ~1 MB overflows the receiving UDP socket on loopback, aiortc then abandons RELIABLE frames
   (maxRetransmits=8) and its ordered stream can stall for seconds (measured here). Frames that
   never become a batch are credited on arrival: fragments completing no packet, and frames the
@@ -118,8 +119,6 @@ CREDIT_BATCH: Final = 4
 INBOUND_BUFFER: Final = 4096
 #: Sender waits (reliable) or drops (LatencyFirst) while a channel buffers more than this.
 HIGH_WATER: Final = 1 << 20
-#: The same for LATENCY_FIRST, which has no credits: about WINDOW frames in flight.
-LATENCY_HIGH_WATER: Final = 1 << 17
 #: ... and resumes once aiortc's buffer drained below this (``bufferedAmountLowThreshold``).
 LOW_WATER: Final = 1 << 18
 #: Bytes of packets waiting in one lane's outbox before ``send`` waits (or LatencyFirst drops).
@@ -136,7 +135,7 @@ CONNECT_TIMEOUT: Final = 10.0
 CLOSE_GRACE: Final = 5.0
 
 _DATA_LANES: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
-_CREDITED: Final = (Lane.SIGNAL, Lane.RELIABLE)
+_CREDITED: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
 
 # CONTROL messages: b"C" lane:u8 frames:u32 (credit grant), b"T" kind:u8 mid\0track_id (track).
 # b"P" lane:u8 next_sequence:u32 (a stalled sender's probe: frames before it are lost).
@@ -568,19 +567,18 @@ class WebRTCTransport:
         channel = link.channels[_CHANNEL_OF_LANE[lane]]
         drained = link.drained[lane]
         credited = lane in _CREDITED
-        high_water = HIGH_WATER if credited else LATENCY_HIGH_WATER
         payload_per_frame = self._max_frame_size - _FRAME_OVERHEAD
         while True:
             await outbox.wait_pending()
             await self._wait_idle(outbox)
             if credited:
                 await self._wait_credit(link, lane, encoder)
-            while channel.bufferedAmount > high_water:
+            while channel.bufferedAmount > HIGH_WATER:
                 await drained.park()
             if credited:
                 budget = link.credits[lane] * payload_per_frame
             else:
-                budget = max(high_water - channel.bufferedAmount, payload_per_frame)
+                budget = max(HIGH_WATER - channel.bufferedAmount, payload_per_frame)
             packets = outbox.take(budget)
             for frame in encoder.encode(packets):
                 if credited:
@@ -803,9 +801,7 @@ class WebRTCTransport:
                 negotiated=True,
                 id=int(which),
             )
-            channel.bufferedAmountLowThreshold = (
-                LOW_WATER if which is not _Channel.LATENCY_FIRST else LATENCY_HIGH_WATER // 2
-            )
+            channel.bufferedAmountLowThreshold = LOW_WATER
             link.channels[which] = channel
             self._watch_channel(link, which, channel)
 
@@ -875,6 +871,7 @@ class WebRTCTransport:
             if lane is Lane.LATENCY_FIRST:
                 if not self._offer_lossy(entry):
                     self._dropped_latency_first += len(packets)
+                    _grant(link, lane, 1)  # never reaches the runtime: its credit comes back now
                 return
             try:
                 self._inbound_send.send_nowait(entry)
@@ -906,7 +903,7 @@ class WebRTCTransport:
                 return
         elif message[:1] == b"P" and len(message) == _PROBE.size:
             _, lane_value, sequence = _PROBE.unpack(message)
-            if lane_value in (int(Lane.SIGNAL), int(Lane.RELIABLE)):
+            if lane_value in (int(Lane.SIGNAL), int(Lane.RELIABLE), int(Lane.LATENCY_FIRST)):
                 lane = Lane(lane_value)
                 written_off = link.decoders[lane].skip_to(sequence)
                 _grant(link, lane, written_off, now=True)
