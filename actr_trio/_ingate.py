@@ -217,7 +217,7 @@ class InGate:
                     self._refused += 1
                     link.refuse(seq, error)
                 elif outcome.response is not None and env.kind == REQUEST:
-                    self._outgate.respond(peer, lane, outcome.response, trio.current_time() + 60.0)
+                    self._outgate.respond(peer, lane, outcome.response, env.deadline_ms)
             else:
                 self._refuse(
                     link,

@@ -37,7 +37,7 @@ from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics, Work
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
 from ._mailbox_sqlite import SqliteMailbox
-from ._outgate import OutGate, OutGateStatistics
+from ._outgate import OutGate, OutGateStatistics, trio_deadline
 from ._proto.actr import wire_pb2
 from ._router import RouteTable, Workload
 from ._scheduler import Scheduler, SchedulerStatistics
@@ -363,9 +363,7 @@ class _NodeCore:
             data = self._response(work, response)
         self.mailbox.complete(stored.id, data)
         if data is not None:
-            self.outgate.respond(
-                work.peer, env.lane, data, self._trio_deadline(env.deadline_ms, 60.0)
-            )
+            self.outgate.respond(work.peer, env.lane, data, env.deadline_ms)
 
     def _response(self, work: Work, result: bytes | WireError) -> bytes:
         env = work.envelope
@@ -393,9 +391,7 @@ class _NodeCore:
         if env.kind == REQUEST:
             error = WireError(wire_pb2.DEAD_LETTER, "dead_letter", f"{env.route_key}: {reason}")
             data = self._response(work, error)
-            self.outgate.respond(
-                work.peer, env.lane, data, self._trio_deadline(env.deadline_ms, 60.0)
-            )
+            self.outgate.respond(work.peer, env.lane, data, env.deadline_ms)
 
     async def redrive(self, envelope_id: int | None = None) -> int:
         """Move dead letters back to the queue and schedule them; returns how many."""
@@ -403,12 +399,6 @@ class _NodeCore:
         for stored in moved:
             self._enqueue_stored(stored)
         return len(moved)
-
-    @staticmethod
-    def _trio_deadline(deadline_ms: int, default: float) -> float:
-        if not deadline_ms:
-            return trio.current_time() + default
-        return trio.current_time() + (deadline_ms / 1000 - time.time())
 
     async def _run_handler(self, work: Work) -> bytes | WireError | _Retry:
         env = work.envelope
@@ -422,7 +412,7 @@ class _NodeCore:
         bound = self.routes.get(env.route_key)
         if bound is None:
             return WireError.of(RouteNotFound(f"{self.actr_id} has no route {env.route_key!r}"))
-        deadline = self._trio_deadline(env.deadline_ms, math.inf) if bounded else math.inf
+        deadline = trio_deadline(env.deadline_ms, math.inf) if bounded else math.inf
         ctx = Context(
             self,
             caller_id=work.peer,

@@ -70,6 +70,8 @@ RESPONSE_RETRY_MIN: Final = 1.0
 RESPONSE_RETRY_MAX: Final = 8.0
 # Seconds a recovered request without a deadline is resent for after a restart.
 RECOVERY_BOUND: Final = 60.0
+# Seconds a response to a request without a deadline is resent for until acknowledged.
+RESPONSE_BOUND: Final = 60.0
 # New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
 SPAWN_BUFFER: Final = 256
 
@@ -394,7 +396,6 @@ class OutGate:
         self._check(payload, lane)
         assert self.local is not None
         request_id = request_id or self.new_request_id()
-        remaining = deadline - trio.current_time()
         env = Envelope(
             kind=kind,
             route_key=route_key,
@@ -405,7 +406,7 @@ class OutGate:
             target=target,
             priority=priority,
             lane=lane,
-            deadline_ms=0 if math.isinf(remaining) else _unix_ms() + max(0, int(remaining * 1000)),
+            deadline_ms=wire_deadline(deadline),
         )
         data = encode_envelope(env)
         if self._outbox is not None:
@@ -467,10 +468,9 @@ class OutGate:
 
     async def _recover_one(self, item: Outgoing) -> None:
         assert self._outbox is not None
-        remaining = item.deadline_ms / 1000 - time.time() if item.deadline_ms else RECOVERY_BOUND
         try:
             target = ActrId.parse(item.target)
-            with trio.move_on_after(max(0.0, remaining)):
+            with trio.move_on_at(trio_deadline(item.deadline_ms, RECOVERY_BOUND)):
                 waiter = await self._send_and_wait(
                     target, Lane(item.lane), item.kind, item.request_id, item.data, math.inf
                 )
@@ -525,12 +525,17 @@ class OutGate:
         await pl.send_inline()
         return item
 
-    def respond(self, peer: ActrId, lane: Lane, response: bytes, deadline: float) -> None:
-        """Queue an encoded RESPONSE envelope to ``peer`` (never blocks the scheduler)."""
+    def respond(self, peer: ActrId, lane: Lane, response: bytes, deadline_ms: int) -> None:
+        """Queue an encoded RESPONSE envelope to ``peer`` (never blocks the scheduler).
+
+        It is resent until acknowledged or past the request's ``deadline_ms`` (wire form;
+        :data:`RESPONSE_BOUND` seconds when the request had none).
+        """
         try:
             pl = self._lane(peer, lane)
         except (ShuttingDown, PeerUnavailable):
             return  # the caller's retry will find the stored response
+        deadline = trio_deadline(deadline_ms, RESPONSE_BOUND)
         pl.stamp(_Outgoing(RESPONSE, "", response, deadline, None, slot=False))
 
     async def send_chunk(self, peer: ActrId, lane: Lane, chunk: Chunk) -> None:
@@ -569,5 +574,19 @@ class OutGate:
         await trio.lowlevel.checkpoint()
 
 
-def _unix_ms() -> int:
-    return int(time.time() * 1000)
+def wire_deadline(deadline: float) -> int:
+    """A Trio-clock deadline as the envelope carries it: unix milliseconds, 0 for none.
+
+    Peers share no Trio clock, so the deadline travels as wall-clock time.
+    """
+    remaining = deadline - trio.current_time()
+    if math.isinf(remaining):
+        return 0
+    return int(time.time() * 1000) + max(0, int(remaining * 1000))
+
+
+def trio_deadline(deadline_ms: int, default: float) -> float:
+    """The envelope's deadline on this process's Trio clock; ``default`` seconds from now if none."""
+    if not deadline_ms:
+        return trio.current_time() + default
+    return trio.current_time() + (deadline_ms / 1000 - time.time())
