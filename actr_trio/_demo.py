@@ -11,7 +11,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Awaitable
+from functools import partial
 from typing import Final
 
 import trio
@@ -107,37 +107,23 @@ async def scenario(ref: ActrRef, worker: ActrId) -> None:
     print(f"stream: {chunks}/{STREAM_CHUNKS} chunks delivered, in order: {in_order}")
 
 
-def _pair(local: bool) -> Awaitable[None]:
-    from .testing import run_pair
-
-    return run_pair(
-        worker=DemoWorker,
-        client=DemoClient,
-        scenario=scenario,
-        worker_command=[sys.executable, "-m", "actr_trio.cli", "demo", "--role", "worker"],
-        local=local,
-    )
-
-
-async def _main(args: argparse.Namespace) -> None:
-    if args.role == "worker":
-        from .testing import serve_worker
-
-        await serve_worker(DemoWorker(), args.signaling)
-    else:
-        await _pair(args.local)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--local", action="store_true", help="run both nodes in-process on LocalRealm"
-    )
-    parser.add_argument(
-        "--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS
-    )
-    parser.add_argument("--signaling", help=argparse.SUPPRESS)
+    from .testing import add_pair_arguments
+
+    add_pair_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    trio.run(_main, args)
+    from .testing import pair_main
+
+    trio.run(
+        partial(
+            pair_main,
+            args,
+            worker=DemoWorker,
+            client=DemoClient,
+            scenario=scenario,
+            worker_command=[sys.executable, "-m", "actr_trio.cli", "demo", "--role", "worker"],
+        )
+    )
     return 0

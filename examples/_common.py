@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from actr_trio import ActrId, ActrRef, Workload
-from actr_trio.testing import run_pair, serve_worker
+from actr_trio.testing import add_pair_arguments, pair_main
 
 #: What an example does with its client node and the worker's id; ``local`` says which mode.
 Scenario = Callable[[ActrRef, ActrId, bool], Awaitable[None]]
@@ -28,13 +28,7 @@ def parser(name: str, description: str | None) -> argparse.ArgumentParser:
         prog=f"python -m examples.{name}",
         description=(description or "").split("\n\n")[0],
     )
-    parser.add_argument(
-        "--local", action="store_true", help="run both nodes in this process on a LocalRealm"
-    )
-    parser.add_argument(
-        "--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS
-    )
-    parser.add_argument("--signaling", help=argparse.SUPPRESS)
+    add_pair_arguments(parser)
     return parser
 
 
@@ -53,20 +47,16 @@ def main(
 ) -> None:
     """Run example ``name``: the worker's process if ``--role worker``, else the whole pair."""
     args = parser(name, description).parse_args()
-    if args.role == "worker":
-        if not args.signaling:
-            sys.exit("--role worker needs --signaling URL")
-        trio.run(functools.partial(serve_worker, worker(), args.signaling, realm=_realm(name)))
-        return
-    print(f"{name}: over {mode(args.local)}")
+    if args.role != "worker":
+        print(f"{name}: over {mode(args.local)}")
     trio.run(
         functools.partial(
-            run_pair,
+            pair_main,
+            args,
             worker=worker,
             client=client,
             scenario=functools.partial(_with_mode, scenario, args.local),
             worker_command=[sys.executable, "-m", f"examples.{name}", "--role", "worker"],
-            local=args.local,
             realm=_realm(name),
         )
     )

@@ -7,7 +7,7 @@
 
 from ._faults import FaultStatistics, FaultyTransport, TransportWrapper
 from ._memory_signaling import MemoryConnector, MemorySession, MemorySignaling
-from ._pair import find, network_config, run_pair, serve_worker
+from ._pair import add_pair_arguments, find, network_config, pair_main, run_pair, serve_worker
 from ._realm import LocalRealm
 
 __all__ = [
@@ -18,8 +18,10 @@ __all__ = [
     "MemorySession",
     "MemorySignaling",
     "TransportWrapper",
+    "add_pair_arguments",
     "find",
     "network_config",
+    "pair_main",
     "run_pair",
     "serve_worker",
 ]

@@ -8,6 +8,7 @@ The demo and the examples are built on it.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +20,7 @@ from .._config import Config
 from .._ids import ActrId, ActrType
 from .._node import ActrRef, ActrSystem
 from .._router import Workload
+from ..errors import ConfigError
 from ._realm import LocalRealm
 
 log = logging.getLogger(__name__)
@@ -118,3 +120,45 @@ async def _stop(proc: trio.Process) -> None:
         return
     proc.kill()
     await proc.wait()
+
+
+def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line of a pair program: ``--local``, plus the hidden ``--role worker
+    --signaling URL`` that :func:`run_pair` gives the worker process it starts."""
+    parser.add_argument(
+        "--local", action="store_true", help="run both nodes in this process on a LocalRealm"
+    )
+    parser.add_argument(
+        "--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--signaling", help=argparse.SUPPRESS)
+
+
+async def pair_main(
+    args: argparse.Namespace,
+    *,
+    worker: type[Workload],
+    client: type[Workload],
+    scenario: Scenario,
+    worker_command: Sequence[str],
+    realm: str = "demo",
+) -> None:
+    """Run a pair program parsed by :func:`add_pair_arguments`: the worker process's side
+    (:func:`serve_worker`) with ``--role worker``, else the whole pair (:func:`run_pair`).
+
+    Raises:
+        ConfigError: ``--role worker`` without ``--signaling URL``.
+    """
+    if args.role == "worker":
+        if not args.signaling:
+            raise ConfigError("--role worker needs --signaling URL")
+        await serve_worker(worker(), args.signaling, realm=realm)
+        return
+    await run_pair(
+        worker=worker,
+        client=client,
+        scenario=scenario,
+        worker_command=worker_command,
+        local=args.local,
+        realm=realm,
+    )
