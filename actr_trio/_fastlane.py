@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 K = TypeVar("K")
 I = TypeVar("I")  # noqa: E741 - the item type
 
-Callback = Callable[[I, object], Awaitable[None]]
-
 # New keys waiting for run() to start their worker; consumed at once.
 SPAWN_BUFFER: Final = 256
 

@@ -168,6 +168,3 @@ class RouteTable:
 
     def get(self, key: str) -> BoundRoute | None:
         return self._routes.get(key)
-
-    def keys(self) -> list[str]:
-        return sorted(self._routes)

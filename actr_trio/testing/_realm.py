@@ -54,8 +54,7 @@ class LocalRealm:
         """A fresh directory removed when the realm closes (for a durable mailbox)."""
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="actr-realm-")
-        path = Path(tempfile.mkdtemp(dir=self._tmp.name))
-        return path
+        return Path(tempfile.mkdtemp(dir=self._tmp.name))
 
     def config(self, **options: Any) -> Config:
         """The ``Config`` a node started with ``options`` gets."""
