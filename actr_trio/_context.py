@@ -217,7 +217,7 @@ class Actions:
 
 @final
 class Context(Actions):
-    """Identity of the current request plus the calls a workload makes (DESIGN §3).
+    """Identity of the current request plus the calls a workload makes.
 
     Created by the runtime only. Attributes: ``self_id``, ``caller_id`` (None outside a
     handler), ``request_id``, ``trace_id``, ``deadline`` (``trio.current_time()`` scale,

@@ -3,7 +3,7 @@
 Each key (stream id, track id) with a registered callback gets a bounded memory channel and one
 worker task, owned by :meth:`FastLane.run`'s nursery. Items of one key reach the callback in the
 order they were offered; different keys run concurrently, and a slow or failing callback only
-delays (or loses) its own items (DESIGN §6.7, §6.8). Nothing here touches the state path.
+delays (or loses) its own items. Nothing here touches the state path.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class FastLane(Generic[K, I]):
                 try:
                     await worker.callback(item)
                 except Exception:
-                    # Isolation (DESIGN §6.8): a failing callback loses its own item only.
+                    # Isolation: a failing callback loses its own item only.
                     self._failed += 1
                     log.exception("%s %r: callback failed", self._name, worker.key)
                 else:

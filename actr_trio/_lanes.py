@@ -1,4 +1,4 @@
-"""Priorities of the state path and lanes of the outer ring (DESIGN §1).
+"""Priorities of the state path and lanes of the outer ring (docs/architecture.md).
 
 The enum values equal the wire enum values, so conversion is ``int``.
 """

@@ -1,7 +1,7 @@
 """Sans-IO end-to-end reliability for Signal/Reliable envelopes between two nodes.
 
 A lane that may drop (RELIABLE has maxRetransmits=8) must not lose what it promised to keep,
-nor reorder it (DESIGN §6.3 FIFO per sender). So every sequenced envelope from A to B carries
+nor reorder it (FIFO per sender). So every sequenced envelope from A to B carries
 ``(epoch, seq)``; B accepts only the next expected ``seq`` (go-back-N: a gap is dropped, not
 buffered) and acknowledges cumulatively once the envelope is committed; A retransmits everything
 unacknowledged, in order, when acks stop making progress.

@@ -1,6 +1,6 @@
 """The mailbox: where accepted state-path envelopes wait until their handler has finished.
 
-Invariants (DESIGN §1, §6.4, §6.5):
+Invariants (no loss and no duplicate effects, docs/architecture.md):
 
 1. **Accepted means committed.** :meth:`Mailbox.accept` returns only after the transaction that
    holds the envelope committed, so whatever the runtime acknowledges survives a crash

@@ -559,8 +559,8 @@ class SqliteMailbox:
         database is closed. Later calls raise :class:`MailboxError`.
 
         Resource handling: if a commit fails, nothing of its batch is kept, including the
-        completions it carried: those envelopes are replayed at the next start (at least once,
-        DESIGN §6.4), and the node should stop, since this exception ends ``run``.
+        completions it carried: those envelopes are replayed at the next start (at least
+        once), and the node should stop, since this exception ends ``run``.
         """
         if self._started:
             raise RuntimeError("SqliteMailbox.run() may be called only once")

@@ -1,4 +1,4 @@
-"""Lifecycle: ``ActrSystem(config).attach(workload).start()`` -> ``ActrRef`` (DESIGN §2).
+"""Lifecycle: ``ActrSystem(config).attach(workload).start()`` -> ``ActrRef`` (docs/architecture.md).
 
 The node is one nursery of sibling components. Start order, read top to bottom in
 :meth:`_NodeCore.run`: mailbox open; 1. signaling registered; 2. transport open; 3. ``on_start``;
@@ -558,7 +558,7 @@ class ActrNode:
 
     @asynccontextmanager
     async def start(self) -> AsyncIterator[ActrRef]:
-        """Start the node (DESIGN §2 order) and yield its :class:`ActrRef`.
+        """Start the node (in the documented start order) and yield its :class:`ActrRef`.
 
         Leaving the block shuts the node down in the documented order. A crash in one of the
         node's components cancels the others and propagates out of this block (as an
@@ -581,7 +581,7 @@ class ActrNode:
 
 @final
 class ActrSystem:
-    """The runtime infrastructure of one node before it has a workload (DESIGN §2).
+    """The runtime infrastructure of one node before it has a workload.
 
     Args:
         config: the node's configuration.

@@ -93,7 +93,7 @@ class Workload:
 
     Subclasses set ``actr_type`` and mark handler methods with :func:`route`. ``on_start`` runs
     after registration and before the scheduler starts; ``on_stop`` after the drain and before
-    the node unregisters (DESIGN §2). Both are optional.
+    the node unregisters. Both are optional.
     """
 
     actr_type: ClassVar[ActrType]

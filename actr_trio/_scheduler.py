@@ -1,6 +1,6 @@
 """The state-path scheduler: one task, handlers one at a time, highest priority first.
 
-Invariants (DESIGN §6.1-6.3):
+Invariants (guarantees 1-3 of docs/architecture.md):
 
 1. Serial: ``run`` awaits each handler before taking the next; nothing else calls handlers.
 2. Priority: each pick takes from the highest non-empty queue (unless ``aging`` is set: after
@@ -122,7 +122,7 @@ class Scheduler(Generic[T]):
         return taken
 
     def stop_when_idle(self) -> None:
-        """Let ``run`` return once every queue is empty (the drain of DESIGN §2 shutdown)."""
+        """Let ``run`` return once every queue is empty (the drain step of shutdown)."""
         self._stopping = True
         self._wakeup.set()
 

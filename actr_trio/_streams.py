@@ -1,6 +1,6 @@
 """FLG1: stream chunks on the fast path (``ctx.streams``) and the sending side (``open_stream``).
 
-Chunks of one stream reach its callback in sequence order (DESIGN §6.7): a chunk whose sequence
+Chunks of one stream reach its callback in sequence order (fast-path order): a chunk whose sequence
 is not above the last one handed over (late or duplicated on the unordered LatencyFirst lane)
 is dropped and counted. Each opening of a stream carries an increasing ``instance``: a newer one
 restarts the sequence (so a stream whose end marker was lost can be opened again), and chunks of

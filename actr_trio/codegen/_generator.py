@@ -1,4 +1,4 @@
-"""From ``.proto`` services to handler base classes and typed client stubs (DESIGN §4).
+"""From ``.proto`` services to handler base classes and typed client stubs.
 
 The pipeline reads everything from protoc, never from the ``.proto`` text:
 

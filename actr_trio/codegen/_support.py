@@ -18,7 +18,7 @@ _M = TypeVar("_M", bound=Message)
 class Caller(Protocol):
     """Anything generated clients can call through: a handler's ``Context`` or an ``ActrRef``.
 
-    Mirrors ``ctx.call`` (DESIGN §3) for protobuf requests and responses.
+    Mirrors ``ctx.call`` for protobuf requests and responses.
     """
 
     async def call(

@@ -1,4 +1,4 @@
-"""The signaling server and the node's signaling client (DESIGN §5).
+"""The signaling server and the node's signaling client.
 
 ``actr-trio signaling --host 127.0.0.1 --port 8765`` runs the server; embed it with
 ``async with actr_trio.signaling.serve(port=0) as server:`` (``server.url``) or

@@ -1,6 +1,6 @@
 """The node's signaling client: trio-websocket around the sans-IO :class:`ClientProtocol`.
 
-:meth:`SignalingClient.run` is step 1 of a node's start order (DESIGN §2): it connects,
+:meth:`SignalingClient.run` is step 1 of a node's start order: it connects,
 authenticates and registers, hands the runtime a session, then keeps the registration alive
 (heartbeats; reconnection with capped exponential backoff and re-registration under the same
 ``ActrId``) until cancelled, when it unregisters. Invariants: one reader task per connection

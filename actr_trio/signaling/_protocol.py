@@ -333,7 +333,7 @@ class ServerProtocol:
         effects: list[ServerEffect] = []
         next_serial = self._next_serial.get(state.realm, 1)
         if previous is not None and previous.realm == state.realm and previous.type == actr_type:
-            # A restarted or reconnecting node keeps its identity (DESIGN §2); whoever still
+            # A restarted or reconnecting node keeps its identity; whoever still
             # holds it is a stale session and is closed.
             actr_id = previous
             self._next_serial[state.realm] = max(next_serial, previous.serial + 1)

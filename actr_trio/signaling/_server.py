@@ -81,7 +81,7 @@ class _Peer:
 
 @final
 class SignalingServer:
-    """The signaling server (DESIGN §5), embeddable in a nursery.
+    """The signaling server, embeddable in a nursery.
 
     Args:
         host: address to listen on (``"127.0.0.1"``; nothing here needs more).

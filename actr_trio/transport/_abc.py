@@ -1,4 +1,4 @@
-"""The contract between the runtime and a transport (the outer ring, DESIGN §1).
+"""The contract between the runtime and a transport (the outer ring of docs/architecture.md).
 
 A transport moves *packets* (encoded ``actr.Packet`` protobufs, see ``_envelope.py``) between
 nodes on lanes, and media tracks. It knows nothing of mailboxes, acks or routes: reliability
@@ -118,7 +118,7 @@ class SignalingSession(Protocol):
 
 
 class SignalingConnector(Protocol):
-    """How a node gets a :class:`SignalingSession` (step 1 of the start order, DESIGN §2)."""
+    """How a node gets a :class:`SignalingSession` (step 1 of the start order)."""
 
     async def run(
         self,

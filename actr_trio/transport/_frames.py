@@ -16,7 +16,7 @@ Wire format (big-endian)::
 Invariants:
 
 * Every frame carries a per-channel ``sequence`` (wrapping at 2**32). A gap means frames were
-  lost (partially reliable lanes drop, DESIGN §1) or reordered (LatencyFirst): the decoder then
+  lost (partially reliable lanes drop) or reordered (LatencyFirst): the decoder then
   abandons the packet it was reassembling and counts it in :attr:`FrameDecoder.lost`; whole
   packets in later frames are still delivered. Loss is not an error; inconsistency is.
 * A declared packet ``total`` above the decoder's ``max_packet_size`` (``Config.max_payload`` +

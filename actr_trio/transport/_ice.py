@@ -2,7 +2,7 @@
 
 aioice offers every interface address except loopback (``aioice.ice.get_host_addresses`` skips
 127.0.0.1 and ::1), and aiortc offers no way to choose. Tests, examples and benchmarks must stay
-on loopback (DESIGN §1), so we wrap that module-level function:
+on loopback, so we wrap that module-level function:
 
 * :func:`hooked` installs the wrapper for as long as a transport runs (reference-counted, so
   several transports in one process share it) and puts the original back when the last leaves.

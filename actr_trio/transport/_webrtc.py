@@ -158,7 +158,7 @@ class _Channel(enum.IntEnum):
     CONTROL = 3
 
 
-# (ordered, maxRetransmits) per channel, as DESIGN §1 names the lanes' reliability.
+# (ordered, maxRetransmits) per channel, as docs/architecture.md names the lanes' reliability.
 _CHANNEL_RELIABILITY: Final[dict[_Channel, tuple[bool, int | None]]] = {
     _Channel.SIGNAL: (True, None),
     _Channel.RELIABLE: (True, 8),

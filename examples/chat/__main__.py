@@ -6,7 +6,7 @@ stream ``room:<name>`` to the new member and returns the history so far; ``Post`
 history, then sends the message to every member over its stream (the fast path: no mailbox, the
 member's ``ctx.streams`` callback gets it). Each member keeps one stream for as long as it is
 in the room, so its messages arrive in order (chunks of one stream reach the callback in
-sequence order, DESIGN §6.7); the stream uses the Reliable lane because chat must not drop
+sequence order); the stream uses the Reliable lane because chat must not drop
 messages (the default LatencyFirst lane may).
 
 The client joins, registers its stream callback, posts a few messages, receives them back in

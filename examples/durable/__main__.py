@@ -13,7 +13,7 @@ receiver dies mid-stream:
   backlog stays in the mailbox) and started again on the same ``data_dir`` on a LocalRealm.
 
 The sender keeps sending throughout. Each handled message is appended to ``handled.log`` in the
-data dir. DESIGN §6.4 promises *at least once* (a handler cut off by the kill runs again after
+data dir. No loss means *at least once* (a handler cut off by the kill runs again after
 the restart), so the handler makes its side effect idempotent with ``ctx.request_id``, which a
 resend and a replay keep. At the end the example reads the log: every acked message exactly once.
 

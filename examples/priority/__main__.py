@@ -3,9 +3,9 @@
 The client tells the worker to run 20 NORMAL jobs, one after another (so their order reads
 ``n00 n01 ...``), then 4 HIGH ones. A tell returns as soon as the worker's mailbox committed it,
 while each job takes longer than that, so a backlog of NORMAL jobs builds up at the worker. Its
-scheduler always takes from the highest non-empty priority (DESIGN §6.2), so the HIGH jobs run
+scheduler always takes from the highest non-empty priority, so the HIGH jobs run
 as soon as the job in progress ends, ahead of the NORMAL ones queued before them; within one
-priority the order stays FIFO (DESIGN §6.3). The worker records the order it handled them in.
+priority the order stays FIFO. The worker records the order it handled them in.
 
 Run: ``python -m examples.priority`` (WebRTC, two processes) or
 ``python -m examples.priority --local``.

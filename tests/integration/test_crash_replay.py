@@ -1,4 +1,4 @@
-"""DESIGN §6.4 No loss: a node SIGKILLed with accepted-but-unhandled envelopes handles every one
+"""No loss: a node SIGKILLed with accepted-but-unhandled envelopes handles every one
 of them, exactly once, when a new node starts on the same data dir."""
 
 from __future__ import annotations

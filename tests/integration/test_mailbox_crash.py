@@ -1,4 +1,4 @@
-"""SIGKILL a process that is accepting envelopes; the reopened mailbox lost nothing (DESIGN §6.4).
+"""SIGKILL a process that is accepting envelopes; the reopened mailbox lost nothing (No loss).
 
 ``mailbox_writer.py`` reports each envelope after ``accept`` returned (that is, after COMMIT).
 The test kills it mid-stream several times on the same file; then every reported envelope is in

@@ -1,6 +1,6 @@
 """Hypothesis, end to end through real nodes: over a transport that drops and duplicates
 packets, every tell that returned is handled exactly once, in send order per priority, and
-every call gets its own answer (DESIGN §6.3-6.5). Runs the real runtime in ``trio.run``."""
+every call gets its own answer (FIFO, no loss, no duplicates). Runs the real runtime in ``trio.run``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The mailbox against a model: No loss (DESIGN §6.4) and No duplicate effects (§6.5).
+"""The mailbox against a model: No loss and No duplicate effects.
 
 A Hypothesis state machine drives the synchronous SQL core (the engine of ``SqliteMailbox``)
 on a real file, transaction by transaction, and compares every answer with a plain model. The

@@ -1,4 +1,4 @@
-"""Hypothesis: DESIGN §6 guarantees 1-3 for the scheduler.
+"""Hypothesis: guarantees 1-3 (serial, priority, FIFO) for the scheduler.
 
 The selection policy is driven directly (a stateful machine against a model of the queues);
 one async end-to-end property runs the real Scheduler task with handlers that record order.

@@ -1,4 +1,4 @@
-"""The fast path: stream chunks and media frames (DESIGN §6.7, §6.8)."""
+"""The fast path: stream chunks and media frames (fast-path order, isolation)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN §2: start and shutdown order, the same for every way a node ends."""
+"""Start and shutdown order (docs/architecture.md), the same for every way a node ends."""
 
 from __future__ import annotations
 
