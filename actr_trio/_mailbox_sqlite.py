@@ -57,7 +57,7 @@ T = TypeVar("T")
 
 # Operations (accept batches, begin_attempt, ...) waiting for the SQLite writer. When this many
 # are queued, callers of the async methods wait: that is the mailbox's backpressure. 256 matches
-# the batch size at which SQLite's per-commit cost stops dominating (STACK-NOTES: ~142k/s).
+# the batch size at which SQLite's per-commit cost stops dominating (measured: ~142k/s).
 _OP_BUFFER: Final = 256
 # At most this many operations per transaction (draining also takes blocked senders' items),
 # so one commit, and the latency of the callers waiting on it, stays bounded.

@@ -1,4 +1,4 @@
-"""Transport conformance suite: the checks every ``Transport`` must pass (STYLE §11).
+"""Transport conformance suite: the checks every ``Transport`` must pass.
 
 Modelled on ``trio.testing.check_two_way_stream``: the caller supplies ``make_pair``, an async
 context manager factory that starts two transports A and B which can reach each other, and

@@ -35,7 +35,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # PEP 562: importing actr_trio must not import asyncio/aiortc (STYLE §15).
+    # PEP 562: importing actr_trio must not import asyncio/aiortc.
     if name == "WebRTCTransport":
         from ._webrtc import WebRTCTransport
 

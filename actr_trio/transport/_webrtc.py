@@ -1,4 +1,4 @@
-"""WebRTC transport: aiortc peer connections driven from Trio through trio-asyncio (STYLE §15).
+"""WebRTC transport: aiortc peer connections driven from Trio through trio-asyncio.
 
 The only module of actr_trio that imports asyncio, aiortc or trio_asyncio. ``run`` opens one
 asyncio loop (``trio_asyncio.open_loop``) and owns every peer connection; aiortc callbacks do

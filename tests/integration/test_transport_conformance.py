@@ -123,7 +123,7 @@ def _webrtc_pair() -> conformance.MakePair:
     from actr_trio.transport import WebRTCTransport
 
     config = Config(realm="conformance", ice_addresses=("127.0.0.1",))
-    # RELIABLE is a maxRetransmits=8 channel: aiortc abandons frames of a burst (STACK-NOTES).
+    # RELIABLE is a maxRetransmits=8 channel: aiortc abandons frames of a burst.
     return lambda: _pair(
         lambda: WebRTCTransport(config, connect_timeout=5.0), _webrtc_video, reliable_may_drop=True
     )

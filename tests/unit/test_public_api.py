@@ -1,4 +1,4 @@
-"""The public surface (STYLE §1, §2): exports, finality, layering, and a light import."""
+"""The public surface: exports, finality, layering, and a light import."""
 
 from __future__ import annotations
 
