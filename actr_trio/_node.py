@@ -251,6 +251,9 @@ class _NodeCore:
                 _save_identity(self.config.data_dir, self.actr_id)
                 await nursery.start(c["transport"].run, self.transport.run, self.session)  # 2
                 await nursery.start(c["outgate"].run, self.outgate.run, self.actr_id)
+                # What a crash left outstanding is read before anything (on_start, the user)
+                # can send: a request sent in this run is never taken for a leftover.
+                await nursery.start(self._recover, c["recovery"])
                 await nursery.start(c["streams"].run, self.streams.run)
                 await nursery.start(c["tracks"].run, self.tracks.run)
                 await self.workload.on_start(Context(self))  # 3
@@ -268,7 +271,6 @@ class _NodeCore:
                     max_payload=self.config.max_payload,
                 )
                 await nursery.start(c["ingate"].run, self._ingate.run)  # 5
-                nursery.start_soon(self._recover, c["recovery"])
                 log.info("%s started (%s)", self.actr_id, type(self.workload).__name__)
                 task_status.started(ActrRef._create(self))
                 await self.shutdown_requested.wait()
@@ -277,9 +279,9 @@ class _NodeCore:
                     await self._shutdown(c)
                 self.stopped.set()
 
-    async def _recover(self, component: _Component) -> None:
+    async def _recover(self, component: _Component, *, task_status: trio.TaskStatus[None]) -> None:
         try:
-            await component.run(self.outgate.recover, task_status=trio.TASK_STATUS_IGNORED)
+            await component.run(self.outgate.recover, task_status=task_status)
         finally:
             self.recovered.set()
 
