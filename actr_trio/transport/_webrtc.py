@@ -214,6 +214,20 @@ async def _aio(fn: Callable[[], Awaitable[T]]) -> T:
     return result
 
 
+def _stop_decoder_threads(pc: RTCPeerConnection) -> None:
+    """Stop the codec threads of every receiver of ``pc`` now (idempotent, thread-safe).
+
+    aiortc starts a non-daemon "audio-decoder"/"video-decoder" thread per receiving transceiver
+    and joins it only in ``RTCRtpReceiver.stop()``, which ``pc.close()`` reaches after every
+    sender has stopped. A sender whose RTP task never started (a link torn down before DTLS
+    connected) makes ``close()`` wait until its bound runs out, and the thread then outlives the
+    node and keeps the interpreter from exiting. ``_handle_disconnect`` (aiortc 1.16, pinned) is
+    the receiver's own "stop the decoder" step: it queues the end marker and joins the thread.
+    """
+    for transceiver in pc.getTransceivers():
+        transceiver.receiver._handle_disconnect()
+
+
 class _Outbox:
     """Packets waiting for one lane's flusher; bounded in bytes (``send`` waits when full)."""
 
@@ -753,8 +767,11 @@ class WebRTCTransport:
             link.ready.set()
             link.new_tracks_send.close()
             if link.pc is not None:
+                _stop_decoder_threads(link.pc)
                 with trio.move_on_after(CLOSE_GRACE, shield=True):
                     await _aio(link.pc.close)
+                # setRemoteDescription may have started a receiver after the first stop.
+                _stop_decoder_threads(link.pc)
             log.debug("link to %s closed: %s", link.peer, link.failure)
 
     async def _accept_tracks(self, link: _Link, nursery: trio.Nursery) -> None:
