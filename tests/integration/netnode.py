@@ -29,10 +29,16 @@ class NetNode(Workload):
         self.jobs: list[str] = []
         self.chunks: list[int] = []
         self.frames = 0
+        self.released = trio.Event()
 
     async def on_start(self, ctx: Context) -> None:
         ctx.streams.register("itest-stream", self.on_chunk)
+        ctx.streams.register("itest-release", self.on_release)
         ctx.tracks.register("itest-video", self.on_frame)
+
+    async def on_release(self, chunk: StreamChunk, ctx: Context) -> None:
+        # The fast path is concurrent with the state path: it can open a gate a handler waits on.
+        self.released.set()
 
     async def on_chunk(self, chunk: StreamChunk, ctx: Context) -> None:
         if not chunk.end:
@@ -53,6 +59,13 @@ class NetNode(Workload):
     async def job(self, request: bytes, ctx: Context) -> bytes:
         await trio.sleep(0.01)  # slower than a tell: a backlog builds up
         self.jobs.append(request.decode())
+        return b""
+
+    @route("itest.Node.Hold")
+    async def hold(self, request: bytes, ctx: Context) -> bytes:
+        """Keep the scheduler busy until a chunk on "itest-release" arrives: what is sent
+        meanwhile is all queued when the scheduler next picks, whatever the machine's load."""
+        await self.released.wait()
         return b""
 
     @route("itest.Node.Report")
