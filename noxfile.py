@@ -1,7 +1,11 @@
-"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s demo`, `nox -s bench`, `nox -s codegen`."""
+"""Developer tasks: `nox -s tests`, `nox -s tests-stress`, `nox -s lint`, `nox -s typecheck`,
+`nox -s demo`, `nox -s bench`, `nox -s codegen`."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nox
@@ -21,12 +25,43 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
+# A CPU burner that ends by itself (an hour at most) if nothing stops it.
+BURNER = "import time\nend = time.monotonic() + 3600\nwhile time.monotonic() < end: pass"
+
+
+@nox.session(python=PYTHON, name="tests-stress")
+def tests_stress(session: nox.Session) -> None:
+    """The suite N times in a row (default 5) while burners keep every core busy.
+
+    `nox -s tests-stress -- 3` runs it 3 times; further arguments go to pytest. A test that
+    depends on timing fails here, not on a newcomer's loaded machine.
+    """
+    session.install(*TEST_DEPS)
+    args = list(session.posargs)
+    runs = int(args.pop(0)) if args and args[0].isdigit() else 5
+    burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(os.cpu_count() or 2)]
+    try:
+        for i in range(1, runs + 1):
+            session.log(f"stress run {i}/{runs} with {len(burners)} CPU burners")
+            session.run("pytest", "-q", "-p", "no:cacheprovider", *args)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
     """The long fault-injection runs: 10,000 envelopes and 50 receiver kills over WebRTC."""
     session.install(*TEST_DEPS)
     session.run(
-        "pytest", "-q", "tests/integration/test_faults.py", "--soak", "-s", *session.posargs
+        "pytest",
+        "-q",
+        "tests/integration/test_faults.py",
+        "--soak",
+        "--timeout=3600",
+        "-s",
+        *session.posargs,
     )
 
 
