@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._ids import _NAME_RE
+from ._ids import NAME_RE
 from .errors import ConfigError
 
 __all__ = ["Config", "Synchronous", "config_reference"]
@@ -129,7 +129,7 @@ def _realm_problem(value: Any) -> Problem:
     if not isinstance(value, str):
         return "is not a string"
     # The same pattern the signaling server and ActrId apply to realm names.
-    if not _NAME_RE.fullmatch(value):  # not match(): its "$" would accept a trailing newline
+    if not NAME_RE.fullmatch(value):
         return "must be 1-64 characters of A-Z a-z 0-9 . _ -"
     return None
 

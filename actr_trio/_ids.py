@@ -14,7 +14,7 @@ import attrs
 from ._proto.actr import types_pb2
 from .errors import ConfigError
 
-_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ID_RE: Final = re.compile(r"^(?P<m>[^:#@]+):(?P<n>[^:#@]+)#(?P<s>\d+)@(?P<r>[^:#@]+)$")
 
 
@@ -24,7 +24,7 @@ def check_name(kind: str, value: str) -> None:
     Raises:
         ConfigError: naming ``kind`` and the bad value.
     """
-    if not _NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):  # match() with "$" would accept a trailing newline
         raise ConfigError(f"{kind}={value!r} must be 1-64 characters of [A-Za-z0-9_.-]")
 
 

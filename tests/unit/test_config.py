@@ -250,6 +250,8 @@ def test_realm_names_the_server_accepts(realm: str) -> None:
 def test_realm_names_are_checked_at_construction(realm: str) -> None:
     with _raises_exactly(f"Config.realm={realm!r} must be 1-64 characters of A-Z a-z 0-9 . _ -"):
         Config(realm=realm)
+    with pytest.raises(ConfigError):
+        ActrId(realm, 1, ActrType("a", "b"))  # identities take the same names, no more
 
 
 @pytest.mark.parametrize(
