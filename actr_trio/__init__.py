@@ -1,20 +1,50 @@
 """actr_trio: actr actor nodes on Trio.
 
-Layers (imports only go downwards; the inner ring never imports transport/ or signaling/)::
+A node hosts one workload (an actor), registers with a signaling server, and talks to other
+nodes peer to peer over WebRTC. Requests and tells land in a durable SQLite mailbox and are
+handled one at a time, highest priority first; stream chunks and media frames take a concurrent
+fast path. A minimal node::
 
-    actr_trio/__init__.py      public re-exports only
-    errors.py                  the public error tree
-    testing/                   LocalRealm, fixtures, transport conformance suite
-    _node.py _context.py       lifecycle (ActrSystem -> ActrNode -> ActrRef) and Context
-    _ingate.py _outgate.py     middle ring: inbound gate, outbound gate
-    _mailbox.py _scheduler.py  state path: durable mailbox, biased-priority scheduler
-    _router.py                 Workload, @route, dispatch
-    _streams.py _tracks.py _fastlane.py   fast path: FLG1 streams, FLG2 media
-    _link.py _envelope.py      sans-IO: link reliability, packet codec
-    _config.py _ids.py _lanes.py   values
-    transport/                 Transport protocol, loopback, WebRTC (the only asyncio user)
-    signaling/                 WebSocket signaling server and client
-    codegen/                   `actr-trio codegen`
+    import trio
+    from actr_trio import ActrSystem, ActrType, Config, Context, Workload, route
+
+    class Echo(Workload):
+        actr_type = ActrType("acme", "echo")
+
+        @route("demo.Echo.Echo")
+        async def echo(self, request: bytes, ctx: Context) -> bytes:
+            return request
+
+    async def main() -> None:
+        config = Config(realm="demo", signaling_url="ws://127.0.0.1:8765",
+                        data_dir="./echo-data", ice_addresses=("127.0.0.1",))
+        async with ActrSystem(config).attach(Echo()).start() as ref:
+            await ref.wait_for_shutdown()  # Ctrl-C / SIGTERM: graceful shutdown
+
+    trio.run(main)
+
+Run a signaling server beside it with ``actr-trio signaling --host 127.0.0.1 --port 8765``.
+
+Documentation, in the repository's ``docs/`` folder: ``getting-started.md`` (install, a
+two-process app), ``testing.md`` (pytest-trio, ``LocalRealm``, fault injection),
+``architecture.md`` (guarantees, lifecycle, wire protocol) and ``operations.md`` (data
+directory, signaling server, logging, configuration reference).
+
+Main names:
+
+* ``Workload``, ``route``: what a node hosts and how its handlers are declared.
+* ``ActrSystem`` -> ``ActrNode`` -> ``ActrRef``: build, start and hold a running node.
+* ``Context``: what a handler gets (``call``, ``tell``, ``discover``, ``open_stream``, ...).
+* ``Config``, ``ActrId``, ``ActrType``, ``Priority``, ``Lane``: values.
+* ``errors``: every exception the library raises (root ``errors.ActrError``).
+* ``Supervisor``, ``Strategy``: several nodes in one process, restarted when they crash.
+* ``actr_trio.testing``: ``LocalRealm``, the ``local_realm`` pytest fixture, ``FaultyTransport``.
+* ``actr_trio.signaling``: the signaling server, embeddable (``serve``).
+
+For maintainers: the package is layered, and imports only go downwards; the inner ring
+(mailbox, scheduler, router, gates, fast path) never imports ``transport/`` implementations or
+``signaling/``. ``docs/architecture.md`` has the module map; ``tests/unit/test_public_api.py``
+checks the rules.
 """
 
 from . import errors as errors
