@@ -17,8 +17,8 @@ SCANNED: Final = ("README.md", "pyproject.toml", "noxfile.py", "docs", "actr_tri
 SUFFIXES: Final = {".md", ".py", ".pyi", ".toml", ".proto", ".txt", ".rst"}
 FORBIDDEN: Final = (
     "../" + "shared",
-    "DESIGN" + " §",
-    "DESIGN" + ".md",
+    "DES" + "IGN §",
+    "DES" + "IGN.md",
     "STYLE" + " §",
     "STACK" + "-NOTES",
 )
