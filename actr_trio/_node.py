@@ -31,8 +31,10 @@ import trio
 
 from ._config import Config
 from ._context import Actions, Context
+from ._datadir import hold_data_dir
 from ._envelope import REQUEST, RESPONSE, Envelope, WireError, decode_envelope, encode_envelope
 from ._fastlane import FastLaneStatistics
+from ._groups import reraise, sole_exception
 from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics, Work
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
@@ -563,22 +565,43 @@ class ActrNode:
         """Start the node (in the documented start order) and yield its :class:`ActrRef`.
 
         Leaving the block shuts the node down in the documented order. A crash in one of the
-        node's components cancels the others and propagates out of this block (as an
-        ``ExceptionGroup``, Trio's nursery semantics); nothing accepted is lost.
+        node's components cancels the others and propagates out of this block as itself;
+        nothing accepted is lost. An exception raised in the block comes out unchanged.
 
         Raises:
             ConfigError: started twice, or an invalid workload or data dir.
+            DataDirInUse: another node holds ``Config.data_dir``.
             SignalingError, AuthError: registration failed.
+            BaseExceptionGroup: only when several things failed at once (say the block raised
+                while a component crashed, or two components crashed); its leaves are those
+                failures. One failure is never wrapped in a group.
+
+        Cancellation: cancelling the enclosing scope shuts the node down in the same order.
         """
         if self._started:
             raise ConfigError("a node starts once; build a new ActrSystem to start again")
         self._started = True
-        async with trio.open_nursery() as nursery:
-            ref = await nursery.start(self._core.run)
-            try:
-                yield ref
-            finally:
-                self._core.shutdown_requested.set()
+        failure: BaseException | None = None
+        body_error: BaseException | None = None
+        try:
+            # Held from before the mailbox opens until the node has stopped.
+            with hold_data_dir(self._core.config.data_dir):
+                async with trio.open_nursery() as nursery:
+                    ref = await nursery.start(self._core.run)
+                    try:
+                        yield ref
+                    except BaseException as exc:
+                        body_error = exc  # handed back unchanged, even if it is a group
+                        raise
+                    finally:
+                        self._core.shutdown_requested.set()
+        except BaseExceptionGroup as group:
+            # Two nurseries wrap a lone failure twice; only several failures stay a group.
+            failure = sole_exception(group, keep=body_error)
+            if failure is None:
+                raise
+        if failure is not None:
+            reraise(failure)
 
 
 @final

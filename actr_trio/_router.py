@@ -8,6 +8,7 @@ handler runs.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
@@ -69,6 +70,7 @@ def route(
 
     Raises:
         ConfigError: invalid key, codec type or lane.
+        TypeError: the decorated function is not an ``async def`` (raised at class definition).
     """
     if not _ROUTE_KEY_RE.match(key):
         raise ConfigError(f"route key {key!r} must look like package.Service.Method")
@@ -78,6 +80,12 @@ def route(
         raise ConfigError(f"lane={lane!r}: routes use Lane.SIGNAL or Lane.RELIABLE")
 
     def mark(fn: F) -> F:
+        # Checked here, at class definition: a plain def would otherwise fail on every call
+        # with "object bytes can't be used in 'await' expression", far from the mistake.
+        is_async = inspect.iscoroutinefunction(fn)  # a variable: no TypeGuard narrowing of fn
+        if not is_async:
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise TypeError(f"@route({key!r}) needs an async def, but {name} is not one")
         setattr(
             fn,
             _ATTR,

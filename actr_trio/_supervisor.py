@@ -193,7 +193,7 @@ class Supervisor:
                     started = True
                     await child.stop.wait()
             except Exception as exc:
-                # The node crashed (its start() raised, as a group), or failed to start: report
+                # The node crashed (its start() raised), or failed to start: report
                 # it either way; the supervisor loop decides whether to restart.
                 child.ref = None
                 child.done.set()

@@ -28,8 +28,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     module = importlib.import_module(_COMMANDS[args.command][0])
-    result: int = module.run(args)
+    try:
+        result: int = module.run(args)
+    except Exception as exc:
+        status = _report_actr_error(args.command, exc)
+        if status is None:
+            raise  # not ours to explain: a bug keeps its traceback
+        return status
     return result
+
+
+def _report_actr_error(command: str, exc: Exception) -> int | None:
+    """For an ``ActrError`` (alone, or alone in a group): one line on stderr, then the exit
+    status, 2 for a configuration error and 1 otherwise. ``None`` for anything else."""
+    from ._groups import sole_exception
+    from .errors import ActrError, ConfigError
+
+    error = sole_exception(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    if not isinstance(error, ActrError):
+        return None
+    sys.stderr.write(f"actr-trio {command}: error: {error}\n")
+    return 2 if isinstance(error, ConfigError) else 1
 
 
 if __name__ == "__main__":

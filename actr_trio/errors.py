@@ -4,6 +4,7 @@
 
     ActrError
     ├── ConfigError (also ValueError)          invalid configuration or argument
+    │   └── DataDirInUse                       another node holds that data_dir
     ├── CodegenError                           `actr-trio codegen` failed
     ├── ShuttingDown                           *we* are closing: nothing new accepted
     ├── Retryable                              raised by a handler: run it again (up to max_attempts)
@@ -38,6 +39,7 @@ __all__ = [
     "CallError",
     "CodegenError",
     "ConfigError",
+    "DataDirInUse",
     "DeadlineExceeded",
     "EnvelopeTooLarge",
     "MalformedEnvelope",
@@ -61,6 +63,13 @@ class ActrError(Exception):
 
 class ConfigError(ActrError, ValueError):
     """A configuration value or argument is invalid; the message names it."""
+
+
+class DataDirInUse(ConfigError):
+    """Another running node holds this ``data_dir`` (its ``node.lock``); the message names its pid.
+
+    A ``data_dir`` is one node's mailbox and identity: give each node its own.
+    """
 
 
 class CodegenError(ActrError):

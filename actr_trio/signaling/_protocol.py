@@ -311,10 +311,20 @@ class ServerProtocol:
     ) -> list[ServerEffect]:
         if self._realms is not None:
             secret = self._realms.get(state.realm)
-            # Unknown realm and wrong secret answer alike: the reply reveals no realm names.
             expected = prove(secret if secret is not None else "", state.nonce, state.realm)
             if secret is None or not hmac.compare_digest(expected, auth.proof):
-                return self._fail(conn, AUTH, f"authentication failed for realm {state.realm!r}")
+                # The client is told only "refused"; which of unknown realm, wrong secret or no
+                # proof at all goes to the server's log (the Close reason). Why not tell the
+                # client: "unknown realm" can only happen on a server configured with realms,
+                # i.e. one guarding something, and there it would let anyone enumerate realm
+                # names before guessing secrets; Rule 2 hides other realms for the same reason.
+                # A node with no secret at all learns that on its own (Challenge.auth_required).
+                return self._fail(
+                    conn,
+                    AUTH,
+                    f"authentication failed for realm {state.realm!r}",
+                    reason=_auth_failure(state.realm, known=secret is not None, proof=auth.proof),
+                )
         state.phase = _Phase.REGISTER
         return []
 
@@ -418,12 +428,24 @@ class ServerProtocol:
             return [PersistDeparture(actr_id)]
         return []
 
-    def _fail(self, conn: int, code: str, message: str) -> list[ServerEffect]:
+    def _fail(
+        self, conn: int, code: str, message: str, *, reason: str | None = None
+    ) -> list[ServerEffect]:
+        """Send ``message`` and close; ``reason`` (default ``code``) is for the server's log."""
         state = self._connections.get(conn)
         if state is None or state.phase is _Phase.CLOSED:
             return []
         effects = self._leave(conn, state)
-        return [*effects, Send(conn, error_frame(code, message)), Close(conn, code)]
+        return [*effects, Send(conn, error_frame(code, message)), Close(conn, reason or code)]
+
+
+def _auth_failure(realm: str, *, known: bool, proof: bytes) -> str:
+    """Why a proof was refused, for the server's log only (never sent to the client)."""
+    if not known:
+        return f"auth: unknown realm {realm!r} (not in this server's realms)"
+    if not proof:
+        return f"auth: no proof for realm {realm!r} (the node has no realm_secret)"
+    return f"auth: wrong secret for realm {realm!r}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,7 +499,8 @@ class RequestFailed:
 
 @attrs.frozen
 class SessionFailed:
-    """The server ended the session with an error (it closes the connection next)."""
+    """The session ended with an error: the server refused it (and closes the connection next),
+    or the client saw it cannot succeed (no secret for a realm that requires one)."""
 
     code: str
     error: SignalingError
@@ -615,6 +638,10 @@ class ClientProtocol:
         return request_id
 
     def _on_challenge(self, challenge: Frame.Challenge) -> list[ClientEvent]:
+        if challenge.auth_required and self._secret is None:
+            # Known here, before anything is sent: say so rather than have the proof refused.
+            self._phase = _Phase.CLOSED
+            return [SessionFailed(AUTH, AuthError(self._secret_unset()))]
         proof = b"" if self._secret is None else prove(self._secret, challenge.nonce, self._realm)
         register = Frame.Register(actr_type=self._actr_type.to_proto())
         if self._previous_id is not None:
@@ -656,7 +683,25 @@ class ClientProtocol:
                 exc = error_from_code(error.code, error.message)
             return [RequestFailed(error.request_id, exc)]
         self._phase = _Phase.CLOSED
+        if error.code == AUTH:
+            return [SessionFailed(AUTH, AuthError(self._refused()))]
         return [SessionFailed(error.code, error_from_code(error.code, error.message))]
+
+    def _secret_unset(self) -> str:
+        return (
+            f"realm {self._realm!r} requires a secret: set Config.realm_secret "
+            "(or ACTR_REALM_SECRET)"
+        )
+
+    def _refused(self) -> str:
+        if self._secret is None:
+            return self._secret_unset()
+        # The server does not say which (see ServerProtocol._on_authenticate); its log does.
+        return (
+            f"realm {self._realm!r}: the signaling server rejected this node's secret "
+            "(Config.realm_secret / ACTR_REALM_SECRET is wrong, or the server has no realm of "
+            "that name; the server's log says which)"
+        )
 
     def _relay_from_wire(self, relay: Frame.RelayMessage) -> Relay:
         kind = _RELAY_NAMES.get(relay.kind)

@@ -22,6 +22,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from .._ids import ActrId
 from ..errors import ConfigError
 from ._protocol import (
+    AUTH,
     MAX_FRAME_SIZE,
     Close,
     PersistDeparture,
@@ -291,6 +292,11 @@ class SignalingServer:
                     )
                 self._enqueue(effect.conn, encode_frame(effect.frame))
             elif isinstance(effect, Close):
+                if effect.reason.startswith(f"{AUTH}:"):
+                    # Only the log says why a node was refused (the node is told less).
+                    logger.warning(
+                        "signaling connection %d refused: %s", effect.conn, effect.reason
+                    )
                 peer = self._peers.get(effect.conn)
                 if peer is not None:
                     peer.closing = True

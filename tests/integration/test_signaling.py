@@ -18,6 +18,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
+from actr_trio import ActrSystem, Workload
 from actr_trio._config import Config
 from actr_trio._ids import ActrId, ActrType
 from actr_trio.errors import AuthError, PeerUnavailable, SessionTakenOver, SignalingError
@@ -30,6 +31,7 @@ from actr_trio.signaling._protocol import (
     decode_frame,
     encode_frame,
 )
+from actr_trio.transport import LoopbackHub
 from actr_trio.transport._abc import Relay, SignalingSession
 
 pytestmark = pytest.mark.integration
@@ -159,19 +161,64 @@ async def test_takeover_with_previous_id_closes_the_old_session() -> None:
 # -- authentication -------------------------------------------------------------------------------
 
 
+REFUSED = "the signaling server rejected this node's secret"
+UNSET = r"requires a secret: set Config\.realm_secret \(or ACTR_REALM_SECRET\)"
+
+
 @pytest.mark.parametrize(
-    ("realm", "secret"),
-    [("alpha", "wrong"), ("gamma", "alpha-secret"), ("alpha", None), ("beta", "alpha-secret")],
+    ("realm", "secret", "match"),
+    [
+        ("alpha", "wrong", REFUSED),
+        ("gamma", "alpha-secret", REFUSED),
+        ("alpha", None, UNSET),
+        ("beta", "alpha-secret", REFUSED),
+    ],
     ids=["wrong-secret", "unknown-realm", "no-secret", "other-realms-secret"],
 )
-async def test_bad_credentials_raise_auth_error(realm: str, secret: str | None) -> None:
+async def test_bad_credentials_raise_auth_error(realm: str, secret: str | None, match: str) -> None:
     with trio.fail_after(10):
         async with serve(host=HOST, realms=REALMS) as server:
             async with trio.open_nursery() as nursery:
                 client = SignalingClient(config(server.url, realm=realm, secret=secret))
-                with pytest.raises(AuthError, match="authentication failed"):
+                with pytest.raises(AuthError, match=match):
                     await nursery.start(client.run, ECHO, None)
             assert server.statistics().registered == 0
+
+
+class Echo(Workload):
+    actr_type = ECHO
+
+
+@pytest.mark.parametrize(
+    ("realm", "secret", "message", "logged"),
+    [
+        ("kvsec", None, f"realm 'kvsec' {UNSET}", None),
+        ("kvsec", "wrong", f"realm 'kvsec': {REFUSED}", "auth: wrong secret for realm 'kvsec'"),
+        ("other", "kvsec-secret", f"realm 'other': {REFUSED}", "auth: unknown realm 'other'"),
+    ],
+    ids=["secret-unset", "secret-rejected", "unknown-realm"],
+)
+async def test_a_node_whose_credentials_fail_raises_a_plain_auth_error_saying_why(
+    caplog: pytest.LogCaptureFixture,
+    realm: str,
+    secret: str | None,
+    message: str,
+    logged: str | None,
+) -> None:
+    with trio.fail_after(10):
+        async with serve(host=HOST, realms={"kvsec": "kvsec-secret"}) as server:
+            node_config = config(server.url, realm=realm, secret=secret)
+            system = ActrSystem(node_config, transport=LoopbackHub().transport())
+            # A plain except clause catches it: no exception group around a lone failure.
+            with pytest.raises(AuthError, match=f"^{message}"):
+                async with system.attach(Echo()).start():
+                    pytest.fail("the node must not start")  # pragma: no cover
+    refusals = [r.getMessage() for r in caplog.records if "refused: auth:" in r.getMessage()]
+    if logged is None:
+        assert refusals == []  # the node never sent a proof
+    else:
+        assert len(refusals) == 1
+        assert logged in refusals[0]
 
 
 async def test_open_server_admits_any_realm_and_warns(caplog: pytest.LogCaptureFixture) -> None:

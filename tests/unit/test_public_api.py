@@ -22,8 +22,9 @@ PUBLIC = {
     "Workload", "errors", "route",
 }  # fmt: skip
 ERRORS = {
-    "ActrError", "AuthError", "CallError", "CodegenError", "ConfigError", "DeadlineExceeded",
-    "EnvelopeTooLarge", "MalformedEnvelope", "Overloaded", "PeerUnavailable", "RemoteError",
+    "ActrError", "AuthError", "CallError", "CodegenError", "ConfigError", "DataDirInUse",
+    "DeadlineExceeded", "EnvelopeTooLarge", "MalformedEnvelope", "Overloaded", "PeerUnavailable",
+    "RemoteError",
     "RemoteShuttingDown", "Retryable", "RouteNotFound", "SessionTakenOver", "ShuttingDown",
     "SignalingError", "TransportError", "WrongTarget",
 }  # fmt: skip

@@ -165,22 +165,58 @@ def test_the_secret_never_crosses_the_wire() -> None:
 
 
 @pytest.mark.parametrize(
-    ("realm", "secret"),
-    [("demo", "wrong"), ("demo", None), ("unknown", "s3cret")],
-    ids=["wrong-secret", "no-secret", "unknown-realm"],
+    ("realm", "secret", "logged"),
+    [
+        ("demo", "wrong", "auth: wrong secret for realm 'demo'"),
+        ("unknown", "s3cret", "auth: unknown realm 'unknown' (not in this server's realms)"),
+    ],
+    ids=["wrong-secret", "unknown-realm"],
 )
-def test_auth_refused(realm: str, secret: str | None) -> None:
+def test_auth_refused(realm: str, secret: str | None, logged: str) -> None:
     server = make_server({"demo": "s3cret"})
     client, seen = register(server, 1, realm=realm, secret=secret)
     failed = [e for e in seen if isinstance(e, SessionFailed)]
     assert len(failed) == 1
     assert failed[0].code == "auth"
     assert isinstance(failed[0].error, AuthError)
-    assert any(isinstance(e, Close) and e.conn == 1 for e in seen)
+    # The node is told its secret was refused and where to look; the server's log says which.
+    assert str(failed[0].error) == (
+        f"realm {realm!r}: the signaling server rejected this node's secret "
+        "(Config.realm_secret / ACTR_REALM_SECRET is wrong, or the server has no realm of that "
+        "name; the server's log says which)"
+    )
+    assert [e.reason for e in seen if isinstance(e, Close) and e.conn == 1] == [logged]
     # The server registered nothing and ignores whatever the connection sends afterwards.
     assert not any(isinstance(e, (Registered, PersistRegistration)) for e in seen)
     assert server.statistics().registered == 0
     assert not client.registered
+
+
+def test_a_node_without_a_secret_is_told_to_set_one_before_it_sends_a_proof() -> None:
+    server = make_server({"demo": "s3cret"})
+    client = ClientProtocol(realm="demo", secret=None, actr_type=ECHO, previous_id=None)
+    server.connect(1, 0.0)
+    (challenge,) = frames_to(1, server.receive(1, encode_frame(client.hello()), 0.0))
+    events = client.receive(encode_frame(challenge))
+    assert not any(isinstance(e, Outgoing) for e in events)
+    (failed,) = events
+    assert isinstance(failed, SessionFailed)
+    assert isinstance(failed.error, AuthError)
+    assert str(failed.error) == (
+        "realm 'demo' requires a secret: set Config.realm_secret (or ACTR_REALM_SECRET)"
+    )
+    assert not client.registered
+
+
+def test_an_empty_proof_is_logged_as_such() -> None:
+    # What a client that does not check Challenge.auth_required sends: no proof at all.
+    server = make_server({"demo": "s3cret"})
+    server.connect(1, 0.0)
+    server.receive(1, encode_frame(Frame(hello=Frame.Hello(realm="demo", version=1))), 0.0)
+    effects = server.receive(1, encode_frame(Frame(authenticate=Frame.Authenticate())), 0.0)
+    assert [e.reason for e in effects if isinstance(e, Close)] == [
+        "auth: no proof for realm 'demo' (the node has no realm_secret)"
+    ]
 
 
 def test_unknown_realm_and_wrong_secret_look_alike() -> None:
