@@ -31,6 +31,13 @@ _PACKAGE_DIR: Final = Path(__file__).resolve().parent.parent
 BUILTIN_PACKAGE_MAP: Mapping[str, str] = {"actr": "actr_trio._proto.actr"}
 
 
+# actr_trio is installed from a clone (it is not on a package index), so name both ways.
+_NEEDS_GRPC_TOOLS: Final = (
+    "codegen needs grpcio-tools: pip install grpcio-tools "
+    "(or, in a clone of actr_trio: pip install -e '.[codegen]')"
+)
+
+
 def builtin_proto_root() -> Path:
     """Where ``actr/*.proto`` lives: inside the wheel, or ``protos/`` in a source checkout.
 
@@ -54,7 +61,7 @@ def well_known_proto_root() -> Path:
     try:
         import grpc_tools
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise CodegenError("codegen needs grpcio-tools: pip install 'actr-trio[codegen]'") from exc
+        raise CodegenError(_NEEDS_GRPC_TOOLS) from exc
     return Path(grpc_tools.__file__).resolve().parent / "_proto"
 
 
@@ -69,7 +76,7 @@ def _invoke(args: Sequence[str]) -> str:
     try:
         from grpc_tools import protoc
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise CodegenError("codegen needs grpcio-tools: pip install 'actr-trio[codegen]'") from exc
+        raise CodegenError(_NEEDS_GRPC_TOOLS) from exc
     # protoc prints from C++ on fd 2: capture the file descriptor, not sys.stderr.
     with tempfile.TemporaryFile() as err:
         saved = os.dup(2)
