@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trio
 
 from actr_trio import ActrType, Context, Workload, route
 from actr_trio.testing import LocalRealm
