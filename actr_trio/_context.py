@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, final, overload
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
 import trio
 from google.protobuf.message import DecodeError, Message
@@ -21,13 +21,16 @@ from ._ids import ActrId, ActrType
 from ._lanes import Lane, Priority
 from ._streams import StreamRegistry, StreamSender
 from ._tracks import TrackRegistry
-from .errors import ConfigError, MalformedEnvelope
+from .errors import ActrError, ConfigError, MalformedEnvelope
 
 if TYPE_CHECKING:
     from ._node import _NodeCore
     from .transport._abc import MediaSource
 
 M = TypeVar("M", bound=Message)
+
+# Seconds a stream whose block raised may spend queueing its end-of-stream marker.
+CLOSE_ON_ERROR_BOUND: Final = 1.0
 
 
 def _payload(message: bytes | Message) -> bytes:
@@ -195,20 +198,46 @@ class Actions:
 
     @asynccontextmanager
     async def open_stream(
-        self, target: ActrId, stream_id: str, *, lane: Lane = Lane.LATENCY_FIRST
+        self,
+        target: ActrId,
+        stream_id: str,
+        *,
+        lane: Lane = Lane.LATENCY_FIRST,
+        timeout: float | None = None,
     ) -> AsyncIterator[StreamSender]:
         """Open a stream of chunks to ``target``'s ``stream_id`` callback.
 
         ``async with ctx.open_stream(target, "s1") as stream: await stream.send(b"...")``.
-        Leaving the block sends the end-of-stream marker. LatencyFirst (the default) may drop
-        chunks; pass ``lane=Lane.RELIABLE`` for a stream that must not.
+        Leaving the block sends the end-of-stream marker. What arrives depends on the lane
+        (see :class:`StreamSender`):
+
+        * ``Lane.LATENCY_FIRST`` (the default): best effort. Chunks may be dropped, silently;
+          those that arrive are in order. Leaving the block never waits for the receiver.
+        * ``Lane.RELIABLE`` (or ``Lane.SIGNAL``): chunks arrive in order, each acknowledged
+          by the receiver and resent (lost packets, a broken link) until it is. Leaving the
+          block waits for the acks, at most ``timeout`` seconds (``None``:
+          ``Config.default_timeout``), and raises
+          :class:`~actr_trio.errors.StreamIncomplete` naming how many chunks were not
+          acknowledged (receiver gone, unreachable, or without a callback for ``stream_id``).
+          ``timeout`` also bounds how long each chunk is resent.
+
+        If the block itself raises, the end marker is still sent but the acks are not awaited:
+        the block's exception propagates.
         """
-        sender = StreamSender(self._core.outgate, target, stream_id, Lane(lane))
+        if timeout is None:
+            timeout = self._core.config.default_timeout
+        elif not timeout > 0:
+            raise ConfigError(f"timeout={timeout!r} must be > 0")
+        sender = StreamSender(self._core.outgate, target, stream_id, Lane(lane), timeout=timeout)
         try:
             yield sender
-        finally:
-            with trio.move_on_after(1.0, shield=True):
-                await sender.aclose()
+        except BaseException:
+            # The block's own exception is what the caller needs to see, not a failure to
+            # queue the end marker (e.g. ShuttingDown) on the way out.
+            with trio.move_on_after(CLOSE_ON_ERROR_BOUND, shield=True), suppress(ActrError):
+                await sender._abort()
+            raise
+        await sender.aclose()
 
     async def publish_track(self, target: ActrId, track: MediaSource) -> None:
         """Send ``track``'s frames to ``target`` (its ``ctx.tracks`` callback for ``track.id``)."""

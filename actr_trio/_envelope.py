@@ -212,19 +212,34 @@ def _varint(value: int) -> bytes:
 
 # Field 10 (envelope), wire type 2 (length-delimited): (10 << 3) | 2.
 _ENVELOPE_TAG: Final = _varint((10 << 3) | 2)
+# Field 11 (chunk), wire type 2.
+_CHUNK_TAG: Final = _varint((11 << 3) | 2)
 
 
-def encode_sequenced(epoch: int, seq: int, envelope_bytes: bytes) -> bytes:
-    """A ``Packet`` carrying already-encoded envelope bytes, without re-encoding them.
+def encode_sequenced(epoch: int, seq: int, body: bytes, *, chunk: bool = False) -> bytes:
+    """A ``Packet`` carrying already-encoded envelope bytes (or ``StreamChunk`` bytes when
+    ``chunk``), without re-encoding them.
 
-    Serialized protobuf fields concatenate, so the header and the envelope field are joined.
+    Serialized protobuf fields concatenate, so the header and the body field are joined.
     """
     header = wire_pb2.Packet(epoch=epoch, seq=seq).SerializeToString()
-    return header + _ENVELOPE_TAG + _varint(len(envelope_bytes)) + envelope_bytes
+    return header + (_CHUNK_TAG if chunk else _ENVELOPE_TAG) + _varint(len(body)) + body
+
+
+def encode_chunk_body(chunk: Chunk) -> bytes:
+    """A ``StreamChunk``'s own encoding (what :func:`encode_sequenced` wraps on a reliable lane)."""
+    return wire_pb2.StreamChunk(
+        stream_id=chunk.stream_id,
+        sequence=chunk.sequence,
+        payload=chunk.payload,
+        end=chunk.end,
+        instance=chunk.instance,
+    ).SerializeToString()
 
 
 def encode_chunk(chunk: Chunk) -> bytes:
-    """A ``Packet`` carrying a stream chunk (unsequenced: the stream has its own sequence)."""
+    """A ``Packet`` carrying a stream chunk, unsequenced (LatencyFirst: no link, no ack; the
+    stream has its own sequence)."""
     pkt = wire_pb2.Packet()
     pkt.chunk.stream_id = chunk.stream_id
     pkt.chunk.sequence = chunk.sequence
@@ -285,7 +300,10 @@ def decode_packet(data: bytes, *, max_payload: int) -> Packet:
             raise EnvelopeTooLarge(
                 f"chunk of {len(c.payload)} bytes exceeds max_payload={max_payload}"
             )
-        return Packet(0, 0, Chunk(c.stream_id, c.sequence, c.payload, c.end, c.instance))
+        # seq 0: unsequenced (LatencyFirst); otherwise it rides the reliable link like an envelope.
+        return Packet(
+            pkt.epoch, pkt.seq, Chunk(c.stream_id, c.sequence, c.payload, c.end, c.instance)
+        )
     if which == "ack":
         a = pkt.ack
         refused = {r.seq: WireError(r.error.kind, r.error.code, r.error.message) for r in a.refused}

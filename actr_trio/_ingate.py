@@ -1,6 +1,8 @@
 """The inbound gate (middle ring): what arrives from the transport goes where it belongs.
 
 * Stream chunks go to the StreamRegistry (FLG1), media frames to the TrackRegistry (FLG2).
+  A chunk on a Signal/Reliable lane is sequenced on the link like an envelope: accepted in link
+  order and acknowledged once the registry took it, or refused when its stream has no callback.
 * Acks and responses go to the OutGate, which is waiting for them.
 * Requests and tells are accepted in link order (``_link.ReceiveLink``), committed to the
   mailbox **before** they are acknowledged (one transaction per inbound batch: group commit),
@@ -147,8 +149,8 @@ class InGate:
                 replies.append(encode_rejection(WireError.of(exc)))
                 continue
             body = pkt.body
-            if isinstance(body, Chunk):
-                await self._streams.deliver(peer, lane, body)
+            if isinstance(body, Chunk) and not (pkt.seq and lane.sequenced):
+                await self._streams.deliver(peer, lane, body)  # LatencyFirst: never acked
                 continue
             if isinstance(body, AckInfo):
                 self._outgate.on_ack(peer, lane, body)
@@ -165,6 +167,9 @@ class InGate:
                 continue
             if isinstance(body, InvalidEnvelope):
                 self._refuse(link, pkt.seq, body.error, peer)
+                continue
+            if isinstance(body, Chunk):
+                await self._deliver_chunk(link, pkt.seq, peer, lane, body)
                 continue
             if body.kind == RESPONSE:
                 self._outgate.on_response(body)
@@ -188,6 +193,17 @@ class InGate:
             replies.append(encode_ack(reset_epoch, 0, reset=True))
         if replies:
             await self._reply(peer, lane, replies)
+
+    async def _deliver_chunk(
+        self, link: ReceiveLink, seq: int, peer: ActrId, lane: Lane, chunk: Chunk
+    ) -> None:
+        if await self._streams.deliver(peer, lane, chunk):
+            return
+        # Refused, not silently dropped: the sender's close() reports it as unacknowledged.
+        # Not logged per chunk (a whole stream would flood the log); the registry counts it.
+        self._refused += 1
+        error = RouteNotFound(f"{self._local} has no callback for stream {chunk.stream_id!r}")
+        link.refuse(seq, WireError.of(error))
 
     def _refuse(self, link: ReceiveLink, seq: int, error: CallError, peer: ActrId) -> None:
         self._refused += 1

@@ -10,6 +10,10 @@ When acks stop making progress for ``rto`` seconds, the flusher retransmits ever
 packet in order (go-back-N, see ``_link.py``), doubling ``rto`` up to ``RTO_MAX``. Waiters:
 a tell completes when its envelope is acked; a call when its response arrives; either fails
 with the typed error of a refusal, or ``DeadlineExceeded`` at its deadline.
+
+Stream chunks on a Signal/Reliable lane ride the same link (numbered, acknowledged once the
+receiver's stream registry took them, resent like envelopes); each stream counts what became of
+its chunks in a :class:`ChunkAcks`. LatencyFirst chunks are unsequenced: sent once, never acked.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ._envelope import (
     Envelope,
     WireError,
     encode_chunk,
+    encode_chunk_body,
     encode_envelope,
     encode_sequenced,
 )
@@ -74,6 +79,8 @@ RECOVERY_BOUND: Final = 60.0
 RESPONSE_BOUND: Final = 60.0
 # New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
 SPAWN_BUFFER: Final = 256
+# The _Outgoing.kind of a stream chunk on a sequenced link (not an envelope kind on the wire).
+CHUNK: Final = -1
 
 
 class _Waiter:
@@ -106,6 +113,58 @@ class _Outgoing:
     waiter: _Waiter | None
     slot: bool = True  # holds a place in the window (responses do not: they never wait)
     acked: bool = False
+    stream: ChunkAcks | None = None  # for CHUNK: the stream that counts its acknowledgement
+
+
+@final
+class ChunkAcks:
+    """What became of the chunks one stream sent on a sequenced lane.
+
+    The gate settles each chunk once: acknowledged (the receiver's registry took it), refused
+    (e.g. no callback for the stream; the reason is kept) or failed (link given up: past its
+    deadline, peer unreachable, shutting down).
+    """
+
+    def __init__(self) -> None:
+        self.acked = 0  # data chunks acknowledged
+        self.end_acked = False
+        self.reason: WireError | BaseException | None = None  # the first refusal or failure
+        self._pending: set[_Outgoing] = set()
+        self._end: _Outgoing | None = None
+        self._settled = trio.Event()
+
+    def track(self, item: _Outgoing, *, end: bool) -> None:
+        item.stream = self
+        self._pending.add(item)
+        if end:
+            self._end = item
+
+    def settle(self, item: _Outgoing, failure: WireError | BaseException | None) -> None:
+        if item not in self._pending:
+            return
+        self._pending.discard(item)
+        if failure is not None:
+            if self.reason is None:
+                self.reason = failure
+        elif item is self._end:
+            self.end_acked = True
+        else:
+            self.acked += 1
+        if not self._pending:
+            self._settled.set()
+
+    async def wait(self) -> None:
+        """Return once every tracked chunk is settled (bound it with a cancel scope)."""
+        while self._pending:
+            self._settled = trio.Event()
+            await self._settled.wait()
+        await trio.lowlevel.checkpoint()
+
+    def abandon(self) -> None:
+        """Nobody waits for the pending chunks any more: the link may expire them at once."""
+        now = trio.current_time()
+        for item in self._pending:
+            item.deadline = min(item.deadline, now)
 
 
 @final
@@ -154,12 +213,15 @@ class _PeerLane:
         if not self.link:
             self.last_progress = trio.current_time()
         seq = self.link.stamp(item)
-        self.push(encode_sequenced(self.link.epoch, seq, item.data))
+        self.push(self._packet(seq, item))
 
     def retransmit(self, items: Sequence[tuple[int, _Outgoing]]) -> None:
         self.gate._retransmitted += len(items)
         for seq, item in items:
-            self.push(encode_sequenced(self.link.epoch, seq, item.data))
+            self.push(self._packet(seq, item))
+
+    def _packet(self, seq: int, item: _Outgoing) -> bytes:
+        return encode_sequenced(self.link.epoch, seq, item.data, chunk=item.kind == CHUNK)
 
     def on_ack(self, ack: AckInfo) -> None:
         if ack.reset:
@@ -183,6 +245,8 @@ class _PeerLane:
             if item.slot:
                 self.window.release()
             refusal = ack.refused.get(seq)
+            if item.stream is not None:
+                item.stream.settle(item, refusal)
             if refusal is not None:
                 gate._refused += 1
                 if item.waiter is not None:
@@ -197,6 +261,8 @@ class _PeerLane:
         for _, item in self.link.unacked():
             if item.slot:
                 self.window.release()
+            if item.stream is not None:
+                item.stream.settle(item, error)
             if item.waiter is not None:
                 self.gate._calls.pop(item.request_id, None)
                 item.waiter.fail(error)
@@ -538,8 +604,21 @@ class OutGate:
         deadline = trio_deadline(deadline_ms, RESPONSE_BOUND)
         pl.stamp(_Outgoing(RESPONSE, "", response, deadline, None, slot=False))
 
-    async def send_chunk(self, peer: ActrId, lane: Lane, chunk: Chunk) -> None:
-        """Queue a stream chunk; waits while that peer's outbox is full (backpressure)."""
+    async def send_chunk(
+        self,
+        peer: ActrId,
+        lane: Lane,
+        chunk: Chunk,
+        *,
+        acks: ChunkAcks | None = None,
+        deadline: float = math.inf,
+    ) -> None:
+        """Queue a stream chunk; waits while that peer's outbox is full (backpressure).
+
+        On a Signal/Reliable lane pass ``acks``: the chunk is numbered on the link, resent until
+        acknowledged or past ``deadline`` (trio clock), and settled in ``acks``; it also waits
+        while the link's window is full. On LatencyFirst it is sent once, unacknowledged.
+        """
         if len(chunk.payload) > self._max_payload:
             raise EnvelopeTooLarge(
                 f"chunk of {len(chunk.payload)} bytes exceeds max_payload={self._max_payload}"
@@ -548,8 +627,16 @@ class OutGate:
         while len(pl.outbox) >= OUTBOX_LIMIT:
             pl.flushed = trio.Event()
             await pl.flushed.wait()
-        await trio.lowlevel.checkpoint()
-        pl.push(encode_chunk(chunk))
+        if not lane.sequenced:
+            await trio.lowlevel.checkpoint()
+            pl.push(encode_chunk(chunk))
+            return
+        if acks is None:
+            raise ValueError(f"a chunk on {lane!r} needs a ChunkAcks to count its acknowledgement")
+        await pl.window.acquire()
+        item = _Outgoing(CHUNK, "", encode_chunk_body(chunk), deadline, None)
+        acks.track(item, end=chunk.end)
+        pl.stamp(item)
 
     def on_ack(self, peer: ActrId, lane: Lane, ack: AckInfo) -> None:
         pl = self._lanes.get((peer, lane))

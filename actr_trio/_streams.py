@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._envelope import Chunk
+from ._envelope import Chunk, WireError
 from ._fastlane import FastLane, FastLaneStatistics
 from ._ids import ActrId
 from ._lanes import Lane
+from ._outgate import ChunkAcks
+from .errors import StreamIncomplete
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -70,24 +72,31 @@ class StreamRegistry:
             stats.failed_callbacks,
         )
 
-    async def deliver(self, peer: ActrId, lane: Lane, chunk: Chunk) -> None:
-        """Route one inbound chunk (called by the node's inbound gate)."""
+    async def deliver(self, peer: ActrId, lane: Lane, chunk: Chunk) -> bool:
+        """Route one inbound chunk (called by the node's inbound gate).
+
+        Returns False when the stream has no callback (the gate refuses such a chunk on a
+        reliable lane); True when it was queued for the callback, dropped on LatencyFirst, or
+        is late (already superseded: nothing to retry).
+        """
         instance, last = self._last.get(chunk.stream_id, (chunk.instance, -1))
         if chunk.instance > instance:
             last = -1  # the sender opened the stream again
         elif chunk.instance < instance or chunk.sequence <= last:
             self._late += 1
             await trio.lowlevel.checkpoint()
-            return
+            return True
         self._last[chunk.stream_id] = (chunk.instance, chunk.sequence)
+        routed = True
         if lane is Lane.LATENCY_FIRST:
             await trio.lowlevel.checkpoint()
             self._lane.offer(chunk.stream_id, (peer, chunk))
         else:
-            await self._lane.put(chunk.stream_id, (peer, chunk))
-        if chunk.end:
+            routed = await self._lane.put(chunk.stream_id, (peer, chunk))
+        if chunk.end or not routed:
             self._lane.finish(chunk.stream_id)
             self._last.pop(chunk.stream_id, None)
+        return routed
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._lane.run(task_status=task_status)
@@ -95,14 +104,35 @@ class StreamRegistry:
 
 @final
 class StreamSender:
-    """The sending end of one stream; get it from ``ctx.open_stream(target, stream_id)``."""
+    """The sending end of one stream; get it from ``ctx.open_stream(target, stream_id)``.
 
-    def __init__(self, gate: OutGate, target: ActrId, stream_id: str, lane: Lane) -> None:
+    What ``close()`` promises depends on the lane:
+
+    * **Signal / Reliable**: every chunk is numbered on the link to ``target``, like calls
+      and tells, and resent (lost packets, a broken link) until the receiver acknowledges it
+      or ``timeout`` seconds after it was sent. The receiver delivers in order and acknowledges
+      once its stream registry took the chunk for the callback (a chunk still queued there
+      dies with a receiver that crashes). ``close()`` sends the end-of-stream marker and
+      waits, at most ``timeout`` seconds, for every ack; it raises
+      :class:`~actr_trio.errors.StreamIncomplete`, with the count, if any chunk was not
+      acknowledged by then: the receiver died or stayed unreachable, said goodbye (a graceful
+      shutdown fails its unacknowledged chunks at once), or has no callback for the stream.
+    * **LatencyFirst**: best effort. Chunks are sent once and never acknowledged; a chunk may
+      be dropped (full buffers, lost packets) without any error, and ``close()`` returns as
+      soon as the end marker is queued. Chunks that arrive reach the callback in order.
+    """
+
+    def __init__(
+        self, gate: OutGate, target: ActrId, stream_id: str, lane: Lane, *, timeout: float
+    ) -> None:
         self._gate = gate
         self.target = target
         self.stream_id = stream_id
         self.lane = lane
+        self._timeout = timeout
+        self._acks = ChunkAcks() if lane.sequenced else None
         self._sequence = 0
+        self._sent = 0
         self._closed = False
         # Increasing across openings (also across restarts of the sender): the receiver starts
         # the sequence anew for a newer instance and drops chunks of older ones.
@@ -111,8 +141,19 @@ class StreamSender:
     def __repr__(self) -> str:
         return f"<StreamSender {self.stream_id!r} to {self.target} on {self.lane.name}>"
 
+    @property
+    def sent(self) -> int:
+        """Data chunks sent so far (queued to the transport; the end marker not counted)."""
+        return self._sent
+
+    @property
+    def acknowledged(self) -> int:
+        """Data chunks the receiver acknowledged so far (always 0 on LatencyFirst: no acks)."""
+        return 0 if self._acks is None else self._acks.acked
+
     async def send(self, data: bytes) -> None:
-        """Send one chunk. Waits while the outbox to that peer is full (backpressure).
+        """Send one chunk. Waits while the outbox (or, on a reliable lane, the window of
+        unacknowledged packets) to that peer is full (backpressure).
 
         Raises:
             trio.ClosedResourceError: the stream was closed.
@@ -120,20 +161,66 @@ class StreamSender:
         """
         if self._closed:
             raise trio.ClosedResourceError(f"stream {self.stream_id!r} is closed")
+        await self._send(bytes(data), end=False)
+        self._sent += 1
+
+    async def _send(self, data: bytes, *, end: bool) -> None:
         self._sequence += 1
+        chunk = Chunk(self.stream_id, self._sequence, data, end, self._instance)
+        deadline = trio.current_time() + self._timeout
         await self._gate.send_chunk(
-            self.target,
-            self.lane,
-            Chunk(self.stream_id, self._sequence, bytes(data), False, self._instance),
+            self.target, self.lane, chunk, acks=self._acks, deadline=deadline
         )
 
     async def aclose(self) -> None:
-        """Send the end-of-stream marker (once); further ``send`` raises."""
+        """Send the end-of-stream marker (once) and, on a reliable lane, wait for the acks.
+
+        Further ``send`` raises; a second ``aclose`` returns at once.
+
+        Raises:
+            StreamIncomplete: (Signal/Reliable only) within ``timeout`` seconds, some chunks
+                or the end marker were not acknowledged; the error carries the counts.
+        """
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        self._sequence += 1
-        await self._gate.send_chunk(
-            self.target, self.lane, Chunk(self.stream_id, self._sequence, b"", True, self._instance)
+        await self._send(b"", end=True)
+        if self._acks is None:
+            return
+        with trio.move_on_after(self._timeout):
+            await self._acks.wait()
+        self._check_acknowledged()
+
+    async def _abort(self) -> None:
+        """Close without waiting for acks (the ``async with`` block raised: its error wins)."""
+        if not self._closed:
+            self._closed = True
+            await self._send(b"", end=True)
+        if self._acks is not None:
+            self._acks.abandon()
+
+    def _check_acknowledged(self) -> None:
+        acks = self._acks
+        assert acks is not None
+        missing = self._sent - acks.acked
+        if missing == 0 and acks.end_acked:
+            return
+        acks.abandon()  # nobody waits any more: let the link expire what is left
+        what = (
+            f"{missing} of {self._sent} chunks were not acknowledged"
+            if missing
+            else f"the end of the stream was not acknowledged (all {self._sent} chunks were)"
         )
+        reason = f" ({_reason(acks.reason)})" if acks.reason is not None else ""
+        raise StreamIncomplete(
+            f"stream {self.stream_id!r} to {self.target} on {self.lane.name}: {what}{reason}",
+            stream_id=self.stream_id,
+            sent=self._sent,
+            unacknowledged=missing,
+            end_acknowledged=acks.end_acked,
+        )
+
+
+def _reason(reason: WireError | BaseException) -> str:
+    return reason.message if isinstance(reason, WireError) else str(reason)

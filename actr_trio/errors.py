@@ -8,6 +8,7 @@
     ├── CodegenError                           `actr-trio codegen` failed
     ├── ShuttingDown                           *we* are closing: nothing new accepted
     ├── Retryable                              raised by a handler: run it again (up to max_attempts)
+    ├── StreamIncomplete                       a reliable stream closed with chunks unacknowledged
     ├── CallError                              a call or tell did not succeed
     │   ├── RemoteError                        the remote handler raised (code + message travel back)
     │   ├── RouteNotFound                      the target has no handler for the route key
@@ -52,6 +53,7 @@ __all__ = [
     "SessionTakenOver",
     "ShuttingDown",
     "SignalingError",
+    "StreamIncomplete",
     "TransportError",
     "WrongTarget",
 ]
@@ -86,6 +88,37 @@ class Retryable(ActrError):
     Any other exception is final: the caller gets ``RemoteError``. A retried envelope goes to the
     back of its priority's queue; after ``Config.max_attempts`` attempts it is dead-lettered.
     """
+
+
+class StreamIncomplete(ActrError):
+    """A stream on a Signal/Reliable lane closed without every chunk acknowledged.
+
+    Raised by ``close()`` (or leaving ``async with ctx.open_stream(...)``) when, by the stream's
+    timeout, the receiver had not acknowledged every chunk: it vanished, stayed unreachable, or
+    had no callback for the stream. A chunk not acknowledged may still have arrived (only its
+    ack was lost) or arrive later; one acknowledged was taken by the receiver's stream registry.
+
+    Attributes:
+        stream_id: the stream's id.
+        sent: data chunks sent (the end-of-stream marker not included).
+        unacknowledged: how many of them were not acknowledged.
+        end_acknowledged: whether the end-of-stream marker was.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stream_id: str,
+        sent: int,
+        unacknowledged: int,
+        end_acknowledged: bool,
+    ) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.sent = sent
+        self.unacknowledged = unacknowledged
+        self.end_acknowledged = end_acknowledged
 
 
 class CallError(ActrError):

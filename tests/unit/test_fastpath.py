@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from actr_trio import ActrType, Context, Lane, StreamChunk, Workload, route
 from actr_trio._envelope import Chunk
 from actr_trio._streams import StreamRegistry
+from actr_trio.errors import StreamIncomplete
 from actr_trio.testing import LocalRealm
 
 
@@ -104,8 +105,10 @@ async def test_slow_and_failing_callbacks_do_not_stall_others_or_the_state_path(
 async def test_unregistered_stream_is_counted_not_fatal() -> None:
     receiver = Receiver()
     async with LocalRealm() as realm, realm.start(receiver) as r, realm.start(Sender()) as s:
-        async with s.open_stream(r.actr_id, "nobody", lane=Lane.RELIABLE) as stream:
-            await stream.send(b"x")
+        # On a reliable lane the sender learns it: the chunks are refused, not acknowledged.
+        with pytest.raises(StreamIncomplete, match="no callback for stream 'nobody'"):
+            async with s.open_stream(r.actr_id, "nobody", lane=Lane.RELIABLE) as stream:
+                await stream.send(b"x")
         assert await s.call(r.actr_id, "demo.Recv.Ping", b"") == b"pong"
         assert r.statistics().streams.unrouted >= 1
 

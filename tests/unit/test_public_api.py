@@ -26,7 +26,7 @@ ERRORS = {
     "DeadlineExceeded", "EnvelopeTooLarge", "MalformedEnvelope", "Overloaded", "PeerUnavailable",
     "RemoteError",
     "RemoteShuttingDown", "Retryable", "RouteNotFound", "SessionTakenOver", "ShuttingDown",
-    "SignalingError", "TransportError", "WrongTarget",
+    "SignalingError", "StreamIncomplete", "TransportError", "WrongTarget",
 }  # fmt: skip
 
 
