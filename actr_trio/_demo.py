@@ -30,6 +30,18 @@ NORMAL_JOBS: Final = 20
 HIGH_JOBS: Final = 4
 STREAM_CHUNKS: Final = 500
 
+DESCRIPTION: Final = """\
+Two nodes exchange RPCs, priorities and a stream, and print what happened.
+
+By default it starts a signaling server on 127.0.0.1, a worker node in a second
+process and a client node in this one; they talk over WebRTC on the loopback
+interface only. --local runs both nodes in this process instead (no network).
+
+examples:
+  actr-trio demo
+  actr-trio demo --local
+  actr-trio --log-level debug demo"""
+
 
 class DemoWorker(Workload):
     """Echoes, runs jobs (slowly, so a backlog forms) and counts stream chunks."""
@@ -123,7 +135,16 @@ def run(args: argparse.Namespace) -> int:
             worker=DemoWorker,
             client=DemoClient,
             scenario=scenario,
-            worker_command=[sys.executable, "-m", "actr_trio.cli", "demo", "--role", "worker"],
+            worker_command=[
+                sys.executable,
+                "-m",
+                "actr_trio.cli",
+                "--log-level",
+                args.log_level,
+                "demo",
+                "--role",
+                "worker",
+            ],
         )
     )
     return 0

@@ -93,6 +93,17 @@ class AckInfo:
     refused: dict[int, WireError]
 
 
+@final
+@attrs.frozen
+class Goodbye:
+    """A decoded ``Goodbye``: the peer that sent it is shutting down gracefully.
+
+    It names nobody: it is about the peer whose link it arrived on.
+    """
+
+    answers_pending: bool
+
+
 @attrs.define(slots=True)
 class InvalidEnvelope:
     """A sequenced packet whose envelope is unacceptable: refuse it, naming ``error``."""
@@ -106,12 +117,12 @@ class Packet:
     """One decoded packet.
 
     ``body`` is an Envelope, a Chunk, an AckInfo, a WireError (the peer rejected something we
-    sent) or an InvalidEnvelope (a sequenced envelope we must refuse).
+    sent), an InvalidEnvelope (a sequenced envelope we must refuse) or a Goodbye.
     """
 
     epoch: int
     seq: int
-    body: Envelope | Chunk | AckInfo | WireError | InvalidEnvelope
+    body: Envelope | Chunk | AckInfo | WireError | InvalidEnvelope | Goodbye
     envelope_bytes: bytes = b""  # the RpcEnvelope's own encoding, stored in the mailbox
 
 
@@ -273,6 +284,13 @@ def encode_rejection(error: WireError) -> bytes:
     return pkt.SerializeToString()
 
 
+def encode_goodbye(goodbye: Goodbye) -> bytes:
+    """A ``Packet`` saying goodbye (unsequenced)."""
+    pkt = wire_pb2.Packet()
+    pkt.goodbye.answers_pending = goodbye.answers_pending
+    return pkt.SerializeToString()
+
+
 def decode_packet(data: bytes, *, max_payload: int) -> Packet:
     """Parse one ``Packet``.
 
@@ -311,4 +329,9 @@ def decode_packet(data: bytes, *, max_payload: int) -> Packet:
     if which == "rejected":
         r = pkt.rejected
         return Packet(0, 0, WireError(r.kind, r.code, r.message))
+    if which == "goodbye":
+        # Control, not data: a goodbye inside the link's numbering would be acked and resent.
+        if pkt.epoch or pkt.seq:
+            raise MalformedEnvelope("a goodbye is unsequenced (epoch and seq must be 0)")
+        return Packet(0, 0, Goodbye(pkt.goodbye.answers_pending))
     raise MalformedEnvelope("packet has no body")

@@ -15,7 +15,9 @@ from typing import Final, Generic, TypeVar, final
 import attrs
 import trio
 
-log = logging.getLogger(__name__)
+from ._logging import STREAMS
+
+log = logging.getLogger(STREAMS)
 
 K = TypeVar("K")
 I = TypeVar("I")  # noqa: E741 - the item type

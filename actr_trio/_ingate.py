@@ -26,6 +26,7 @@ from ._envelope import (
     AckInfo,
     Chunk,
     Envelope,
+    Goodbye,
     InvalidEnvelope,
     WireError,
     decode_packet,
@@ -35,6 +36,7 @@ from ._envelope import (
 from ._ids import ActrId
 from ._lanes import Lane
 from ._link import ReceiveLink
+from ._logging import LINK, RateLimiter
 from ._mailbox import Accept, Accepted, Duplicate, Mailbox, StoredEnvelope
 from ._proto.actr import wire_pb2
 from .errors import (
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
     from ._streams import StreamRegistry
     from ._tracks import TrackRegistry
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LINK)
 
 
 @attrs.define(slots=True)
@@ -106,6 +108,8 @@ class InGate:
         self._links: dict[tuple[ActrId, Lane], ReceiveLink] = {}
         self.accepting = True
         self._batches = self._accepted = self._duplicates = self._refused = self._rejected = 0
+        # Refusals and failed acks repeat per envelope (a whole backlog while shutting down).
+        self._rate = RateLimiter(trio.current_time)
 
     def statistics(self) -> InGateStatistics:
         return InGateStatistics(
@@ -120,6 +124,17 @@ class InGate:
                 self._tracks.deliver(item)
             else:
                 await self._on_batch(item)
+
+    def peers(self) -> set[ActrId]:
+        """Peers that sent this node something (the ones to say goodbye to)."""
+        return {peer for peer, _ in self._links}
+
+    def _on_goodbye(self, peer: ActrId, goodbye: Goodbye) -> None:
+        # The transport names the peer a batch came from (over WebRTC: the DTLS identity it
+        # signed), so a goodbye can only ever be about the link it arrived on.
+        for key in [key for key in self._links if key[0] == peer]:
+            del self._links[key]
+        self._outgate.on_goodbye(peer, goodbye)
 
     def _refusal(self, env: Envelope) -> CallError | None:
         if not self.accepting:
@@ -140,12 +155,20 @@ class InGate:
         touched: list[int] = []
         reset_epoch: int | None = None
         replies: list[bytes] = []
+        goodbye: Goodbye | None = None
         for raw in batch.packets:
             try:
                 pkt = decode_packet(raw, max_payload=self._max_payload)
             except CallError as exc:
                 self._rejected += 1
-                log.warning("rejected a packet from %s: %s", peer, exc)
+                self._rate.log(
+                    log,
+                    logging.WARNING,
+                    (peer, "rejected"),
+                    "rejected a packet from %s: %s",
+                    peer,
+                    exc,
+                )
                 replies.append(encode_rejection(WireError.of(exc)))
                 continue
             body = pkt.body
@@ -156,7 +179,17 @@ class InGate:
                 self._outgate.on_ack(peer, lane, body)
                 continue
             if isinstance(body, WireError):
-                log.warning("%s rejected something we sent: %s", peer, body.message)
+                self._rate.log(
+                    log,
+                    logging.WARNING,
+                    (peer, "rejected us"),
+                    "%s rejected something we sent: %s",
+                    peer,
+                    body.message,
+                )
+                continue
+            if isinstance(body, Goodbye):
+                goodbye = body  # acted on after this batch's own packets and acks
                 continue
             verdict = link.classify(pkt.epoch, pkt.seq)
             if verdict == "reset":
@@ -193,6 +226,8 @@ class InGate:
             replies.append(encode_ack(reset_epoch, 0, reset=True))
         if replies:
             await self._reply(peer, lane, replies)
+        if goodbye is not None:
+            self._on_goodbye(peer, goodbye)
 
     async def _deliver_chunk(
         self, link: ReceiveLink, seq: int, peer: ActrId, lane: Lane, chunk: Chunk
@@ -207,7 +242,9 @@ class InGate:
 
     def _refuse(self, link: ReceiveLink, seq: int, error: CallError, peer: ActrId) -> None:
         self._refused += 1
-        log.info("refused an envelope from %s: %s", peer, error)
+        self._rate.log(
+            log, logging.INFO, (peer, "refused"), "refused an envelope from %s: %s", peer, error
+        )
         link.refuse(seq, WireError.of(error))
 
     async def _commit(
@@ -250,4 +287,4 @@ class InGate:
         try:
             await self._transport.send(peer, lane, packets)
         except Exception as exc:  # any transport failure: the peer retransmits
-            log.info("could not ack %s: %s", peer, exc)
+            self._rate.log(log, logging.INFO, (peer, "ack"), "could not ack %s: %s", peer, exc)

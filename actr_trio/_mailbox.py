@@ -34,6 +34,7 @@ import attrs
 import trio
 
 from ._lanes import PRIORITIES_HIGH_FIRST, Priority
+from ._logging import MAILBOX
 from .errors import ActrError
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ __all__ = [
     "open_mailbox",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(MAILBOX)
 
 #: Reason of :class:`Refused` when a priority already holds ``capacity`` pending envelopes.
 OVERLOADED: Final = "overloaded"

@@ -28,6 +28,7 @@ import attrs
 import trio
 
 from ._lanes import Priority
+from ._logging import MAILBOX
 from ._mailbox import (
     ACCEPTED_ATTEMPTS,
     DEAD,
@@ -51,7 +52,7 @@ from ._mailbox import (
 if TYPE_CHECKING:
     from ._config import Synchronous
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(MAILBOX)
 
 T = TypeVar("T")
 

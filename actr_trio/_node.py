@@ -32,11 +32,20 @@ import trio
 from ._config import Config
 from ._context import Actions, Context
 from ._datadir import hold_data_dir
-from ._envelope import REQUEST, RESPONSE, Envelope, WireError, decode_envelope, encode_envelope
+from ._envelope import (
+    REQUEST,
+    RESPONSE,
+    Envelope,
+    Goodbye,
+    WireError,
+    decode_envelope,
+    encode_envelope,
+)
 from ._fastlane import FastLaneStatistics
 from ._groups import reraise, sole_exception
 from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics, Work
+from ._logging import NODE
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
 from ._mailbox_sqlite import SqliteMailbox
 from ._outgate import OutGate, OutGateStatistics, trio_deadline
@@ -56,7 +65,7 @@ from .errors import (
 )
 from .transport._abc import SignalingConnector, SignalingSession, Transport
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(NODE)
 
 IDENTITY_FILE: Final = "identity.json"
 
@@ -68,6 +77,9 @@ class _Retry:
 _RETRY: Final = _Retry()
 # Step 4 of shutdown waits this long (within the grace period) for peers to ack what was sent.
 ACK_FLUSH: Final = 1.0
+# Step 4 of shutdown: bound on saying goodbye to every linked peer (a peer that left meanwhile
+# would otherwise hold it for a whole connection timeout).
+GOODBYE_BOUND: Final = 1.0
 # Bound on stopping one component once cancelled (its own cleanup is shielded and bounded).
 STOP_BOUND: Final = 5.0
 # Step 4 of shutdown: the order components stop in (transport before signaling).
@@ -273,7 +285,12 @@ class _NodeCore:
                     max_payload=self.config.max_payload,
                 )
                 await nursery.start(c["ingate"].run, self._ingate.run)  # 5
-                log.info("%s started (%s)", self.actr_id, type(self.workload).__name__)
+                log.info(
+                    "%s started (%s, %s mailbox)",
+                    self.actr_id,
+                    type(self.workload).__name__,
+                    "durable" if self._durable else "in-memory",
+                )
                 task_status.started(ActrRef._create(self))
                 await self.shutdown_requested.wait()
             finally:
@@ -314,23 +331,48 @@ class _NodeCore:
                 component.scope.cancel(reason="node shutdown overran its bound")
             log.info("%s stopped", self._session.actr_id if self._session else "node")
 
-    async def _release_unrun(self, c: dict[str, _Component]) -> None:
+    @property
+    def _durable(self) -> bool:
+        return isinstance(self.mailbox, SqliteMailbox)
+
+    async def _release_unrun(self, c: dict[str, _Component]) -> int:
         """Envelopes accepted here that never ran give back their accept-time attempt, so a
-        graceful stop leaves exact counts (only a crash may leave one count too many)."""
-        unrun = [work.stored.id for work in self.scheduler.take_all() if work.counted]
+        graceful stop leaves exact counts (only a crash may leave one count too many).
+        Returns how many never ran."""
+        taken = self.scheduler.take_all()
+        unrun = [work.stored.id for work in taken if work.counted]
         if unrun and c["mailbox"].entered and not c["mailbox"].done.is_set():
             with trio.move_on_after(STOP_BOUND):
                 await self.mailbox.release_attempts(unrun)
+        return len(taken)
 
     async def _drain_and_stop_workload(self, c: dict[str, _Component]) -> None:
         grace = self.config.shutdown_grace
+        drained = True
         if self._ingate is not None:
             self._ingate.accepting = False  # 1. stop accepting
+            stats = self.scheduler.statistics()
+            log.info(
+                "%s shutting down: draining %d accepted envelopes (shutdown_grace %g s)",
+                self.actr_id,
+                self.scheduler.pending() + int(stats.running),
+                grace,
+            )
             self.scheduler.stop_when_idle()  # 2. drain, bounded
             with trio.move_on_after(grace):
                 await c["scheduler"].done.wait()
+            drained = c["scheduler"].done.is_set()
         await c["scheduler"].stop()
-        await self._release_unrun(c)
+        left = await self._release_unrun(c)
+        if not drained:
+            log.warning(
+                "%s: shutdown_grace passed before the drain finished (%d envelopes queued); %s",
+                self.actr_id,
+                left,
+                "what was not handled stays in the mailbox for the next start"
+                if self._durable
+                else "what was not handled is lost (no data_dir)",
+            )
         if self._session is not None:
             with trio.move_on_after(grace):
                 try:
@@ -343,6 +385,28 @@ class _NodeCore:
         if c["mailbox"].entered and not c["mailbox"].done.is_set():
             with trio.move_on_after(STOP_BOUND):
                 await self.mailbox.flush()
+        # Answered or persisted: now peers may stop resending to us.
+        if self._ingate is not None and c["transport"].entered and not c["transport"].done.is_set():
+            await self._say_goodbye(kept=not drained and self._durable)
+
+    async def _say_goodbye(self, *, kept: bool) -> None:
+        """Tell every linked peer that this node is leaving (bounded by GOODBYE_BOUND)."""
+        assert self._ingate is not None
+        peers = self.outgate.peers() | self._ingate.peers()
+        if not peers:
+            return
+        said: list[ActrId] = []
+
+        async def one(peer: ActrId) -> None:
+            pending = kept or self.outgate.unacked_to(peer) > 0
+            if await self.outgate.say_goodbye(peer, Goodbye(answers_pending=pending)):
+                said.append(peer)
+
+        with trio.move_on_after(GOODBYE_BOUND):
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(one, peer)
+        log.info("%s said goodbye to %d of %d peers", self.actr_id, len(said), len(peers))
 
     async def _handle(self, work: Work) -> None:
         env, stored = work.envelope, work.stored

@@ -36,15 +36,18 @@ from ._envelope import (
     AckInfo,
     Chunk,
     Envelope,
+    Goodbye,
     WireError,
     encode_chunk,
     encode_chunk_body,
     encode_envelope,
+    encode_goodbye,
     encode_sequenced,
 )
 from ._ids import ActrId
 from ._lanes import Lane, Priority
 from ._link import SendLink
+from ._logging import LINK, RateLimiter
 from ._mailbox import Outgoing
 from .errors import (
     DeadlineExceeded,
@@ -56,7 +59,7 @@ from .errors import (
 )
 from .transport._abc import Transport
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LINK)
 
 RTO_MIN: Final = 0.2
 RTO_MAX: Final = 2.0
@@ -81,17 +84,23 @@ RESPONSE_BOUND: Final = 60.0
 SPAWN_BUFFER: Final = 256
 # The _Outgoing.kind of a stream chunk on a sequenced link (not an envelope kind on the wire).
 CHUNK: Final = -1
+# The lane a goodbye travels on: fully reliable and ordered.
+GOODBYE_LANE: Final = Lane.SIGNAL
 
 
 class _Waiter:
     """Where a waiting call/tell learns its outcome."""
 
-    __slots__ = ("error", "event", "payload")
+    __slots__ = ("accepted", "error", "event", "payload", "peer")
 
-    def __init__(self) -> None:
+    def __init__(self, peer: ActrId) -> None:
         self.event = trio.Event()
         self.payload: bytes = b""
         self.error: WireError | BaseException | None = None
+        self.peer = peer
+        # The peer acknowledged the request: from then on only its answer or the deadline
+        # settle the call (a lost link does not: the peer answers or replays it).
+        self.accepted = False
 
     def succeed(self, payload: bytes = b"") -> None:
         if not self.event.is_set():
@@ -113,6 +122,7 @@ class _Outgoing:
     waiter: _Waiter | None
     slot: bool = True  # holds a place in the window (responses do not: they never wait)
     acked: bool = False
+    dropped: bool = False  # left unsent when its link failed (its waiter keeps waiting)
     stream: ChunkAcks | None = None  # for CHUNK: the stream that counts its acknowledgement
 
 
@@ -201,6 +211,8 @@ class _PeerLane:
         self.timeouts = 0  # retransmission timeouts in a row, without an ack making progress
         # Held while a batch is with the transport: one sender at a time keeps the lane's order.
         self.sending = trio.Lock()
+        # Set when the peer said goodbye: the gate dropped this lane and its flusher returns.
+        self.closed = False
 
     def __repr__(self) -> str:
         return f"<PeerLane {self.peer} {self.lane.name} unacked={len(self.link)}>"
@@ -226,8 +238,14 @@ class _PeerLane:
     def on_ack(self, ack: AckInfo) -> None:
         if ack.reset:
             if ack.epoch == self.link.epoch:
-                log.info(
-                    "%s asked %s to restart the %s link", self.peer, self.gate.local, self.lane.name
+                self.gate._rate.log(
+                    log,
+                    logging.INFO,
+                    (self.peer, self.lane, "reset"),
+                    "%s asked for a new %s link (it restarted?); resending %d packets",
+                    self.peer,
+                    self.lane.name,
+                    len(self.link),
                 )
                 self.retransmit(self.link.restart())
             return
@@ -252,8 +270,10 @@ class _PeerLane:
                 if item.waiter is not None:
                     gate._calls.pop(item.request_id, None)
                     item.waiter.fail(refusal)
-            elif item.kind == TELL and item.waiter is not None:
-                item.waiter.succeed()
+            elif item.waiter is not None:
+                item.waiter.accepted = True
+                if item.kind == TELL:
+                    item.waiter.succeed()
         if not self.link:
             self.drained.set()
 
@@ -263,19 +283,36 @@ class _PeerLane:
                 self.window.release()
             if item.stream is not None:
                 item.stream.settle(item, error)
-            if item.waiter is not None:
-                self.gate._calls.pop(item.request_id, None)
-                item.waiter.fail(error)
+            waiter = item.waiter
+            if waiter is None:
+                continue
+            if waiter.accepted and isinstance(error, PeerUnavailable):
+                # Asked again after the peer had accepted it: the peer answers it (or replays
+                # it at its next start), so only that answer or the deadline settles the call.
+                item.dropped = True
+                continue
+            self.gate._calls.pop(item.request_id, None)
+            waiter.fail(error)
         self.link = SendLink()
         self.outbox.clear()
         self.drained.set()
+
+    def close(self, error: PeerUnavailable) -> None:
+        """The peer said goodbye: fail what it never acknowledged, stop the flusher."""
+        self.closed = True
+        self.fail_all(error)
+        self.wake.set()
+        self.flushed.set()
 
     def expire(self, now: float) -> None:
         """Forget the link when every unacked item is past its deadline (nobody waits)."""
         items = self.link.unacked()
         if items and all(item.deadline <= now for _, item in items):
-            log.info(
-                "%s: %d envelopes to %s expired unacknowledged",
+            self.gate._rate.log(
+                log,
+                logging.INFO,
+                (self.peer, self.lane, "expired"),
+                "%s: %d packets to %s expired unacknowledged",
                 self.lane.name,
                 len(items),
                 self.peer,
@@ -283,7 +320,7 @@ class _PeerLane:
             self.fail_all(DeadlineExceeded("deadline passed before the peer acknowledged"))
 
     async def flush_loop(self) -> None:
-        while True:
+        while not self.closed:
             if not self.outbox:
                 self.wake = trio.Event()
                 if self.link:
@@ -297,10 +334,16 @@ class _PeerLane:
                             if self.timeouts % FORGET_AFTER == 0:
                                 # Silence although the peer is registered: it may have
                                 # restarted behind a link that looks alive. Start a new one.
-                                log.info(
-                                    "%s: no ack for %.1fs; new link",
+                                self.gate._rate.log(
+                                    log,
+                                    logging.INFO,
+                                    (self.peer, self.lane, "silent"),
+                                    "%s: no ack for %.1f s on %s; resending %d packets "
+                                    "over a new link",
                                     self.peer,
                                     now - self.last_progress,
+                                    self.lane.name,
+                                    len(self.link),
                                 )
                                 self.gate.transport.forget(self.peer)
                             self.retransmit(self.link.unacked())
@@ -327,12 +370,28 @@ class _PeerLane:
             if not self.ever_acked:
                 self.fail_all(exc)
             else:
-                log.info("%s unreachable (%s); will retransmit", self.peer, exc)
+                self.gate._rate.log(
+                    log,
+                    logging.INFO,
+                    (self.peer, self.lane, "unreachable"),
+                    "%s unreachable (%s); will resend %d packets on %s",
+                    self.peer,
+                    exc,
+                    len(self.link),
+                    self.lane.name,
+                )
         except ShuttingDown:
             self.fail_all(ShuttingDown("node is shutting down"))
             return False
         except TransportError as exc:
-            log.warning("sending to %s failed: %s", self.peer, exc)
+            self.gate._rate.log(
+                log,
+                logging.WARNING,
+                (self.peer, self.lane, "failed"),
+                "sending to %s failed: %s",
+                self.peer,
+                exc,
+            )
         return True
 
     async def send_inline(self) -> None:
@@ -382,6 +441,9 @@ class OutGate:
         self._overloaded = 0
         self._recovered = 0
         self._asked_again = 0
+        # Resend and expiry lines repeat while a peer is away: one per peer, lane and kind
+        # every RATE_INTERVAL seconds.
+        self._rate = RateLimiter(trio.current_time)
 
     def statistics(self) -> OutGateStatistics:
         return OutGateStatistics(
@@ -411,6 +473,70 @@ class OutGate:
     def close(self) -> None:
         """Refuse new sends (waiters of unacked envelopes still get their outcome)."""
         self._closed = True
+
+    def peers(self) -> set[ActrId]:
+        """Peers that acknowledged something on some lane (the ones to say goodbye to)."""
+        return {pl.peer for pl in self._lanes.values() if pl.ever_acked}
+
+    def unacked_to(self, peer: ActrId) -> int:
+        """Packets sent to ``peer`` that it has not acknowledged yet, on every lane."""
+        return sum(len(pl.link) for pl in self._lanes.values() if pl.peer == peer)
+
+    async def say_goodbye(self, peer: ActrId, goodbye: Goodbye) -> bool:
+        """Tell ``peer`` that this node is leaving; True once the transport took it.
+
+        Sent on :data:`GOODBYE_LANE` after what that lane already carries (one sender at a
+        time). Bound it with a cancel scope: opening a link to a peer that left meanwhile waits.
+        """
+        packet = encode_goodbye(goodbye)
+        pl = self._lanes.get((peer, GOODBYE_LANE))
+        try:
+            if pl is None:
+                await self.transport.send(peer, GOODBYE_LANE, [packet])
+            else:
+                async with pl.sending:
+                    await self.transport.send(peer, GOODBYE_LANE, [packet])
+        except (TransportError, ShuttingDown) as exc:
+            log.debug("could not say goodbye to %s: %s", peer, exc)
+            return False
+        return True
+
+    def on_goodbye(self, peer: ActrId, goodbye: Goodbye) -> None:
+        """``peer`` is shutting down gracefully: stop sending to it and forget its links.
+
+        Calls and tells it never acknowledged fail with ``PeerUnavailable`` at once (they were
+        not delivered: sending them again, to it once back or elsewhere, is safe). Responses to
+        it are dropped (its retry after a restart gets the stored response). A call it
+        acknowledged keeps waiting while the goodbye says answers may be pending (it kept the
+        request for its next start, or its answer is still on the way); otherwise it fails
+        with ``PeerUnavailable`` too: nobody will answer it.
+        """
+        dropped = failed = 0
+        gone = PeerUnavailable(f"{peer} shut down before accepting it (not delivered)")
+        for key in [key for key in self._lanes if key[0] == peer]:
+            pl = self._lanes.pop(key)
+            dropped += len(pl.link)
+            failed += sum(
+                1
+                for _, item in pl.link.unacked()
+                if item.waiter is not None and not item.waiter.accepted
+            )
+            pl.close(gone)
+        if not goodbye.answers_pending:
+            for request_id, waiter in list(self._calls.items()):
+                if waiter.peer == peer and waiter.accepted:
+                    del self._calls[request_id]
+                    failed += 1
+                    waiter.fail(PeerUnavailable(f"{peer} shut down without answering"))
+        self.transport.forget(peer)
+        log.info(
+            "%s said goodbye (shutting down)%s%s",
+            peer,
+            f"; dropped {dropped} unacknowledged packets, {failed} calls/tells failed"
+            if dropped or failed
+            else "",
+            "; calls it accepted wait for its answer" if goodbye.answers_pending else "",
+        )
 
     def _lane(self, peer: ActrId, lane: Lane) -> _PeerLane:
         pl = self._lanes.get((peer, lane))
@@ -550,7 +676,7 @@ class OutGate:
     async def _send_and_wait(
         self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float
     ) -> _Waiter:
-        waiter = _Waiter()
+        waiter = _Waiter(target)
         if kind == REQUEST:
             self._calls[request_id] = waiter
         try:
@@ -564,7 +690,7 @@ class OutGate:
                     await waiter.event.wait()
                 if waiter.event.is_set():
                     return waiter
-                if item.acked:
+                if item.acked or item.dropped:
                     # Accepted but unanswered: the response may have died with a restarted
                     # receiver. Ask again; its dedupe table answers with the stored response
                     # (or just acks while the handler still runs).
@@ -584,8 +710,12 @@ class OutGate:
         deadline: float,
         waiter: _Waiter,
     ) -> _Outgoing:
-        pl = self._lane(target, lane)
-        await pl.window.acquire()
+        while True:
+            pl = self._lane(target, lane)
+            await pl.window.acquire()
+            if not pl.closed:
+                break
+            pl.window.release()  # the peer said goodbye meanwhile: its lane is gone, take anew
         item = _Outgoing(kind, request_id, data, deadline, waiter)
         pl.stamp(item)
         await pl.send_inline()
@@ -624,9 +754,11 @@ class OutGate:
                 f"chunk of {len(chunk.payload)} bytes exceeds max_payload={self._max_payload}"
             )
         pl = self._lane(peer, lane)
-        while len(pl.outbox) >= OUTBOX_LIMIT:
+        while len(pl.outbox) >= OUTBOX_LIMIT and not pl.closed:
             pl.flushed = trio.Event()
             await pl.flushed.wait()
+        if pl.closed:
+            raise PeerUnavailable(f"{peer} shut down")
         if not lane.sequenced:
             await trio.lowlevel.checkpoint()
             pl.push(encode_chunk(chunk))
@@ -634,6 +766,9 @@ class OutGate:
         if acks is None:
             raise ValueError(f"a chunk on {lane!r} needs a ChunkAcks to count its acknowledgement")
         await pl.window.acquire()
+        if self._lanes.get((peer, lane)) is not pl:  # goodbye dropped the lane while we waited
+            pl.window.release()
+            raise PeerUnavailable(f"{peer} shut down")
         item = _Outgoing(CHUNK, "", encode_chunk_body(chunk), deadline, None)
         acks.track(item, end=chunk.end)
         pl.stamp(item)

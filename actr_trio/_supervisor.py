@@ -20,10 +20,11 @@ from typing import Final, final
 import attrs
 import trio
 
+from ._logging import NODE
 from ._node import ActrNode, ActrRef
 from .errors import ActrError, ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(NODE)
 
 # Crash reports waiting for the supervisor loop: at most one per child at a time.
 REPORT_BUFFER: Final = 64

@@ -9,9 +9,21 @@ import argparse
 import sys
 from pathlib import Path
 
+DESCRIPTION = """\
+Generate Python code from .proto files: the protobuf classes and, for each
+service, a handler base class (one abstract async method per rpc, routed by its
+key package.Service.Method) and a client stub. The actr method options in
+actr/options.proto pick each route's lane and priority.
+
+Problems are printed as file:line:column: message, with exit status 1.
+
+example:
+  actr-trio codegen protos/echo.proto -o echo_gen"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare ``PROTO... [-I DIR]... -o OUT [--package PYPKG]`` and ``--builtin``."""
+    """Declare ``PROTO... [-I DIR]... -o OUT [--package PYPKG]``, and the maintainers'
+    ``--builtin`` (hidden from the help: ``nox -s codegen`` runs it)."""
     parser.add_argument("protos", nargs="*", type=Path, metavar="PROTO", help=".proto files")
     parser.add_argument(
         "-I",
@@ -35,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--builtin",
         action="store_true",
-        help="regenerate actr_trio/_proto from protos/actr/*.proto instead (no PROTO, no -o)",
+        # Regenerates actr_trio/_proto from protos/actr/*.proto (no PROTO, no -o): maintainers
+        # only, through `nox -s codegen`.
+        help=argparse.SUPPRESS,
     )
 
 
@@ -51,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             generate_builtin()
             return 0
         if not args.protos or args.out is None:
-            raise CodegenError("give PROTO... and -o OUT (or --builtin)")
+            raise CodegenError("give PROTO... and -o OUT")
         result = generate(
             args.protos, out_dir=args.out, include_dirs=args.include_dirs, package=args.package
         )

@@ -7,6 +7,18 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """\
+Run the signaling server until SIGINT or SIGTERM. Nodes register with it (it
+assigns their ids), discover each other by type within their realm, and relay
+the offers, answers and ICE candidates that open their peer-to-peer links.
+
+Once listening it prints "actr-trio signaling listening on ws://HOST:PORT".
+With no --realm and no --realms-file it admits any realm (a development default
+that it logs as a warning).
+
+example:
+  actr-trio signaling --port 8765 --realm demo:s3cret"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``signaling`` subcommand's options to ``parser``."""
@@ -102,14 +114,10 @@ def run(args: argparse.Namespace) -> int:
 
     import trio
 
+    from .._logging import SIGNALING
     from ..errors import ConfigError
     from ._server import SignalingServer
 
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         realms: dict[str, str] = {}
         if args.realms_file:
@@ -146,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
                     sys.stdout.write(f"actr-trio signaling listening on {server.url}\n")
                     sys.stdout.flush()
                     async for signum in signals:
-                        logging.getLogger(__name__).info("received signal %d; stopping", signum)
+                        logging.getLogger(SIGNALING).info(
+                            "received %s; stopping", signal.Signals(signum).name
+                        )
                         nursery.cancel_scope.cancel(reason="signal received")
                         break
         return result

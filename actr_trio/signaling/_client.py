@@ -29,6 +29,7 @@ from trio_websocket import (
 
 from .._config import Config
 from .._ids import ActrId, ActrType
+from .._logging import SIGNALING
 from ..errors import AuthError, ConfigError, SessionTakenOver, SignalingError
 from ..transport._abc import Relay, SignalingConnector, SignalingSession
 from ._protocol import (
@@ -46,7 +47,7 @@ from ._protocol import (
     encode_frame,
 )
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(SIGNALING)
 
 # Relays waiting for the transport to take them. Offers/answers/ICE come a few per link, so this
 # absorbs a burst of links opening at once; beyond it the reader waits (backpressure), it never

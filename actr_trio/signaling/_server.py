@@ -20,6 +20,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from .._ids import ActrId
+from .._logging import SIGNALING
 from ..errors import ConfigError
 from ._protocol import (
     AUTH,
@@ -34,7 +35,7 @@ from ._protocol import (
 )
 from ._store import SignalingStore
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(SIGNALING)
 
 # Frames queued for one connection: its own answers plus relays from other nodes. A node that
 # lets this many pile up is not reading; it is disconnected rather than buffered without bound.

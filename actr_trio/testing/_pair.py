@@ -18,12 +18,13 @@ import trio
 
 from .._config import Config
 from .._ids import ActrId, ActrType
+from .._logging import NODE
 from .._node import ActrRef, ActrSystem
 from .._router import Workload
 from ..errors import ConfigError
 from ._realm import LocalRealm
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(NODE)
 
 LOOPBACK: Final = ("127.0.0.1",)
 # Bound on a worker process's graceful exit after SIGTERM before it is killed.
@@ -64,7 +65,7 @@ async def serve_worker(
     async with (
         ActrSystem(network_config(url, realm=realm, **options)).attach(workload).start() as ref
     ):
-        log.info("worker %s registered", ref.actr_id)
+        log.debug("worker %s registered", ref.actr_id)
         await ref.wait_for_shutdown()
 
 

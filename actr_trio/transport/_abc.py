@@ -178,6 +178,7 @@ class Transport(Protocol):
 
     def forget(self, peer: ActrId) -> None:
         """Drop the link to ``peer``: the runtime saw it stop acknowledging (it may have
-        restarted). The next ``send`` opens a new link; packets in flight on the old one may be
-        lost (the runtime resends them). Never blocks; a no-op for an unknown peer."""
+        restarted), or it said goodbye. The next ``send`` opens a new link; packets in flight on
+        the old one may be lost (the runtime resends them). Never blocks; a no-op for an unknown
+        peer."""
         ...

@@ -17,16 +17,19 @@ import trio
 
 from .._ids import ActrId
 from .._lanes import Lane
+from .._logging import TRANSPORT
 from ..errors import PeerUnavailable, ShuttingDown
 from ._abc import Inbound, InboundFrame, InboundPackets, MediaSource, SignalingSession
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(TRANSPORT)
 
 # Batches (not packets) waiting for the receiving node: small, because each batch already
 # carries many packets; a full buffer makes reliable senders wait (backpressure).
 INBOUND_BUFFER: Final = 64
 # Tracks waiting to be pumped by run(); publish_track returns once its pump started.
 PUBLISH_BUFFER: Final = 0
+# Peers remembered for the "linked to" log line.
+LINKED_KEPT: Final = 4096
 
 
 @final
@@ -79,6 +82,7 @@ class LoopbackTransport:
         self._received = 0
         self._dropped = 0
         self._frames = 0
+        self._linked: set[ActrId] = set()  # peers reached so far (for the "linked" log line)
 
     def __repr__(self) -> str:
         return f"<LoopbackTransport {self._local} closed={self._closed}>"
@@ -112,6 +116,11 @@ class LoopbackTransport:
         if self._closed or self._local is None:
             raise ShuttingDown("transport is closed")
         target = self._hub._lookup(peer)
+        if peer not in self._linked:
+            if len(self._linked) >= LINKED_KEPT:
+                self._linked.clear()  # bounded; at worst a peer is announced twice
+            self._linked.add(peer)
+            log.info("linked to %s over loopback", peer)
         batch = InboundPackets(self._local, lane, packets)
         self._sent += len(packets)
         if lane is Lane.LATENCY_FIRST:
@@ -132,6 +141,7 @@ class LoopbackTransport:
 
     def forget(self, peer: ActrId) -> None:
         """Nothing to drop: loopback links are lookups in the hub."""
+        self._linked.discard(peer)
 
     async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
         self._hub._lookup(peer)

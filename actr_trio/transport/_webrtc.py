@@ -91,6 +91,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from .._config import Config
 from .._ids import ActrId
 from .._lanes import Lane
+from .._logging import TRANSPORT
 from ..errors import PeerUnavailable, ShuttingDown, TransportError
 from . import _ice
 from ._abc import Inbound, InboundFrame, InboundPackets, MediaSource, SignalingSession
@@ -104,7 +105,7 @@ from ._frames import (
 
 __all__ = ["WebRTCStatistics", "WebRTCTransport"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(TRANSPORT)
 
 T = TypeVar("T")
 
@@ -536,7 +537,8 @@ class WebRTCTransport:
 
     def forget(self, peer: ActrId) -> None:
         """Drop the link to ``peer`` (the runtime saw it stop acknowledging: it may have
-        restarted behind a connection that still looks alive until ICE consent fails, ~30 s).
+        restarted behind a connection that still looks alive until ICE consent fails, ~30 s;
+        or it said goodbye).
 
         The next ``send`` offers a new link through signaling, which reaches the restarted
         node; senders waiting on the old link move to the new one.
@@ -545,7 +547,7 @@ class WebRTCTransport:
         if link is not None:
             self._links_forgotten += 1
             link.superseded = True
-            link.break_("forgotten: the peer stopped acknowledging")
+            link.break_("forgotten: the peer stopped acknowledging or said goodbye")
 
     async def _link_for(self, peer: ActrId) -> _Link:
         while True:
@@ -730,6 +732,11 @@ class WebRTCTransport:
             if not link.broken.is_set():
                 self._links_opened += 1
                 link.ready.set()
+                log.info(
+                    "linked to %s over WebRTC (%s)",
+                    link.peer,
+                    "we offered" if link.offerer else "it offered",
+                )
                 async with trio.open_nursery() as nursery:
                     for lane in _DATA_LANES:
                         nursery.start_soon(self._flush, link, lane)
@@ -772,7 +779,15 @@ class WebRTCTransport:
                     await _aio(link.pc.close)
                 # setRemoteDescription may have started a receiver after the first stop.
                 _stop_decoder_threads(link.pc)
-            log.debug("link to %s closed: %s", link.peer, link.failure)
+            # A link that closes while we run is news (the peer left or the path broke); our
+            # own shutdown closing every link is not.
+            quiet = self._closed or link.superseded or link.failure == "transport closed"
+            log.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "link to %s closed: %s",
+                link.peer,
+                link.failure,
+            )
 
     async def _accept_tracks(self, link: _Link, nursery: trio.Nursery) -> None:
         async for mid, track in link.new_tracks_recv:

@@ -152,18 +152,26 @@ class Ack(_message.Message):
     refused: _containers.RepeatedCompositeFieldContainer[Refusal]
     def __init__(self, epoch: _Optional[int] = ..., cumulative: _Optional[int] = ..., reset: _Optional[bool] = ..., refused: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ...) -> None: ...
 
+class Goodbye(_message.Message):
+    __slots__ = ("answers_pending",)
+    ANSWERS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    answers_pending: bool
+    def __init__(self, answers_pending: _Optional[bool] = ...) -> None: ...
+
 class Packet(_message.Message):
-    __slots__ = ("epoch", "seq", "envelope", "chunk", "ack", "rejected")
+    __slots__ = ("epoch", "seq", "envelope", "chunk", "ack", "rejected", "goodbye")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    GOODBYE_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     seq: int
     envelope: RpcEnvelope
     chunk: StreamChunk
     ack: Ack
     rejected: ErrorPayload
-    def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., envelope: _Optional[_Union[RpcEnvelope, _Mapping]] = ..., chunk: _Optional[_Union[StreamChunk, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., rejected: _Optional[_Union[ErrorPayload, _Mapping]] = ...) -> None: ...
+    goodbye: Goodbye
+    def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., envelope: _Optional[_Union[RpcEnvelope, _Mapping]] = ..., chunk: _Optional[_Union[StreamChunk, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., rejected: _Optional[_Union[ErrorPayload, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
