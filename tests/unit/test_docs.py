@@ -9,6 +9,8 @@ from typing import Final
 
 import pytest
 
+from actr_trio._logging import LOGGER_NAMES
+
 REPO: Final = Path(__file__).resolve().parents[2]
 # What users get: the pages, the package, the examples, the benchmarks, the tests and the build
 # files. (Spelled in pieces so this file does not match itself.)
@@ -101,3 +103,9 @@ def test_getting_started_installs_from_the_clone() -> None:
         assert command in page
     assert "pip install actr-trio" not in page
     assert "pip install 'actr-trio" not in (REPO / "README.md").read_text()
+
+
+def test_operations_lists_exactly_the_public_logger_names() -> None:
+    text = (REPO / "docs" / "operations.md").read_text()
+    listed = set(re.findall(r"^\| `(actr_trio\.[a-z]+)` \|", text, re.MULTILINE))
+    assert listed == set(LOGGER_NAMES)
