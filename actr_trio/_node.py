@@ -43,6 +43,7 @@ from ._envelope import (
 )
 from ._fastlane import FastLaneStatistics
 from ._groups import reraise, sole_exception
+from ._identity import NodeKey
 from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics, Work
 from ._logging import NODE
@@ -258,9 +259,11 @@ class _NodeCore:
             try:
                 await nursery.start(c["mailbox"].run, self.mailbox.run)
                 previous = _load_identity(self.config.data_dir)
+                # Kept beside the identity: only this key can register under it again.
+                node_key = NodeKey.load_or_create(self.config.data_dir)
                 actr_type = type(self.workload).actr_type
                 self._session = await nursery.start(
-                    c["signaling"].run, self.signaling.run, actr_type, previous
+                    c["signaling"].run, self.signaling.run, actr_type, previous, node_key
                 )  # 1
                 _save_identity(self.config.data_dir, self.actr_id)
                 await nursery.start(c["transport"].run, self.transport.run, self.session)  # 2

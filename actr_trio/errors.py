@@ -22,6 +22,9 @@
         ├── PeerUnavailable                    cannot reach that node
         └── SignalingError                     the signaling server failed or refused
             ├── AuthError                      realm credentials rejected
+            │   ├── CredentialError            a credential is malformed, forged, foreign or expired
+            │   ├── IdentityTaken              that ActrId is bound to another node's key
+            │   └── IssuerKeyMismatch          the server's issuer key is not the pinned one
             └── SessionTakenOver               another connection registered with our ActrId
 
 Errors a peer sent us come from the wire as an ``ErrorPayload`` and are mapped back to the same
@@ -40,9 +43,12 @@ __all__ = [
     "CallError",
     "CodegenError",
     "ConfigError",
+    "CredentialError",
     "DataDirInUse",
     "DeadlineExceeded",
     "EnvelopeTooLarge",
+    "IdentityTaken",
+    "IssuerKeyMismatch",
     "MalformedEnvelope",
     "Overloaded",
     "PeerUnavailable",
@@ -204,6 +210,30 @@ class SignalingError(TransportError):
 
 class AuthError(SignalingError):
     """The signaling server rejected this node's realm credentials."""
+
+
+class CredentialError(AuthError):
+    """A credential did not verify: malformed, signed by another issuer, tampered with, or
+    expired. The message says which."""
+
+
+class IdentityTaken(AuthError):
+    """The server refused to register this node under an ``ActrId`` bound to another key.
+
+    An ``ActrId`` belongs to the node key that first registered it; only a signature by that
+    key gets it back (after a restart or to take over a stale session). A node whose
+    ``identity.json`` was copied, or whose ``node_key`` was lost, gets this: remove
+    ``identity.json`` from its ``data_dir`` to register under a new id.
+    """
+
+
+class IssuerKeyMismatch(AuthError):
+    """The signaling server's issuer key is not the one this node trusts.
+
+    Either ``Config.trust_anchor`` names another key, or the node pinned another key on first
+    use (``issuer.pub`` in its ``data_dir``). The message names both key ids; if the server's
+    key was rotated on purpose, set ``trust_anchor`` to the new key (or delete ``issuer.pub``).
+    """
 
 
 class SessionTakenOver(SignalingError):

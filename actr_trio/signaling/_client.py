@@ -28,6 +28,7 @@ from trio_websocket import (
 )
 
 from .._config import Config
+from .._identity import NodeKey
 from .._ids import ActrId, ActrType
 from .._logging import SIGNALING
 from ..errors import AuthError, ConfigError, SessionTakenOver, SignalingError
@@ -113,11 +114,19 @@ class _Session:
     """The :class:`SignalingSession` handed to the runtime; valid across reconnections."""
 
     def __init__(
-        self, actr_id: ActrId, relays: trio.MemoryReceiveChannel[Relay], client: SignalingClient
+        self,
+        actr_id: ActrId,
+        relays: trio.MemoryReceiveChannel[Relay],
+        client: SignalingClient,
+        node_key: NodeKey,
     ) -> None:
         self._actr_id = actr_id
         self._relays = relays
         self._client = client
+        self._node_key = node_key
+        # Set at every registration and renewal (the client verified them first).
+        self.current_credential = b""
+        self.current_issuer_key = b""
 
     def __repr__(self) -> str:
         return f"<signaling session {self._actr_id}>"
@@ -126,6 +135,22 @@ class _Session:
     def actr_id(self) -> ActrId:
         """This node's identity (the same across reconnections)."""
         return self._actr_id
+
+    @property
+    def node_key(self) -> NodeKey:
+        """This node's key, whose possession every registration proved."""
+        return self._node_key
+
+    @property
+    def credential(self) -> bytes:
+        """The newest credential the server issued (renewed before expiry, and at every
+        re-registration)."""
+        return self.current_credential
+
+    @property
+    def issuer_key(self) -> bytes:
+        """The pinned issuer public key every credential was verified against."""
+        return self.current_issuer_key
 
     @property
     def relays(self) -> trio.MemoryReceiveChannel[Relay]:
@@ -219,6 +244,7 @@ class SignalingClient:
         self,
         actr_type: ActrType,
         previous_id: ActrId | None,
+        node_key: NodeKey | None = None,
         *,
         task_status: trio.TaskStatus[SignalingSession] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -251,6 +277,7 @@ class SignalingClient:
         self._actr_id = None
         relay_send, relay_receive = trio.open_memory_channel[Relay](RELAY_BUFFER)
         session: _Session | None = None
+        key = NodeKey.generate() if node_key is None else node_key
         backoff = BACKOFF_MIN
         known_id = previous_id  # after the first registration: the id to keep
 
@@ -259,7 +286,7 @@ class SignalingClient:
             backoff = BACKOFF_MIN
             known_id = actr_id
             if session is None:
-                session = _Session(actr_id, relay_receive, self)
+                session = _Session(actr_id, relay_receive, self, key)
                 task_status.started(session)
 
         try:

@@ -25,6 +25,7 @@ from typing import Protocol, final
 import attrs
 import trio
 
+from .._identity import NodeKey
 from .._ids import ActrId, ActrType
 from .._lanes import Lane
 
@@ -98,6 +99,23 @@ class SignalingSession(Protocol):
         """This node's identity, as assigned (or confirmed) at registration."""
         ...
 
+    @property
+    def node_key(self) -> NodeKey:
+        """This node's Ed25519 key, whose possession registration proved."""
+        ...
+
+    @property
+    def credential(self) -> bytes:
+        """The current serialized credential (``actr.Credential``) for this node's ``actr_id``
+        and ``node_key``, renewed before it expires; verify it with ``issuer_key``."""
+        ...
+
+    @property
+    def issuer_key(self) -> bytes:
+        """The pinned 32-byte Ed25519 public key of the credential issuer (the signaling
+        server): peers' credentials are verified against it."""
+        ...
+
     async def discover(self, actr_type: ActrType) -> list[ActrId]:
         """Nodes of ``actr_type`` currently present in this node's realm (never another realm)."""
         ...
@@ -124,19 +142,24 @@ class SignalingConnector(Protocol):
         self,
         actr_type: ActrType,
         previous_id: ActrId | None,
+        node_key: NodeKey | None = None,
         *,
         task_status: trio.TaskStatus[SignalingSession] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect, authenticate and register; then keep the registration until cancelled.
 
         ``previous_id`` is the identity the node kept in its data dir: the server registers the
-        node under it again (taking over a stale session). ``task_status.started(session)`` once
+        node under it again (taking over a stale session) if it is bound to ``node_key``
+        (``None``: a fresh ephemeral key). ``task_status.started(session)`` once
         registered. While running: heartbeats, and reconnect with backoff + re-register when the
         server goes away (open peer links keep working meanwhile). On cancellation: unregister
         (shielded, bounded) and return.
 
         Raises:
-            AuthError: the server rejected the realm credentials.
+            AuthError: the server rejected the realm credentials (``IdentityTaken``:
+                ``previous_id`` is bound to another key or was never assigned;
+                ``IssuerKeyMismatch``: the server's issuer key is not the pinned one;
+                ``CredentialError``: its credential did not verify).
             SignalingError: the first registration failed.
         """
         ...

@@ -21,6 +21,7 @@ from aiortc import VideoStreamTrack
 from av import VideoFrame
 
 from actr_trio._config import Config
+from actr_trio._identity import NodeKey
 from actr_trio._ids import ActrId, ActrType
 from actr_trio._lanes import Lane
 from actr_trio.errors import TransportError
@@ -56,6 +57,18 @@ class RecordingSession:
     @property
     def actr_id(self) -> ActrId:
         return self.inner.actr_id
+
+    @property
+    def node_key(self) -> NodeKey:
+        return self.inner.node_key
+
+    @property
+    def credential(self) -> bytes:
+        return self.inner.credential
+
+    @property
+    def issuer_key(self) -> bytes:
+        return self.inner.issuer_key
 
     async def discover(self, actr_type: ActrType) -> list[ActrId]:
         return await self.inner.discover(actr_type)

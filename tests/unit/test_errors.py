@@ -47,7 +47,12 @@ class RefusingConnector:
         self.cause = cause
 
     async def run(
-        self, actr_type: ActrType, previous: ActrId | None, *, task_status=trio.TASK_STATUS_IGNORED
+        self,
+        actr_type: ActrType,
+        previous: ActrId | None,
+        node_key: object = None,
+        *,
+        task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:  # type: ignore[no-untyped-def]
         await trio.lowlevel.checkpoint()
         raise self.error from self.cause

@@ -70,10 +70,15 @@ class RecordingConnector:
         self.events = events
 
     async def run(
-        self, actr_type: ActrType, previous: ActrId | None, *, task_status=trio.TASK_STATUS_IGNORED
+        self,
+        actr_type: ActrType,
+        previous: ActrId | None,
+        node_key: object = None,
+        *,
+        task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:  # type: ignore[no-untyped-def]
         async with trio.open_nursery() as nursery:
-            session = await nursery.start(self._inner.run, actr_type, previous)  # type: ignore[attr-defined]
+            session = await nursery.start(self._inner.run, actr_type, previous, node_key)  # type: ignore[attr-defined]
             self.events.append("registered")
             task_status.started(session)
             try:

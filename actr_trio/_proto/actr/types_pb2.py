@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x61\x63tr/types.proto\x12\x04\x61\x63tr\".\n\x08\x41\x63trType\x12\x14\n\x0cmanufacturer\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"E\n\x06\x41\x63trId\x12\r\n\x05realm\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\x04\x12\x1c\n\x04type\x18\x03 \x01(\x0b\x32\x0e.actr.ActrTypeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x61\x63tr/types.proto\x12\x04\x61\x63tr\".\n\x08\x41\x63trType\x12\x14\n\x0cmanufacturer\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"E\n\x06\x41\x63trId\x12\r\n\x05realm\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\x04\x12\x1c\n\x04type\x18\x03 \x01(\x0b\x32\x0e.actr.ActrType\"\x92\x01\n\x10\x43redentialClaims\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\r\n\x05realm\x18\x03 \x01(\t\x12\x11\n\tissued_at\x18\x04 \x01(\x04\x12\x12\n\nexpires_at\x18\x05 \x01(\x04\x12\x15\n\rissuer_key_id\x18\x06 \x01(\t\"/\n\nCredential\x12\x0e\n\x06\x63laims\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,4 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTRTYPE']._serialized_end=72
   _globals['_ACTRID']._serialized_start=74
   _globals['_ACTRID']._serialized_end=143
+  _globals['_CREDENTIALCLAIMS']._serialized_start=146
+  _globals['_CREDENTIALCLAIMS']._serialized_end=292
+  _globals['_CREDENTIAL']._serialized_start=294
+  _globals['_CREDENTIAL']._serialized_end=341
 # @@protoc_insertion_point(module_scope)

@@ -22,3 +22,27 @@ class ActrId(_message.Message):
     serial: int
     type: ActrType
     def __init__(self, realm: _Optional[str] = ..., serial: _Optional[int] = ..., type: _Optional[_Union[ActrType, _Mapping]] = ...) -> None: ...
+
+class CredentialClaims(_message.Message):
+    __slots__ = ("actr_id", "public_key", "realm", "issued_at", "expires_at", "issuer_key_id")
+    ACTR_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    REALM_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    actr_id: ActrId
+    public_key: bytes
+    realm: str
+    issued_at: int
+    expires_at: int
+    issuer_key_id: str
+    def __init__(self, actr_id: _Optional[_Union[ActrId, _Mapping]] = ..., public_key: _Optional[bytes] = ..., realm: _Optional[str] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., issuer_key_id: _Optional[str] = ...) -> None: ...
+
+class Credential(_message.Message):
+    __slots__ = ("claims", "signature")
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    claims: bytes
+    signature: bytes
+    def __init__(self, claims: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
