@@ -20,6 +20,7 @@
     │   └── RemoteShuttingDown                 the receiver is shutting down (also ShuttingDown)
     └── TransportError                         the *world* broke something
         ├── PeerUnavailable                    cannot reach that node
+        │   └── PeerNotAuthenticated           its offer/answer did not prove its identity
         └── SignalingError                     the signaling server failed or refused
             ├── AuthError                      realm credentials rejected
             │   ├── CredentialError            a credential is malformed, forged, foreign or expired
@@ -51,6 +52,7 @@ __all__ = [
     "IssuerKeyMismatch",
     "MalformedEnvelope",
     "Overloaded",
+    "PeerNotAuthenticated",
     "PeerUnavailable",
     "RemoteError",
     "RemoteShuttingDown",
@@ -202,6 +204,19 @@ class TransportError(ActrError):
 
 class PeerUnavailable(TransportError):
     """The target node cannot be reached (unknown, gone, or the link failed)."""
+
+
+class PeerNotAuthenticated(PeerUnavailable):
+    """No link: the peer's WebRTC offer or answer did not prove who sent it.
+
+    Each side of a link signs the DTLS fingerprints of its own SDP with its node key and sends
+    its credential along (docs/security.md, "DTLS binding"). This is raised when that proof was
+    missing or did not verify: a credential that is malformed, expired, issued by another
+    issuer, for another ``ActrId`` than the sender's or for another realm, or a signature that
+    does not cover the fingerprints in the SDP (tampered with on the way, or made for another
+    peer or role). The message says which. Something on the signaling path (or the peer
+    itself) is not what it claims; the node logs it at WARNING.
+    """
 
 
 class SignalingError(TransportError):

@@ -12,6 +12,13 @@ is dropped from the table (the next ``send`` opens a new one) and its senders ge
 ``PeerUnavailable``. A fresh offer from a peer we are linked to replaces the link (the peer lost
 its end, e.g. it restarted).
 
+Binding. Every offer and answer travels sealed (``_binding``): the SDP with our credential and
+our node key's signature over its DTLS fingerprints. A received one is opened (verified) before
+anything else happens: an offer that does not verify is not answered and replaces no link; an
+answer that does not verify fails the link with ``PeerNotAuthenticated``. Both are logged at
+WARNING (rate-limited per peer). aiortc then holds the DTLS handshake to the verified
+fingerprints, so the peer at the other end of an open link is the node its credential names.
+
 Lanes. Four *negotiated* data channels with fixed ids, so neither side announces anything in
 band: SIGNAL (ordered, fully reliable), RELIABLE (ordered, maxRetransmits=8), LATENCY_FIRST
 (unordered, maxRetransmits=4) and CONTROL (ordered, reliable; flow-control credits and track
@@ -63,6 +70,7 @@ import asyncio
 import enum
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
@@ -91,10 +99,10 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from .._config import Config
 from .._ids import ActrId
 from .._lanes import Lane
-from .._logging import TRANSPORT
-from ..errors import PeerUnavailable, ShuttingDown, TransportError
-from . import _ice
-from ._abc import Inbound, InboundFrame, InboundPackets, MediaSource, SignalingSession
+from .._logging import TRANSPORT, RateLimiter
+from ..errors import PeerNotAuthenticated, PeerUnavailable, ShuttingDown, TransportError
+from . import _binding, _ice
+from ._abc import Inbound, InboundFrame, InboundPackets, MediaSource, Relay, SignalingSession
 from ._frames import (
     DEFAULT_MAX_FRAME_SIZE,
     PACKET_OVERHEAD,
@@ -191,6 +199,8 @@ class WebRTCStatistics:
         credit_waits: times a reliable sender waited for the receiver's runtime to consume.
         media_frames_received / media_frames_dropped: decoded media frames delivered / dropped.
         overflows: links closed because reliable data found the inbound buffer full.
+        bindings_refused: offers and answers refused because their DTLS binding did not verify
+            (``PeerNotAuthenticated``).
     """
 
     peers: int
@@ -207,6 +217,7 @@ class WebRTCStatistics:
     media_frames_received: int
     media_frames_dropped: int
     overflows: int
+    bindings_refused: int
 
 
 async def _aio(fn: Callable[[], Awaitable[T]]) -> T:
@@ -300,6 +311,8 @@ class _Link:
         self.ready = trio.Event()
         self.broken = trio.Event()
         self.failure: str | None = None
+        # PeerNotAuthenticated once the peer's answer failed its binding (see ``refuse``).
+        self.error_type: type[PeerUnavailable] = PeerUnavailable
         self.superseded = False
         self.open_channels = 0
         # Unparked on every state change the link task may wait for (open, answer, broken).
@@ -315,6 +328,13 @@ class _Link:
             self.failure = reason
         self.broken.set()
         self.wakeup.unpark_all()
+
+    def refuse(self, reason: str) -> None:
+        """Fail the link because the peer did not prove its identity (its senders get
+        ``PeerNotAuthenticated``)."""
+        if self.failure is None:
+            self.error_type = PeerNotAuthenticated
+        self.break_(reason)
 
     def send_control(self, message: bytes, then: Callable[[], object] | None = None) -> None:
         """Write ``message`` on CONTROL, then call ``then``; from any Trio task.
@@ -428,6 +448,9 @@ class WebRTCTransport:
         self._media_received = 0
         self._media_dropped = 0
         self._overflows = 0
+        self._bindings_refused = 0
+        # A hostile relay could send a refused offer per message: one WARNING per peer per 10 s.
+        self._rate = RateLimiter(trio.current_time)
 
     def __repr__(self) -> str:
         return f"<WebRTCTransport {self._local} peers={len(self._links)} closed={self._closed}>"
@@ -455,6 +478,7 @@ class WebRTCTransport:
             media_frames_received=self._media_received,
             media_frames_dropped=self._media_dropped,
             overflows=self._overflows,
+            bindings_refused=self._bindings_refused,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -491,16 +515,63 @@ class WebRTCTransport:
     async def _serve_relays(self, session: SignalingSession) -> None:
         async for relay in session.relays:
             if relay.kind == "offer":
-                await self._on_offer(relay.source, relay.payload)
+                try:
+                    offer = self._open(session, relay, "offer")
+                except PeerNotAuthenticated as exc:
+                    # Not answered, and no link is replaced: a forged offer cannot even cut
+                    # the link we have with the node it names.
+                    self._refused(relay, exc)
+                    continue
+                await self._on_offer(relay.source, offer)
             elif relay.kind == "answer":
                 link = self._links.get(relay.source)
                 if link is not None and link.offerer and not link.answered.is_set():
-                    link.answer = relay.payload
+                    try:
+                        link.answer = self._open(session, relay, "answer")
+                    except PeerNotAuthenticated as exc:
+                        self._refused(relay, exc)
+                        link.refuse(f"answer refused: {exc}")
+                        continue
                     link.answered.set()
                     link.wakeup.unpark_all()
                 else:
                     log.debug("stale answer from %s ignored", relay.source)
             # "ice": candidates travel inside the SDP (non-trickle), nothing to do.
+
+    def _open(self, session: SignalingSession, relay: Relay, kind: _binding.Kind) -> str:
+        """The relayed SDP once its binding verified (see ``_binding.open_description``)."""
+        verified = _binding.open_description(
+            relay.payload,
+            kind=kind,
+            source=relay.source,
+            local=session.actr_id,
+            issuer_key=session.issuer_key,
+            now=time.time(),
+        )
+        return verified.sdp
+
+    def _seal(self, session: SignalingSession, kind: _binding.Kind, peer: ActrId, sdp: str) -> str:
+        """Our SDP for ``peer`` as a relay payload: with our credential and binding signature."""
+        return _binding.seal_description(
+            kind,
+            sdp,
+            signer=session.actr_id,
+            peer=peer,
+            credential=session.credential,
+            sign=session.node_key.sign,
+        )
+
+    def _refused(self, relay: Relay, error: PeerNotAuthenticated) -> None:
+        self._bindings_refused += 1
+        self._rate.log(
+            log,
+            logging.WARNING,
+            (relay.source, "binding"),
+            "refused the %s relayed as from %s: %s; no link",
+            relay.kind,
+            relay.source,
+            error,
+        )
 
     async def _on_offer(self, peer: ActrId, sdp: str) -> None:
         assert self._local is not None
@@ -566,7 +637,7 @@ class WebRTCTransport:
             if link.failure is None:
                 return link
             if not link.superseded:
-                raise PeerUnavailable(f"{peer}: {link.failure}")
+                raise link.error_type(f"{peer}: {link.failure}")
 
     async def _flush(self, link: _Link, lane: Lane) -> None:
         """Write the lane's outbox as frames, whenever there is credit and buffer room.
@@ -767,7 +838,7 @@ class WebRTCTransport:
             error: ShuttingDown | PeerUnavailable = (
                 ShuttingDown("transport is closed")
                 if self._closed
-                else PeerUnavailable(f"{link.peer}: {link.failure}")
+                else link.error_type(f"{link.peer}: {link.failure}")
             )
             for outbox in link.outboxes.values():
                 outbox.fail(error)
@@ -801,7 +872,9 @@ class WebRTCTransport:
         with _ice.host_addresses(self._config.ice_addresses):
             if offer is None:
                 local = await _aio(lambda: self._aio_offer(configuration, link))
-                await session.send_relay(link.peer, "offer", local)
+                await session.send_relay(
+                    link.peer, "offer", self._seal(session, "offer", link.peer, local)
+                )
                 while not link.answered.is_set() and not link.broken.is_set():
                     await link.wakeup.park()
                 if link.answer is None:
@@ -810,7 +883,9 @@ class WebRTCTransport:
                 await _aio(lambda: self._aio_accept_answer(link, answer))
             else:
                 local = await _aio(lambda: self._aio_answer(configuration, link, offer))
-                await session.send_relay(link.peer, "answer", local)
+                await session.send_relay(
+                    link.peer, "answer", self._seal(session, "answer", link.peer, local)
+                )
 
     # The _aio_* coroutines run on the asyncio loop (called through _aio). Everything they
     # register on aiortc's emitters only hands data to Trio.

@@ -9,6 +9,7 @@ import fractions
 import gc
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +28,7 @@ from actr_trio._lanes import Lane
 from actr_trio.errors import TransportError
 from actr_trio.testing._memory_signaling import MemorySignaling
 from actr_trio.transport import InboundFrame, InboundPackets, Relay, SignalingSession
+from actr_trio.transport._binding import open_description
 from actr_trio.transport._webrtc import WebRTCTransport
 
 pytestmark = pytest.mark.integration
@@ -120,7 +122,19 @@ async def test_offers_only_the_configured_loopback_address() -> None:
         async with webrtc_pair() as pair:
             await pair.a.send(pair.sb.actr_id, Lane.SIGNAL, [b"hi"])
             assert (await _next_packets(pair.b)).packets == [b"hi"]
-    sdps = [payload for _, kind, payload in pair.sa.sent + pair.sb.sent if kind != "ice"]
+    sdps = [
+        open_description(
+            payload,
+            kind="offer" if kind == "offer" else "answer",
+            source=session.actr_id,
+            local=target,
+            issuer_key=session.issuer_key,
+            now=time.time(),
+        ).sdp
+        for session in (pair.sa, pair.sb)
+        for target, kind, payload in session.sent
+        if kind != "ice"
+    ]
     assert {kind for _, kind, _ in pair.sa.sent + pair.sb.sent} == {"offer", "answer"}
     candidates = [
         line for sdp in sdps for line in sdp.splitlines() if line.startswith("a=candidate:")

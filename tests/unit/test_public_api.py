@@ -25,6 +25,7 @@ ERRORS = {
     "ActrError", "AuthError", "CallError", "CodegenError", "ConfigError", "DataDirInUse",
     "DeadlineExceeded", "EnvelopeTooLarge", "MalformedEnvelope", "Overloaded", "PeerUnavailable",
     "RemoteError",
+    "PeerNotAuthenticated",
     "CredentialError", "IdentityTaken", "IssuerKeyMismatch",
     "RemoteShuttingDown", "Retryable", "RouteNotFound", "SessionTakenOver", "ShuttingDown",
     "SignalingError", "StreamIncomplete", "TransportError", "WrongTarget",
