@@ -36,6 +36,7 @@ Main names:
 * ``ActrSystem`` -> ``ActrNode`` -> ``ActrRef``: build, start and hold a running node.
 * ``Context``: what a handler gets (``call``, ``tell``, ``discover``, ``open_stream``, ...).
 * ``Config``, ``ActrId``, ``ActrType``, ``Priority``, ``Lane``: values.
+* ``Acl``, ``AclRule``: which callers a node accepts (``Config.acl`` or a workload's ``acl``).
 * ``errors``: every exception the library raises (root ``errors.ActrError``).
 * ``Supervisor``, ``Strategy``: several nodes in one process, restarted when they crash.
 * ``actr_trio.testing``: ``LocalRealm``, the ``local_realm`` pytest fixture, ``FaultyTransport``.
@@ -48,6 +49,8 @@ checks the rules.
 """
 
 from . import errors as errors
+from ._acl import Acl as Acl
+from ._acl import AclRule as AclRule
 from ._config import Config as Config
 from ._context import Context as Context
 from ._ids import ActrId as ActrId
@@ -71,6 +74,8 @@ from ._tracks import MediaFrame as MediaFrame
 from ._tracks import TrackRegistry as TrackRegistry
 
 __all__ = [
+    "Acl",
+    "AclRule",
     "ActrId",
     "ActrNode",
     "ActrRef",

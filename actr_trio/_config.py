@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._acl import Acl
 from ._ids import NAME_RE
 from .errors import ConfigError
 
@@ -63,6 +64,7 @@ class _Rule:
     accepts: str  # for the reference page, e.g. "an integer > 0"
     problem: Callable[[Any], Problem]
     parse: Callable[[str], object] = _text  # ACTR_* text to a value; unparsable text is kept
+    env: bool = True  # False: no ACTR_* variable (a structured value, such as the ACL)
 
 
 def _integer(minimum: int, maximum: int | None = None) -> _Rule:
@@ -122,7 +124,7 @@ def _optional(rule: _Rule) -> _Rule:
     def parse(raw: str) -> object:
         return None if raw == "" else rule.parse(raw)
 
-    return _Rule(f"None, or {rule.accepts}", problem, parse)
+    return _Rule(f"None, or {rule.accepts}", problem, parse, env=rule.env)
 
 
 def _realm_problem(value: Any) -> Problem:
@@ -200,6 +202,28 @@ def _ice_server_problem(item: str) -> Problem:
 
 def _parse_list(raw: str) -> object:
     return _to_tuple(raw)
+
+
+def _acl_problem(value: Any) -> Problem:
+    if isinstance(value, Acl):
+        return None
+    if not isinstance(value, Mapping):
+        return "is not an Acl (or an [acl] table in Actr.toml)"
+    try:
+        Acl.from_mapping(value, where="acl")
+    except ConfigError as exc:
+        return f"is not a valid ACL: {exc}"
+    return None
+
+
+def _to_acl(value: Acl | Mapping[str, Any] | None) -> Acl | None:
+    # An [acl] table from Actr.toml becomes an Acl; anything invalid is left for the validator.
+    if isinstance(value, Mapping):
+        try:
+            return Acl.from_mapping(value)
+        except ConfigError:
+            pass
+    return cast("Acl | None", value)
 
 
 def _meta(rule: _Rule, doc: str, *, secret: bool = False) -> dict[str, object]:
@@ -398,6 +422,20 @@ class Config:
         validator=_validate,
         metadata=_meta(_SECONDS, "Seconds between signaling heartbeats."),
     )
+    acl: Acl | None = attrs.field(
+        default=None,
+        converter=_to_acl,
+        validator=_validate,
+        metadata=_meta(
+            _optional(
+                _Rule("an ``Acl``, or an ``[acl]`` table in Actr.toml", _acl_problem, env=False)
+            ),
+            "Which callers may send this node what (``docs/acl.md``): allow and deny rules by "
+            "caller type, realm, route and highest priority; deny wins, and what no allow rule "
+            "matches is refused with ``PermissionDenied``. None (the default) accepts every "
+            "member of the realm. A workload's own ``acl`` applies as well.",
+        ),
+    )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:
@@ -474,6 +512,11 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 _warn_unknown_env(name, list(by_env))
             continue
         rule: _Rule = field.metadata[_RULE]
+        if not rule.env:
+            raise ConfigError(
+                f"{name} is set, but {field.name} cannot come from the environment: set it in "
+                f"Actr.toml ([{field.name}]) or in code"
+            )
         value = rule.parse(raw)
         reason = rule.problem(value)
         if reason is not None:  # show the text as written, not what it parsed to
@@ -542,7 +585,7 @@ def config_reference() -> str:
             f"`{field.name}`",
             f"`{type_name}`",
             f"`{field.default!r}`",
-            f"`{_env_name(field.name)}`",
+            f"`{_env_name(field.name)}`" if rule.env else "none (file or code only)",
             rule.accepts,
             field.metadata[_DOC],
         )

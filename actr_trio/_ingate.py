@@ -7,8 +7,15 @@
 * Requests and tells are accepted in link order (``_link.ReceiveLink``), committed to the
   mailbox **before** they are acknowledged (one transaction per inbound batch: group commit),
   then queued on the scheduler. Anything unacceptable (unknown route, wrong target, too large,
-  malformed, overloaded, shutting down) is acknowledged with a refusal naming the reason, so its
-  sender gets a typed error; the node keeps serving.
+  malformed, overloaded, shutting down, refused by the ACL) is acknowledged with a refusal
+  naming the reason, so its sender gets a typed error; the node keeps serving.
+
+Authenticity (docs/security.md): the caller of whatever arrives is the peer the transport names
+for the batch (the authenticated end of the link), never the envelope's own ``caller`` field.
+An envelope whose field names anyone else is refused (``PermissionDenied``, code
+``caller_mismatch``); the mailbox stores the link peer with each accepted envelope, and the ACL
+judges the link peer. Responses go to the OutGate with the link peer, which accepts them only
+from the peer the request went to.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import TYPE_CHECKING, final
 import attrs
 import trio
 
+from ._acl import AclGuard
 from ._envelope import (
     REQUEST,
     RESPONSE,
@@ -34,7 +42,7 @@ from ._envelope import (
     encode_rejection,
 )
 from ._ids import ActrId
-from ._lanes import Lane
+from ._lanes import Lane, Priority
 from ._link import ReceiveLink
 from ._logging import LINK, RateLimiter
 from ._mailbox import Accept, Accepted, Duplicate, Mailbox, StoredEnvelope
@@ -42,6 +50,7 @@ from ._proto.actr import wire_pb2
 from .errors import (
     CallError,
     Overloaded,
+    PermissionDenied,
     RemoteShuttingDown,
     RouteNotFound,
     WrongTarget,
@@ -78,6 +87,9 @@ class InGateStatistics:
     duplicates: int
     refused: int
     rejected_packets: int
+    #: Refused or dropped because of the ACL or a ``caller`` field naming someone else
+    #: (also counted in ``refused`` when refused).
+    denied: int = 0
 
 
 class InGate:
@@ -95,6 +107,7 @@ class InGate:
         has_route: Callable[[str], bool],
         enqueue: Callable[[Work], None],
         max_payload: int,
+        acl: AclGuard | None = None,
     ) -> None:
         self._local = local
         self._transport = transport
@@ -105,15 +118,22 @@ class InGate:
         self._has_route = has_route
         self._enqueue = enqueue
         self._max_payload = max_payload
+        self._acl = acl
         self._links: dict[tuple[ActrId, Lane], ReceiveLink] = {}
         self.accepting = True
         self._batches = self._accepted = self._duplicates = self._refused = self._rejected = 0
+        self._denied = 0
         # Refusals and failed acks repeat per envelope (a whole backlog while shutting down).
         self._rate = RateLimiter(trio.current_time)
 
     def statistics(self) -> InGateStatistics:
         return InGateStatistics(
-            self._batches, self._accepted, self._duplicates, self._refused, self._rejected
+            self._batches,
+            self._accepted,
+            self._duplicates,
+            self._refused,
+            self._rejected,
+            self._denied,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -121,7 +141,8 @@ class InGate:
         task_status.started()
         async for item in self._transport.inbound:
             if isinstance(item, InboundFrame):
-                self._tracks.deliver(item)
+                if self._admits(item.peer, None, None, "a media frame"):
+                    self._tracks.deliver(item)
             else:
                 await self._on_batch(item)
 
@@ -136,14 +157,62 @@ class InGate:
             del self._links[key]
         self._outgate.on_goodbye(peer, goodbye)
 
-    def _refusal(self, env: Envelope) -> CallError | None:
+    def _refusal(self, env: Envelope, peer: ActrId) -> CallError | None:
         if not self.accepting:
             return RemoteShuttingDown(f"{self._local} is shutting down", code="shutting_down")
         if env.target is not None and env.target != self._local:
             return WrongTarget(f"envelope for {env.target} reached {self._local}")
-        if env.kind != RESPONSE and not self._has_route(env.route_key):
+        # Before the route check: a caller the ACL refuses learns nothing about the routes.
+        if not self._admits(
+            peer, env.route_key, env.priority, f"{env.route_key} ({env.priority.name})"
+        ):
+            return PermissionDenied(
+                f"{self._local} does not accept {env.route_key!r} at priority "
+                f"{env.priority.name} from {peer}",
+                code="acl",
+            )
+        if not self._has_route(env.route_key):
             return RouteNotFound(f"{self._local} has no route {env.route_key!r}")
         return None
+
+    def _admits(
+        self, peer: ActrId, route_key: str | None, priority: Priority | None, what: str
+    ) -> bool:
+        """The ACL's verdict on ``peer`` sending ``what``; a refusal is counted and logged."""
+        if self._acl is None:
+            return True
+        reason = self._acl.refusal(peer, route_key, priority)
+        if reason is None:
+            return True
+        self._denied += 1
+        self._rate.log(
+            log,
+            logging.WARNING,
+            (peer, "acl", route_key),
+            "ACL refused %s from %s: %s",
+            what,
+            peer,
+            reason,
+        )
+        return False
+
+    def _impostor(self, env: Envelope, peer: ActrId) -> PermissionDenied | None:
+        # The field is the sender's claim; the link peer is who it is. A mismatch is either a
+        # forgery or a broken sender: never take the claim, refuse it and say so.
+        if env.caller is None or env.caller == peer:
+            return None
+        self._denied += 1
+        self._rate.log(
+            log,
+            logging.WARNING,
+            (peer, "caller mismatch"),
+            "refused an envelope from %s that names %s as its caller (forged?)",
+            peer,
+            env.caller,
+        )
+        return PermissionDenied(
+            f"envelope names caller {env.caller} but came from {peer}", code="caller_mismatch"
+        )
 
     async def _on_batch(self, batch: InboundPackets) -> None:
         self._batches += 1
@@ -173,7 +242,9 @@ class InGate:
                 continue
             body = pkt.body
             if isinstance(body, Chunk) and not (pkt.seq and lane.sequenced):
-                await self._streams.deliver(peer, lane, body)  # LatencyFirst: never acked
+                # LatencyFirst: never acked, so a chunk the ACL refuses is only dropped.
+                if self._admits(peer, None, None, f"stream {body.stream_id!r}"):
+                    await self._streams.deliver(peer, lane, body)
                 continue
             if isinstance(body, AckInfo):
                 self._outgate.on_ack(peer, lane, body)
@@ -204,12 +275,18 @@ class InGate:
             if isinstance(body, Chunk):
                 await self._deliver_chunk(link, pkt.seq, peer, lane, body)
                 continue
-            if body.kind == RESPONSE:
-                self._outgate.on_response(body)
+            impostor = self._impostor(body, peer)
+            if impostor is not None:
+                self._refuse(link, pkt.seq, impostor, peer, logged=True)
                 continue
-            refusal = self._refusal(body)
+            if body.kind == RESPONSE:
+                self._outgate.on_response(peer, body)
+                continue
+            refusal = self._refusal(body, peer)
             if refusal is not None:
-                self._refuse(link, pkt.seq, refusal, peer)
+                self._refuse(
+                    link, pkt.seq, refusal, peer, logged=isinstance(refusal, PermissionDenied)
+                )
                 continue
             accepts.append(
                 (
@@ -232,6 +309,13 @@ class InGate:
     async def _deliver_chunk(
         self, link: ReceiveLink, seq: int, peer: ActrId, lane: Lane, chunk: Chunk
     ) -> None:
+        if not self._admits(peer, None, None, f"stream {chunk.stream_id!r}"):
+            self._refused += 1
+            denied = PermissionDenied(
+                f"{self._local} does not accept stream chunks from {peer}", code="acl"
+            )
+            link.refuse(seq, WireError.of(denied))
+            return
         if await self._streams.deliver(peer, lane, chunk):
             return
         # Refused, not silently dropped: the sender's close() reports it as unacknowledged.
@@ -240,11 +324,14 @@ class InGate:
         error = RouteNotFound(f"{self._local} has no callback for stream {chunk.stream_id!r}")
         link.refuse(seq, WireError.of(error))
 
-    def _refuse(self, link: ReceiveLink, seq: int, error: CallError, peer: ActrId) -> None:
+    def _refuse(
+        self, link: ReceiveLink, seq: int, error: CallError, peer: ActrId, *, logged: bool = False
+    ) -> None:
         self._refused += 1
-        self._rate.log(
-            log, logging.INFO, (peer, "refused"), "refused an envelope from %s: %s", peer, error
-        )
+        if not logged:  # security refusals were logged at WARNING where they were decided
+            self._rate.log(
+                log, logging.INFO, (peer, "refused"), "refused an envelope from %s: %s", peer, error
+            )
         link.refuse(seq, WireError.of(error))
 
     async def _commit(

@@ -29,6 +29,7 @@ from typing import Any, Final, final
 import attrs
 import trio
 
+from ._acl import guard
 from ._config import Config
 from ._context import Actions, Context
 from ._datadir import hold_data_dir
@@ -195,6 +196,7 @@ class _NodeCore:
         self.config = config
         self.workload = workload
         self.routes = RouteTable(workload)
+        self.acl = guard(config.acl, workload.acl, owner=type(workload).__name__)
         self.transport = transport
         self.signaling = signaling
         self.mailbox: Mailbox = open_mailbox(config)
@@ -286,6 +288,7 @@ class _NodeCore:
                     has_route=self.routes.__contains__,
                     enqueue=self._enqueue,
                     max_payload=self.config.max_payload,
+                    acl=self.acl,
                 )
                 await nursery.start(c["ingate"].run, self._ingate.run)  # 5
                 log.info(
@@ -318,8 +321,9 @@ class _NodeCore:
             log.error("dropping undecodable mailbox row %d: %s", stored.id, exc)
             self.mailbox.complete(stored.id, None)
             return
-        peer = env.caller if env.caller is not None else ActrId.parse(stored.caller)
-        self._enqueue(Work(stored, env, peer))
+        # The caller is the link peer stored beside the envelope when it was accepted, never
+        # the envelope's own field (the sender wrote that): replays and redrives show the truth.
+        self._enqueue(Work(stored, env, ActrId.parse(stored.caller)))
 
     async def _shutdown(self, c: dict[str, _Component]) -> None:
         try:

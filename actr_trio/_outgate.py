@@ -18,10 +18,10 @@ its chunks in a :class:`ChunkAcks`. LatencyFirst chunks are unsequenced: sent on
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Final, Protocol, final
@@ -38,6 +38,7 @@ from ._envelope import (
     Envelope,
     Goodbye,
     WireError,
+    decode_envelope,
     encode_chunk,
     encode_chunk_body,
     encode_envelope,
@@ -192,6 +193,9 @@ class OutGateStatistics:
     overloaded: int
     recovered: int
     asked_again: int
+    #: Responses dropped because they came from another peer than the one the request went
+    #: to (a forgery, or a confused peer).
+    forged_responses: int = 0
 
 
 class _PeerLane:
@@ -434,13 +438,12 @@ class OutGate:
         self._lanes: dict[tuple[ActrId, Lane], _PeerLane] = {}
         self._calls: dict[str, _Waiter] = {}
         self._spawn_send, self._spawn_recv = trio.open_memory_channel[_PeerLane](SPAWN_BUFFER)
-        self._ids = itertools.count(1)
-        self._id_prefix = f"{random.getrandbits(48):012x}"
         self._closed = False
         self._sent = self._retransmitted = self._acked = self._refused = self._batches = 0
         self._overloaded = 0
         self._recovered = 0
         self._asked_again = 0
+        self._forged = 0
         # Resend and expiry lines repeat while a peer is away: one per peer, lane and kind
         # every RATE_INTERVAL seconds.
         self._rate = RateLimiter(trio.current_time)
@@ -457,6 +460,7 @@ class OutGate:
             self._overloaded,
             self._recovered,
             self._asked_again,
+            self._forged,
         )
 
     async def run(
@@ -552,8 +556,10 @@ class OutGate:
         return pl
 
     def new_request_id(self) -> str:
-        """Unique per node start: a random prefix (so restarts never reuse one) and a counter."""
-        return f"{self._id_prefix}-{next(self._ids)}"
+        """128 random bits: unique across restarts, and unpredictable, so a peer that saw some
+        of this node's request ids cannot guess the next one (defence in depth: a response is
+        accepted only from the peer the request went to anyway)."""
+        return secrets.token_hex(16)
 
     def _check(self, payload: bytes, lane: Lane) -> None:
         if self._closed:
@@ -662,9 +668,10 @@ class OutGate:
         assert self._outbox is not None
         try:
             target = ActrId.parse(item.target)
+            data = self._from_local(item.data)
             with trio.move_on_at(trio_deadline(item.deadline_ms, RECOVERY_BOUND)):
                 waiter = await self._send_and_wait(
-                    target, Lane(item.lane), item.kind, item.request_id, item.data, math.inf
+                    target, Lane(item.lane), item.kind, item.request_id, data, math.inf
                 )
                 self._recovered += 1
                 log.info("recovered %s to %s: %s", item.request_id, target, waiter.error or "ok")
@@ -672,6 +679,16 @@ class OutGate:
             log.warning("could not resend %s to %s: %s", item.request_id, item.target, exc)
         finally:
             self._outbox.finish_outgoing(item.request_id)
+
+    def _from_local(self, data: bytes) -> bytes:
+        """``data`` naming this node as its caller (receivers refuse an envelope whose caller
+        field is not the link's peer): a request recorded before the node got a new identity
+        is re-encoded, anything else is returned as it is."""
+        env = decode_envelope(data, max_payload=self._max_payload)
+        if env.caller == self.local:
+            return data
+        env.caller = self.local
+        return encode_envelope(env)
 
     async def _send_and_wait(
         self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float
@@ -778,10 +795,28 @@ class OutGate:
         if pl is not None:
             pl.on_ack(ack)
 
-    def on_response(self, env: Envelope) -> None:
-        waiter = self._calls.pop(env.request_id, None)
+    def on_response(self, peer: ActrId, env: Envelope) -> None:
+        """A RESPONSE arrived on ``peer``'s link (``peer`` is the authenticated link end).
+
+        Only the peer the request was sent to may answer it: a response from anyone else is
+        dropped, counted (``statistics().forged_responses``) and logged at WARNING, and the
+        call keeps waiting for the real answer.
+        """
+        waiter = self._calls.get(env.request_id)
         if waiter is None:
             return  # the caller gave up (deadline) or this is a duplicate
+        if waiter.peer != peer:
+            self._forged += 1
+            self._rate.log(
+                log,
+                logging.WARNING,
+                (peer, "forged response"),
+                "dropped a response from %s to a request sent to %s (forged?)",
+                peer,
+                waiter.peer,
+            )
+            return
+        del self._calls[env.request_id]
         if env.error is not None:
             waiter.fail(env.error)
         else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
 import attrs
 from google.protobuf.message import DecodeError, Message
 
+from ._acl import Acl
 from ._ids import ActrType
 from ._lanes import Lane, Priority
 from .errors import ConfigError, MalformedEnvelope, RemoteError
@@ -102,9 +103,14 @@ class Workload:
     Subclasses set ``actr_type`` and mark handler methods with :func:`route`. ``on_start`` runs
     after registration and before the scheduler starts; ``on_stop`` after the drain and before
     the node unregisters. Both are optional.
+
+    ``acl`` (optional, class or instance attribute): an :class:`~actr_trio.Acl` of the callers
+    this workload accepts, enforced before the mailbox accepts an envelope, beside
+    ``Config.acl`` (an envelope must pass both). ``None``, the default: no limit of its own.
     """
 
     actr_type: ClassVar[ActrType]
+    acl: Acl | None = None
     __actr_routes__: ClassVar[Mapping[str, RouteSpec]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -17,6 +17,7 @@
     │   ├── MalformedEnvelope                  the envelope or its payload did not decode
     │   ├── WrongTarget                        wrong realm, or not addressed to that node
     │   ├── Overloaded                         receiver's mailbox full (retryable)
+    │   ├── PermissionDenied                   the receiver's ACL refused this caller
     │   └── RemoteShuttingDown                 the receiver is shutting down (also ShuttingDown)
     └── TransportError                         the *world* broke something
         ├── PeerUnavailable                    cannot reach that node
@@ -54,6 +55,7 @@ __all__ = [
     "Overloaded",
     "PeerNotAuthenticated",
     "PeerUnavailable",
+    "PermissionDenied",
     "RemoteError",
     "RemoteShuttingDown",
     "Retryable",
@@ -192,6 +194,16 @@ class Overloaded(CallError):
     wire_kind = wire_pb2.OVERLOADED
 
 
+class PermissionDenied(CallError):
+    """The receiver refused the envelope before its mailbox accepted it: its ACL does not let
+    this caller use that route (or that priority), or the envelope named another caller than
+    the authenticated peer it came from (``code="caller_mismatch"``). Final: resending the
+    same request is refused the same way.
+    """
+
+    wire_kind = wire_pb2.PERMISSION_DENIED
+
+
 class RemoteShuttingDown(CallError, ShuttingDown):
     """The receiving node is shutting down and refused the envelope."""
 
@@ -269,6 +281,7 @@ _BY_WIRE_KIND: Final[dict[int, type[CallError]]] = {
         MalformedEnvelope,
         WrongTarget,
         Overloaded,
+        PermissionDenied,
         RemoteShuttingDown,
     )
 }

@@ -13,6 +13,12 @@ concurrent sender tasks on one sender node, and stop the clock once the receiver
 every tell (``msgs_per_s``); ``acked_per_s`` is the rate until every tell was acknowledged,
 i.e. committed to the receiver's mailbox.
 
+W8 also prices the DTLS binding (connection setup only: nothing is signed or verified per
+envelope): ``binding_seal_us`` / ``binding_open_us`` are one offer's or answer's signing and
+verification (credential + signature + fingerprints) on a real aiortc SDP, and
+``binding_share_pct`` is the part of ``first_call_ms`` (a registered node's first call over a
+new WebRTC link) they take: two seals and two opens lie on that path (offer, then answer).
+
 W7 counts what the worker's stream callback received (delivered, not sent) and stops the clock
 at the last delivered chunk (the worker stamps arrivals with ``time.monotonic()``, one clock
 for every process of the machine); each burst uses a fresh stream id.
@@ -74,6 +80,8 @@ FANOUT_RECEIVERS: Final = 100
 DISPATCH_SAMPLES: Final = 2_000
 #: W8: process starts per repetition (each costs an interpreter, imports and a WebRTC connect).
 PROCESS_STARTS: Final = 3
+#: W8: seals and opens timed for the binding's cost (each ~0.1 ms).
+BINDING_SAMPLES: Final = 1_000
 WARMUP_CALLS: Final = 200
 
 SETUP_BOUND: Final = 30.0  # child start + registration + first WebRTC connect
@@ -560,8 +568,78 @@ async def _process_first_rpc(n: int) -> tuple[list[float], list[float]]:
 def w8_start(size: int) -> Measurement:
     inproc = _run(_inproc_starts, size)
     registered, answered = _run(_process_first_rpc, PROCESS_STARTS)
+    first_call_ms = (
+        statistics.median(b - a for a, b in zip(registered, answered, strict=True)) * 1e3
+    )
+    seal_us, open_us = _binding_costs(BINDING_SAMPLES)
     return {
         "inproc_start_ms": statistics.median(inproc) * 1e3,
         "process_first_rpc_ms": statistics.median(answered) * 1e3,
         "process_registered_ms": statistics.median(registered) * 1e3,
+        "first_call_ms": first_call_ms,
+        "binding_seal_us": seal_us,
+        "binding_open_us": open_us,
+        "binding_share_pct": 100 * 2 * (seal_us + open_us) / 1e3 / first_call_ms,
     }
+
+
+def _aiortc_sdp() -> str:
+    """A real offer as a node's link makes one (media slots + data channels), loopback only."""
+    import asyncio
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.rtcconfiguration import RTCBundlePolicy
+
+    from actr_trio.transport import _ice
+
+    async def offer() -> str:
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        try:
+            for kind in ("video", "audio"):
+                pc.addTransceiver(kind, direction="sendrecv")
+            pc.createDataChannel("signal", negotiated=True, id=0)
+            await pc.setLocalDescription(await pc.createOffer())
+            return str(pc.localDescription.sdp)
+        finally:
+            await pc.close()
+
+    with _ice.hooked(), _ice.host_addresses(("127.0.0.1",)):
+        return asyncio.run(offer())
+
+
+def _binding_costs(samples: int) -> tuple[float, float]:
+    """Median µs to seal one description (sign) and to open it (verify credential, signature
+    and fingerprints), with real keys and a real SDP."""
+    from actr_trio._identity import IssuerKey, NodeKey
+    from actr_trio.transport._binding import open_description, seal_description
+
+    issuer, key = IssuerKey.generate(), NodeKey.generate()
+    sender = ActrId(REALM, 1, SINK)
+    receiver = ActrId(REALM, 2, SENDER)
+    credential = issuer.issue(sender, key.public_bytes(), now=time.time(), lifetime=3600)
+    sdp = _aiortc_sdp()
+    seal_ns: list[int] = []
+    open_ns: list[int] = []
+    for _ in range(samples + samples // 10):
+        t0 = time.perf_counter_ns()
+        payload = seal_description(
+            "offer", sdp, signer=sender, peer=receiver, credential=credential, sign=key.sign
+        )
+        t1 = time.perf_counter_ns()
+        opened = open_description(
+            payload,
+            kind="offer",
+            source=sender,
+            local=receiver,
+            issuer_key=issuer.public_bytes(),
+            now=time.time(),
+        )
+        t2 = time.perf_counter_ns()
+        if opened.sdp != sdp:
+            raise RuntimeError("the opened SDP differs from the sealed one")
+        seal_ns.append(t1 - t0)
+        open_ns.append(t2 - t1)
+    warm = samples // 10
+    return statistics.median(seal_ns[warm:]) / 1e3, statistics.median(open_ns[warm:]) / 1e3

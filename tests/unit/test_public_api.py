@@ -16,6 +16,7 @@ PACKAGE = Path(actr_trio.__file__).parent
 
 # A snapshot: any change to the public names is a visible diff in review.
 PUBLIC = {
+    "Acl", "AclRule",
     "ActrId", "ActrNode", "ActrRef", "ActrSystem", "ActrType", "Config", "Context", "Lane",
     "MediaFrame", "NodeStatistics", "Priority", "Strategy", "StreamChunk", "StreamRegistry",
     "StreamSender", "Supervisor", "SupervisorGaveUp", "SupervisorStatistics", "TrackRegistry",
@@ -27,6 +28,7 @@ ERRORS = {
     "RemoteError",
     "PeerNotAuthenticated",
     "CredentialError", "IdentityTaken", "IssuerKeyMismatch",
+    "PermissionDenied",
     "RemoteShuttingDown", "Retryable", "RouteNotFound", "SessionTakenOver", "ShuttingDown",
     "SignalingError", "StreamIncomplete", "TransportError", "WrongTarget",
 }  # fmt: skip

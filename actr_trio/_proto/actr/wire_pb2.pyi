@@ -42,6 +42,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WRONG_TARGET: _ClassVar[ErrorKind]
     OVERLOADED: _ClassVar[ErrorKind]
     DEAD_LETTER: _ClassVar[ErrorKind]
+    PERMISSION_DENIED: _ClassVar[ErrorKind]
 PRIORITY_UNSPECIFIED: Priority
 LOW: Priority
 NORMAL: Priority
@@ -65,6 +66,7 @@ TOO_LARGE: ErrorKind
 WRONG_TARGET: ErrorKind
 OVERLOADED: ErrorKind
 DEAD_LETTER: ErrorKind
+PERMISSION_DENIED: ErrorKind
 
 class ErrorPayload(_message.Message):
     __slots__ = ("kind", "code", "message")
