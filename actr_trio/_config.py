@@ -33,11 +33,15 @@ Synchronous = Literal["NORMAL", "FULL"]
 
 _ENV_PREFIX: Final = "ACTR_"
 # ACTR_* variables the project reads for other purposes: not typos of a Config field.
-_NOT_CONFIG_ENV: Final = frozenset({"ACTR_UPDATE_GOLDEN"})
+_NOT_CONFIG_ENV: Final = frozenset({"ACTR_UPDATE_GOLDEN", "ACTR_SIGNALING_REALMS"})
 # A payload is held whole in memory and stored as one SQLite row (whose default length limit
 # is 1e9 bytes), so anything near that is a mistake rather than a configuration.
 _MAX_PAYLOAD_LIMIT: Final = 512 * 1024 * 1024
 _ICE_SCHEMES: Final = ("stun:", "stuns:", "turn:", "turns:")
+_SIGNALING_SCHEMES: Final = ("ws", "wss")
+#: Shortest realm secret accepted, by node and server alike: 16 random bytes (128 bits) cannot
+#: be guessed online, whatever the rate; a short human password can.
+MIN_SECRET_BYTES: Final = 16
 
 # attrs metadata keys.
 _RULE: Final = "actr_rule"
@@ -144,23 +148,37 @@ def _url_problem(value: Any) -> Problem:
     if "://" not in value:
         return f"has no scheme: write 'ws://{value}'"
     parts = urlsplit(value)
-    if parts.scheme == "wss":
-        return "uses wss://, which the signaling client does not support: use ws://HOST:PORT"
-    if parts.scheme != "ws":
-        return f"must be ws://HOST:PORT, not {parts.scheme}://"
+    if parts.scheme not in _SIGNALING_SCHEMES:
+        return f"must be ws://HOST:PORT or wss://HOST:PORT, not {parts.scheme}://"
     try:
         port = parts.port
     except ValueError:  # urlsplit parses lazily: a port that is not a number fails here
-        return "has an invalid port: write ws://HOST:PORT"
+        return f"has an invalid port: write {parts.scheme}://HOST:PORT"
     if not parts.hostname or port is None:
-        return "must be ws://HOST:PORT (host and port both required)"
+        return f"must be {parts.scheme}://HOST:PORT (host and port both required)"
     return None
 
 
-def _secret_problem(value: Any) -> Problem:
+def secret_problem(value: Any) -> Problem:
+    """Why ``value`` is not an acceptable realm secret (None if it is); never shows it."""
     if not isinstance(value, str):
         return "is not a string"
-    return "is empty (None means no secret)" if not value else None
+    if not value:
+        return "is empty (None means no secret)"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return (
+            f"is shorter than {MIN_SECRET_BYTES} bytes: use a random secret, e.g. from "
+            "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
+    return None
+
+
+def _ca_problem(value: Any) -> Problem:
+    if not isinstance(value, str | os.PathLike):
+        return "is not a path"
+    # Whether the file exists and holds certificates is checked when the node connects (the
+    # Config may be built on another machine than the one that runs the node).
+    return "is empty (None means the system trust store)" if not os.fspath(value) else None
 
 
 def _path_problem(value: Any) -> Problem:
@@ -298,8 +316,20 @@ class Config:
         default=None,
         validator=_validate,
         metadata=_meta(
-            _optional(_Rule("ws://HOST:PORT", _url_problem)),
-            "The signaling server, e.g. ``ws://127.0.0.1:8765`` (None only under LocalRealm).",
+            _optional(_Rule("ws://HOST:PORT or wss://HOST:PORT", _url_problem)),
+            "The signaling server, e.g. ``wss://signaling.example.org:8765`` (TLS, the server "
+            "proves itself) or ``ws://127.0.0.1:8765`` (unencrypted: only on a network you "
+            "trust). None only under LocalRealm.",
+        ),
+    )
+    signaling_ca: Path | None = attrs.field(
+        default=None,
+        converter=_to_path,
+        validator=_validate,
+        metadata=_meta(
+            _optional(_Rule("a path to a PEM file", _ca_problem, _parse_path)),
+            "CA certificates (PEM) that a ``wss://`` signaling server's certificate must chain "
+            "to; None means the system trust store. Only for ``wss://`` URLs.",
         ),
     )
     realm_secret: str | None = attrs.field(
@@ -307,9 +337,10 @@ class Config:
         repr=False,
         validator=_validate,
         metadata=_meta(
-            _optional(_Rule("a non-empty string", _secret_problem)),
+            _optional(_Rule(f"a string of at least {MIN_SECRET_BYTES} bytes", secret_problem)),
             "Proves membership of ``realm`` to a server that has realm credentials "
-            "(never sent: the server checks an HMAC of its challenge).",
+            "(never sent: the server checks an HMAC of its challenge). Keep it out of files "
+            "others can read: ``ACTR_REALM_SECRET`` in the environment is the usual place.",
             secret=True,
         ),
     )

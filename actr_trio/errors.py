@@ -27,6 +27,7 @@
             │   ├── CredentialError            a credential is malformed, forged, foreign or expired
             │   ├── IdentityTaken              that ActrId is bound to another node's key
             │   └── IssuerKeyMismatch          the server's issuer key is not the pinned one
+            ├── ServerCertificateError         the wss:// server's TLS certificate did not verify
             └── SessionTakenOver               another connection registered with our ActrId
 
 Errors a peer sent us come from the wire as an ``ErrorPayload`` and are mapped back to the same
@@ -60,6 +61,7 @@ __all__ = [
     "RemoteShuttingDown",
     "Retryable",
     "RouteNotFound",
+    "ServerCertificateError",
     "SessionTakenOver",
     "ShuttingDown",
     "SignalingError",
@@ -260,6 +262,15 @@ class IssuerKeyMismatch(AuthError):
     Either ``Config.trust_anchor`` names another key, or the node pinned another key on first
     use (``issuer.pub`` in its ``data_dir``). The message names both key ids; if the server's
     key was rotated on purpose, set ``trust_anchor`` to the new key (or delete ``issuer.pub``).
+    """
+
+
+class ServerCertificateError(SignalingError):
+    """The ``wss://`` signaling server's TLS certificate did not verify (unknown CA, expired,
+    or issued for another host name): the node refuses to talk to it.
+
+    Set ``Config.signaling_ca`` to the CA certificate that signed the server's certificate, or
+    have it signed by a CA in the system trust store. The message says why it failed.
     """
 
 

@@ -1,23 +1,42 @@
 """``actr-trio signaling``: run the signaling server until SIGINT/SIGTERM.
 
-Top-level imports stay light (argparse only): ``actr-trio --help`` must not import Trio.
+Realm secrets come from a file only its owner can read, or from the environment; never from
+the command line, which every user of the machine can read (``ps``). Top-level imports stay
+light (argparse only): ``actr-trio --help`` must not import Trio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
 
-DESCRIPTION = """\
+if TYPE_CHECKING:
+    import ssl
+
+#: Environment variable holding realms as ``NAME:SECRET`` entries (comma or space separated).
+REALMS_ENV: Final = "ACTR_SIGNALING_REALMS"
+
+DESCRIPTION = f"""\
 Run the signaling server until SIGINT or SIGTERM. Nodes register with it (it
 assigns their ids), discover each other by type within their realm, and relay
 the offers, answers and ICE candidates that open their peer-to-peer links.
 
-Once listening it prints "actr-trio signaling listening on ws://HOST:PORT".
-With no --realm and no --realms-file it admits any realm (a development default
-that it logs as a warning).
+Once listening it prints "actr-trio signaling listening on ws://HOST:PORT"
+(wss:// with --tls-cert). Without TLS the connection is not encrypted: use it
+only on a network you trust.
+
+Realms and their secrets (at least 16 bytes each) come from --realms-file (a
+file only its owner may read: chmod 600) and from the {REALMS_ENV}
+environment variable ("NAME:SECRET" entries separated by commas or spaces).
+With neither it admits any realm (a development default that it logs as a
+warning).
 
 example:
-  actr-trio signaling --port 8765 --realm demo:s3cret"""
+  {REALMS_ENV}="demo:$(cat demo.secret)" actr-trio signaling --port 8765 \\
+      --tls-cert server.pem --tls-key server.key"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +54,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SQLite file for realms and registrations (default: in memory)",
     )
     parser.add_argument(
+        "--realms-file",
+        default=None,
+        metavar="FILE",
+        help='realms from a TOML file (NAME = "SECRET", at top level or under [realms]) or '
+        "NAME:SECRET lines; the file must not be accessible by other users (chmod 600)",
+    )
+    parser.add_argument(
         "--realm",
         action="append",
         default=[],
         metavar="NAME:SECRET",
-        help="admit realm NAME to nodes proving SECRET (repeatable); with no realms any realm is admitted",
+        help=f"deprecated: puts the secret in the process list, readable by every user; use "
+        f"--realms-file or {REALMS_ENV}",
     )
     parser.add_argument(
-        "--realms-file",
+        "--tls-cert",
         default=None,
-        metavar="FILE",
-        help='realms from a TOML file (NAME = "SECRET", at top level or under [realms]) or NAME:SECRET lines',
+        metavar="PEM",
+        help="serve wss:// with this certificate chain (PEM; may also hold the key)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=None,
+        metavar="PEM",
+        help="the private key of --tls-cert, if it is in a separate file",
     )
     parser.add_argument(
         "--presence-timeout",
@@ -76,7 +109,7 @@ def load_realms_file(path: str) -> dict[str, str]:
     or else lines of ``NAME:SECRET`` (blank lines and ``#`` comments ignored).
 
     Raises:
-        ConfigError: unreadable file or invalid entry.
+        ConfigError: unreadable file, a file other users may access, or an invalid entry.
     """
     import tomllib
 
@@ -84,6 +117,7 @@ def load_realms_file(path: str) -> dict[str, str]:
 
     try:
         with open(path, encoding="utf-8") as f:
+            _check_private(path, os.fstat(f.fileno()).st_mode)
             text = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read realms file {path!r}: {exc}") from exc
@@ -103,14 +137,84 @@ def load_realms_file(path: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in table.items()}
 
 
+def realms_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Realms from :data:`REALMS_ENV`: ``NAME:SECRET`` entries separated by commas or
+    whitespace (so a secret given this way holds neither); empty or unset gives none.
+
+    Raises:
+        ConfigError: an entry that is not ``NAME:SECRET`` (named by realm, never by secret).
+    """
+    from ..errors import ConfigError
+
+    realms: dict[str, str] = {}
+    for entry in environ.get(REALMS_ENV, "").replace(",", " ").split():
+        try:
+            name, secret = parse_realm(entry)
+        except ConfigError as exc:
+            raise ConfigError(f"{REALMS_ENV}: {exc}") from None
+        realms[name] = secret
+    return realms
+
+
+def _check_private(path: str, mode: int) -> None:
+    """Refuse a secrets file that other users may read or replace."""
+    from ..errors import ConfigError
+
+    if sys.platform != "win32" and mode & 0o077:
+        raise ConfigError(
+            f"realms file {path!r} is accessible by other users (mode {mode & 0o777:04o}); "
+            f"it holds secrets: run 'chmod 600 {path}'"
+        )
+
+
+def server_ssl_context(cert: str, key: str | None) -> ssl.SSLContext:
+    """A server-side TLS context from a PEM certificate chain and its key.
+
+    Raises:
+        ConfigError: a file that does not load (unreadable, not PEM, key does not match).
+    """
+    import ssl
+
+    from ..errors import ConfigError
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        files = cert if key is None else f"{cert} and {key}"
+        raise ConfigError(f"cannot load the TLS certificate and key from {files}: {exc}") from exc
+    return context
+
+
+def _realms(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str] | None:
+    import logging
+
+    from .._logging import SIGNALING
+
+    realms: dict[str, str] = {}
+    if args.realms_file:
+        realms.update(load_realms_file(args.realms_file))
+    realms.update(realms_from_env(environ))
+    if args.realm:
+        logging.getLogger(SIGNALING).warning(
+            "--realm NAME:SECRET is deprecated: the secret is visible in the process list to "
+            "every user of this machine; use --realms-file (chmod 600) or %s",
+            REALMS_ENV,
+        )
+    for text in args.realm:
+        name, secret = parse_realm(text)
+        realms[name] = secret
+    return realms or None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the server; prints ``actr-trio signaling listening on ws://HOST:PORT`` once listening.
+    """Run the server; prints ``actr-trio signaling listening on ws://HOST:PORT`` (``wss://``
+    with TLS) once listening.
 
     Returns 0 after SIGINT/SIGTERM, 1 when the address cannot be bound, 2 on a configuration
     error.
     """
     import logging
-    import sys
 
     import trio
 
@@ -119,18 +223,16 @@ def run(args: argparse.Namespace) -> int:
     from ._server import SignalingServer
 
     try:
-        realms: dict[str, str] = {}
-        if args.realms_file:
-            realms.update(load_realms_file(args.realms_file))
-        for text in args.realm:
-            name, secret = parse_realm(text)
-            realms[name] = secret
+        if args.tls_key and not args.tls_cert:
+            raise ConfigError("--tls-key needs --tls-cert")
+        ssl_context = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
         server = SignalingServer(
             host=args.host,
             port=args.port,
-            realms=realms or None,
+            realms=_realms(args, os.environ),
             db_path=args.db,
             presence_timeout=args.presence_timeout,
+            ssl_context=ssl_context,
         )
     except ConfigError as exc:
         sys.stderr.write(f"actr-trio signaling: {exc}\n")

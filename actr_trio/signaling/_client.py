@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final, final
@@ -31,7 +32,13 @@ from .._config import Config
 from .._identity import NodeKey
 from .._ids import ActrId, ActrType
 from .._logging import SIGNALING
-from ..errors import AuthError, ConfigError, SessionTakenOver, SignalingError
+from ..errors import (
+    AuthError,
+    ConfigError,
+    ServerCertificateError,
+    SessionTakenOver,
+    SignalingError,
+)
 from ..transport._abc import Relay, SignalingConnector, SignalingSession
 from ._protocol import (
     MAX_FRAME_SIZE,
@@ -205,13 +212,18 @@ class SignalingClient:
             raise ConfigError("signaling_url must be set to use the signaling server")
         parts = urlsplit(url)
         try:
-            valid = parts.scheme == "ws" and bool(parts.hostname) and parts.port is not None
+            valid = (
+                parts.scheme in ("ws", "wss") and bool(parts.hostname) and parts.port is not None
+            )
         except ValueError:  # a port that is not a number
             valid = False
         if not valid:
-            raise ConfigError(f"signaling_url={url!r} must look like ws://HOST:PORT")
+            raise ConfigError(
+                f"signaling_url={url!r} must look like ws://HOST:PORT or wss://HOST:PORT"
+            )
         self._config = config
         self._url = url
+        self._ssl_context = _client_ssl_context(config, secure=parts.scheme == "wss")
         self._link: _Link | None = None
         self._actr_id: ActrId | None = None  # of the current run(), for statistics()
         self._registrations = 0
@@ -295,6 +307,7 @@ class SignalingClient:
                     try:
                         await _with_websocket(
                             self._url,
+                            self._ssl_context,
                             partial(
                                 self._connection,
                                 actr_type=actr_type,
@@ -317,6 +330,8 @@ class SignalingClient:
                     ) as exc:
                         self._failures += 1
                         if session is None:
+                            if isinstance(exc, ServerCertificateError):
+                                raise  # its message already says what to fix
                             raise SignalingError(
                                 f"cannot register with signaling server {self._url}: {exc}"
                             ) from exc
@@ -495,7 +510,81 @@ class SignalingClient:
         self._changed = trio.Event()
 
 
-async def _with_websocket(url: str, body: Callable[[WebSocketConnection], Awaitable[None]]) -> None:
+def _client_ssl_context(config: Config, *, secure: bool) -> ssl.SSLContext | None:
+    """The TLS context for a ``wss://`` URL (verifying the server against ``signaling_ca`` or
+    the system trust store, hostname included); ``None`` for ``ws://``.
+
+    Raises:
+        ConfigError: ``signaling_ca`` with a ``ws://`` URL, or a CA file that does not load.
+    """
+    ca = config.signaling_ca
+    if not secure:
+        if ca is not None:
+            raise ConfigError(
+                f"Config.signaling_ca is set but Config.signaling_url={config.signaling_url!r} "
+                "is not wss://: the CA would never be used (write wss://HOST:PORT)"
+            )
+        return None
+    try:
+        # CERT_REQUIRED and check_hostname are create_default_context's defaults.
+        return ssl.create_default_context(cafile=None if ca is None else str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"Config.signaling_ca={str(ca)!r} cannot be loaded as PEM CA certificates: {exc}"
+        ) from exc
+
+
+async def _open_stream(
+    host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """Connect to ``host:port``; with a context, complete the TLS handshake (the server proves
+    its certificate) before anything is sent.
+
+    Raises:
+        OSError, trio.TooSlowError: cannot connect (within ``CONNECT_TIMEOUT``).
+        ServerCertificateError: the server's certificate did not verify.
+        SignalingError: the TLS handshake failed otherwise (e.g. a plain ws:// server).
+    """
+    with trio.fail_after(CONNECT_TIMEOUT):
+        tcp = await trio.open_tcp_stream(host, port)
+        if ssl_context is None:
+            return tcp
+        # https_compatible: closing never waits for the peer's close_notify.
+        stream = trio.SSLStream(tcp, ssl_context, server_hostname=host, https_compatible=True)
+        handshook = False
+        try:
+            await stream.do_handshake()
+            handshook = True
+        except trio.BrokenResourceError as exc:
+            error = _tls_error(host, port, exc.__cause__ or exc)
+            if isinstance(error, ServerCertificateError):
+                # Someone may be impersonating the server: say so even if a retry succeeds.
+                logger.warning("%s", error)
+            raise error from exc
+        finally:
+            if not handshook:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()  # https_compatible: closes the socket at once
+        return stream
+
+
+def _tls_error(host: str, port: int, cause: BaseException) -> SignalingError:
+    where = f"wss://{host}:{port}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return ServerCertificateError(
+            f"signaling server {where}: TLS certificate verify failed "
+            f"({cause.verify_message or cause}); set Config.signaling_ca to the CA certificate "
+            "that signed the server's certificate, or have it signed by a CA in the system "
+            "trust store"
+        )
+    return SignalingError(f"TLS handshake with signaling server {where} failed: {cause}")
+
+
+async def _with_websocket(
+    url: str,
+    ssl_context: ssl.SSLContext | None,
+    body: Callable[[WebSocketConnection], Awaitable[None]],
+) -> None:
     """Open a WebSocket to ``url``, run ``body(ws)``, close gracefully, always close the socket.
 
     Two departures from ``trio_websocket.open_websocket_url``, both about closing:
@@ -511,13 +600,13 @@ async def _with_websocket(url: str, body: Callable[[WebSocketConnection], Awaita
 
     Raises:
         OSError, trio.TooSlowError: cannot connect (within ``CONNECT_TIMEOUT``).
+        ServerCertificateError, SignalingError: the TLS handshake failed (``wss://``).
         HandshakeError, ConnectionClosed, trio.TooSlowError: the WebSocket handshake failed.
     """
     parts = urlsplit(url)
     assert parts.hostname is not None
     assert parts.port is not None
-    with trio.fail_after(CONNECT_TIMEOUT):
-        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    stream = await _open_stream(parts.hostname, parts.port, ssl_context)
     failure: Exception | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -544,7 +633,8 @@ async def _with_websocket(url: str, body: Callable[[WebSocketConnection], Awaita
                 reader_scope.cancel(reason="signaling connection finished")
     finally:
         with trio.CancelScope(shield=True):
-            await stream.aclose()  # closes the socket at once; the checkpoint cannot block
+            # Closes the socket at once (TLS too: https_compatible sends no close_notify).
+            await stream.aclose()
     if failure is not None:
         raise failure
 

@@ -4,13 +4,17 @@ One task per connection reads frames and applies the machine's effects; one writ
 connection is the only one that writes to its WebSocket, fed by a bounded outbox, so a relay
 from another connection never waits on a slow receiver (a receiver whose outbox overflows is
 disconnected). A failure in one connection is logged and closes that connection only.
+Connections from an address whose authentications failed wait their turn first
+(:class:`~._throttle.AuthThrottle`); with an ``ssl_context`` the server speaks ``wss://``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, final
@@ -19,12 +23,14 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
+from .._config import secret_problem
 from .._ids import ActrId
-from .._logging import SIGNALING
+from .._logging import SIGNALING, RateLimiter
 from ..errors import ConfigError
 from ._protocol import (
     AUTH,
     MAX_FRAME_SIZE,
+    OVERLOADED,
     Close,
     PersistDeparture,
     PersistRegistration,
@@ -32,8 +38,10 @@ from ._protocol import (
     ServerEffect,
     ServerProtocol,
     encode_frame,
+    error_frame,
 )
 from ._store import SignalingStore
+from ._throttle import AuthThrottle, source_key
 
 logger = logging.getLogger(SIGNALING)
 
@@ -60,6 +68,10 @@ class SignalingServerStatistics:
         realms: realms with at least one registered connection.
         accepted: connections accepted since start.
         rejected_frames: frames refused as undecodable, oversized or out of order.
+        auth_failures: connections refused because their realm proof failed.
+        auth_throttled: connections made to wait because their address failed before.
+        auth_turned_away: connections refused at once because their address failed so often
+            that their turn was more than the longest delay away.
     """
 
     connections: int
@@ -67,6 +79,9 @@ class SignalingServerStatistics:
     realms: int
     accepted: int
     rejected_frames: int
+    auth_failures: int
+    auth_throttled: int
+    auth_turned_away: int
 
 
 @attrs.define(eq=False)
@@ -75,6 +90,7 @@ class _Peer:
 
     id: int
     ws: WebSocketConnection
+    source: str  # the throttle's key for the remote address
     outbox_send: trio.MemorySendChannel[bytes | None]
     outbox_receive: trio.MemoryReceiveChannel[bytes | None]
     cancel_scope: trio.CancelScope
@@ -88,14 +104,19 @@ class SignalingServer:
     Args:
         host: address to listen on (``"127.0.0.1"``; nothing here needs more).
         port: TCP port; 0 picks a free one (read it back from :attr:`url`).
-        realms: realm name -> secret; only nodes proving their realm's secret are admitted.
-            ``None`` admits any realm, the development default, and logs a warning.
+        realms: realm name -> secret (at least 16 bytes); only nodes proving their realm's
+            secret are admitted. ``None`` admits any realm, the development default, and logs
+            a warning.
         db_path: SQLite file for realms and registrations; ``None`` keeps them in memory.
         presence_timeout: seconds of silence after which a node disappears from discovery
             and its connection is closed.
+        ssl_context: serve ``wss://`` with this server-side context (e.g.
+            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+            ``load_cert_chain(cert, key)``); ``None`` serves plain, unencrypted ``ws://``.
 
     Raises:
-        ConfigError: an invalid argument (bad realm name, empty secret, non-positive timeout).
+        ConfigError: an invalid argument (bad realm name, secret shorter than 16 bytes,
+            non-positive timeout).
     """
 
     def __init__(
@@ -106,6 +127,7 @@ class SignalingServer:
         realms: Mapping[str, str] | None = None,
         db_path: str | os.PathLike[str] | None = None,
         presence_timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not presence_timeout > 0:
             raise ConfigError(f"presence_timeout={presence_timeout!r} must be > 0")
@@ -116,13 +138,17 @@ class SignalingServer:
 
             for name, secret in realms.items():
                 check_name("realm", name)
-                if not secret:
-                    raise ConfigError(f"realm {name!r} has an empty secret")
+                problem = secret_problem(secret)
+                if problem is not None:
+                    raise ConfigError(f"realm {name!r}: its secret {problem}")
         self._host = host
         self._port = port
         self._realms = None if realms is None else dict(realms)
         self._db_path = db_path
         self._presence_timeout = float(presence_timeout)
+        self._ssl_context = ssl_context
+        self._throttle = AuthThrottle()
+        self._refusals = RateLimiter(trio.current_time)
         self._url: str | None = None
         self._protocol: ServerProtocol | None = None
         self._store: SignalingStore | None = None
@@ -137,7 +163,7 @@ class SignalingServer:
 
     @property
     def url(self) -> str:
-        """``ws://host:port`` once listening.
+        """``ws://host:port`` (``wss://`` with an ``ssl_context``) once listening.
 
         Raises:
             RuntimeError: the server is not listening yet.
@@ -149,12 +175,16 @@ class SignalingServer:
     def statistics(self) -> SignalingServerStatistics:
         """A snapshot of connections and registrations."""
         core = self._protocol.statistics() if self._protocol is not None else None
+        throttle = self._throttle.statistics()
         return SignalingServerStatistics(
             connections=len(self._peers),
             registered=core.registered if core else 0,
             realms=core.realms if core else 0,
             accepted=self._accepted,
             rejected_frames=self._rejected_frames,
+            auth_failures=throttle.failures,
+            auth_throttled=throttle.delayed,
+            auth_turned_away=throttle.turned_away,
         )
 
     async def run(
@@ -194,14 +224,15 @@ class SignalingServer:
             try:
                 ws_server = WebSocketServer(
                     self._handle,
-                    listeners,
+                    self._secure(listeners),
                     max_message_size=_WS_MAX_MESSAGE,
                     connect_timeout=_WS_TIMEOUT,
                     disconnect_timeout=_WS_TIMEOUT,
                 )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(ws_server.run)
-                    self._url = f"ws://{self._host}:{ws_server.port}"
+                    scheme = "ws" if self._ssl_context is None else "wss"
+                    self._url = f"{scheme}://{self._host}:{ws_server.port}"
                     logger.info("signaling server listening on %s", self._url)
                     task_status.started(self)
             finally:
@@ -211,6 +242,18 @@ class SignalingServer:
         finally:
             self._store = None
             store.close()
+
+    def _secure(
+        self, listeners: list[trio.SocketListener]
+    ) -> list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]:
+        if self._ssl_context is None:
+            return listeners
+        # The TLS handshake runs in each connection's own task (trio-websocket's reader), so
+        # a client that fails it (wrong CA, plain ws://) only ends that connection.
+        return [
+            trio.SSLListener(listener, self._ssl_context, https_compatible=True)
+            for listener in listeners
+        ]
 
     # -- one connection -------------------------------------------------------------------------
 
@@ -224,12 +267,15 @@ class SignalingServer:
             return
         peer_id = next(self._ids)
         self._accepted += 1
+        source = _source(ws)
+        if not await self._wait_turn(ws, peer_id, source):
+            return
         protocol = self._protocol
         assert protocol is not None
         send, receive = trio.open_memory_channel[bytes | None](_OUTBOX_SIZE)
         try:
             async with trio.open_nursery() as nursery:
-                peer = _Peer(peer_id, ws, send, receive, nursery.cancel_scope)
+                peer = _Peer(peer_id, ws, source, send, receive, nursery.cancel_scope)
                 self._peers[peer_id] = peer
                 protocol.connect(peer_id, trio.current_time())
                 logger.debug("connection %d from %s", peer_id, ws.remote)
@@ -248,6 +294,31 @@ class SignalingServer:
                 except Exception:
                     logger.exception("recording the departure of connection %d failed", peer_id)
             logger.debug("connection %d closed", peer_id)
+
+    async def _wait_turn(self, ws: WebSocketConnection, peer_id: int, source: str) -> bool:
+        """Hold a connection from an address with recent auth failures until its turn (the
+        node's Hello waits unread meanwhile); False if it was turned away instead."""
+        wait = self._throttle.admit(source, trio.current_time())
+        if wait is None:
+            self._refusals.log(
+                logger,
+                logging.WARNING,
+                ("turned away", source),
+                "signaling connection %d from %s turned away: too many failed authentications",
+                peer_id,
+                source,
+            )
+            frame = error_frame(
+                OVERLOADED, "too many failed authentications from this address; retry later"
+            )
+            with trio.move_on_after(_CLOSE_GRACE), contextlib.suppress(ConnectionClosed):
+                await ws.send_message(encode_frame(frame))
+            return False
+        if wait > 0:
+            logger.debug("signaling connection %d from %s waits %.2fs", peer_id, source, wait)
+            # Not synchronisation: the delay *is* the defence against guessing.
+            await trio.sleep(wait)
+        return True
 
     async def _read_loop(self, peer: _Peer, protocol: ServerProtocol) -> None:
         """Read frames until the connection is lost (cancel the writer) or is closing."""
@@ -294,10 +365,7 @@ class SignalingServer:
                 self._enqueue(effect.conn, encode_frame(effect.frame))
             elif isinstance(effect, Close):
                 if effect.reason.startswith(f"{AUTH}:"):
-                    # Only the log says why a node was refused (the node is told less).
-                    logger.warning(
-                        "signaling connection %d refused: %s", effect.conn, effect.reason
-                    )
+                    self._auth_failed(effect.conn, effect.reason)
                 peer = self._peers.get(effect.conn)
                 if peer is not None:
                     peer.closing = True
@@ -309,6 +377,24 @@ class SignalingServer:
                 assert isinstance(effect, PersistDeparture)
                 logger.info("departed %s", effect.actr_id)
                 await self._persist(SignalingStore.record_departure, effect.actr_id)
+
+    def _auth_failed(self, peer_id: int, reason: str) -> None:
+        peer = self._peers.get(peer_id)
+        source = peer.source if peer is not None else "unknown"
+        delay = self._throttle.failed(source, trio.current_time())
+        # Only the log says why a node was refused (the node is told less). One line per
+        # address per interval: a guesser must not be able to flood the log either.
+        self._refusals.log(
+            logger,
+            logging.WARNING,
+            ("refused", source),
+            "signaling connection %d from %s refused: %s (that address now waits %.1fs "
+            "between connections)",
+            peer_id,
+            source,
+            reason,
+            delay,
+        )
 
     def _enqueue(self, peer_id: int, data: bytes | None) -> None:
         peer = self._peers.get(peer_id)
@@ -340,6 +426,7 @@ async def serve(
     realms: Mapping[str, str] | None = None,
     db_path: str | os.PathLike[str] | None = None,
     presence_timeout: float = 15.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[SignalingServer]:
     """Run a :class:`SignalingServer` for the duration of an ``async with`` block.
 
@@ -354,9 +441,22 @@ async def serve(
     the block comes out wrapped in an ``ExceptionGroup`` (Trio's strict exception groups).
     """
     server = SignalingServer(
-        host=host, port=port, realms=realms, db_path=db_path, presence_timeout=presence_timeout
+        host=host,
+        port=port,
+        realms=realms,
+        db_path=db_path,
+        presence_timeout=presence_timeout,
+        ssl_context=ssl_context,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         yield server
         nursery.cancel_scope.cancel(reason="signaling server block exited")
+
+
+def _source(ws: WebSocketConnection) -> str:
+    """The throttle's key for the connection's remote address."""
+    remote = ws.remote
+    if isinstance(remote, str):  # not a socket (never on TCP listeners); one shared key
+        return remote
+    return source_key(str(remote.address))

@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from actr_trio._config import Config
 from actr_trio._ids import ActrId, ActrType
 from actr_trio.errors import AuthError, PeerUnavailable, SessionTakenOver, SignalingError
 from actr_trio.signaling import SignalingClient, SignalingServer, serve
+from actr_trio.signaling._cli import REALMS_ENV
 from actr_trio.signaling._protocol import (
     ClientProtocol,
     Frame,
@@ -39,12 +40,12 @@ pytestmark = pytest.mark.integration
 ECHO = ActrType("acme", "echo")
 CALLER = ActrType("acme", "caller")
 HOST = "127.0.0.1"
-REALMS = {"alpha": "alpha-secret", "beta": "beta-secret"}
+REALMS = {"alpha": "alpha-secret-16bytes", "beta": "beta-secret-16bytes"}
 LISTENING = "actr-trio signaling listening on "
 
 
 def config(
-    url: str, realm: str = "alpha", secret: str | None = "alpha-secret", **kw: object
+    url: str, realm: str = "alpha", secret: str | None = "alpha-secret-16bytes", **kw: object
 ) -> Config:
     return Config(realm=realm, signaling_url=url, realm_secret=secret, **kw)  # type: ignore[arg-type]
 
@@ -85,7 +86,7 @@ async def raw_websocket(url: str) -> AsyncIterator[WebSocketConnection]:
 
 @asynccontextmanager
 async def raw_registered(
-    url: str, actr_type: ActrType = ECHO, realm: str = "alpha", secret: str = "alpha-secret"
+    url: str, actr_type: ActrType = ECHO, realm: str = "alpha", secret: str = "alpha-secret-16bytes"
 ) -> AsyncIterator[tuple[WebSocketConnection, ActrId]]:
     """A hand-driven connection that registers and then does only what the test does."""
     async with raw_websocket(url) as ws:
@@ -168,10 +169,10 @@ UNSET = r"requires a secret: set Config\.realm_secret \(or ACTR_REALM_SECRET\)"
 @pytest.mark.parametrize(
     ("realm", "secret", "match"),
     [
-        ("alpha", "wrong", REFUSED),
-        ("gamma", "alpha-secret", REFUSED),
+        ("alpha", "wrong-secret-16bytes", REFUSED),
+        ("gamma", "alpha-secret-16bytes", REFUSED),
         ("alpha", None, UNSET),
-        ("beta", "alpha-secret", REFUSED),
+        ("beta", "alpha-secret-16bytes", REFUSED),
     ],
     ids=["wrong-secret", "unknown-realm", "no-secret", "other-realms-secret"],
 )
@@ -193,8 +194,18 @@ class Echo(Workload):
     ("realm", "secret", "message", "logged"),
     [
         ("kvsec", None, f"realm 'kvsec' {UNSET}", None),
-        ("kvsec", "wrong", f"realm 'kvsec': {REFUSED}", "auth: wrong secret for realm 'kvsec'"),
-        ("other", "kvsec-secret", f"realm 'other': {REFUSED}", "auth: unknown realm 'other'"),
+        (
+            "kvsec",
+            "wrong-secret-16bytes",
+            f"realm 'kvsec': {REFUSED}",
+            "auth: wrong secret for realm 'kvsec'",
+        ),
+        (
+            "other",
+            "kvsec-secret-16bytes",
+            f"realm 'other': {REFUSED}",
+            "auth: unknown realm 'other'",
+        ),
     ],
     ids=["secret-unset", "secret-rejected", "unknown-realm"],
 )
@@ -206,7 +217,7 @@ async def test_a_node_whose_credentials_fail_raises_a_plain_auth_error_saying_wh
     logged: str | None,
 ) -> None:
     with trio.fail_after(10):
-        async with serve(host=HOST, realms={"kvsec": "kvsec-secret"}) as server:
+        async with serve(host=HOST, realms={"kvsec": "kvsec-secret-16bytes"}) as server:
             node_config = config(server.url, realm=realm, secret=secret)
             system = ActrSystem(node_config, transport=LoopbackHub().transport())
             # A plain except clause catches it: no exception group around a lone failure.
@@ -252,7 +263,7 @@ async def test_discovery_across_realms_sees_nothing() -> None:
         async with serve(host=HOST, realms=REALMS) as server, trio.open_nursery() as nursery:
             _, alpha_echo = await start_client(nursery, server.url, ECHO)
             _, beta_caller = await start_client(
-                nursery, server.url, CALLER, realm="beta", secret="beta-secret"
+                nursery, server.url, CALLER, realm="beta", secret="beta-secret-16bytes"
             )
             _, alpha_caller = await start_client(nursery, server.url, CALLER)
             assert await beta_caller.discover(ECHO) == []
@@ -268,7 +279,7 @@ async def test_relay_to_another_realm_is_refused() -> None:
             _, alpha = await start_client(nursery, server.url, ECHO)
             _, alpha_peer = await start_client(nursery, server.url, CALLER)
             _, beta = await start_client(
-                nursery, server.url, CALLER, realm="beta", secret="beta-secret"
+                nursery, server.url, CALLER, realm="beta", secret="beta-secret-16bytes"
             )
             with pytest.raises(PeerUnavailable):
                 await beta.send_relay(alpha.actr_id, "offer", "from beta")
@@ -376,9 +387,10 @@ async def test_client_reconnects_to_a_restarted_embedded_server() -> None:
 
 @asynccontextmanager
 async def signaling_process(
-    port: int, db: Path, log: Path, *extra: str
+    port: int, db: Path, log: Path, *extra: str, environ: Mapping[str, str] | None = None
 ) -> AsyncIterator[tuple[trio.Process, str]]:
-    """``actr-trio signaling`` as a real process; yields it and the URL it printed."""
+    """``actr-trio signaling`` as a real process (``environ`` added to this process's
+    environment); yields it and the URL it printed."""
     async with await trio.open_file(log, "ab") as stderr:
         proc = await trio.lowlevel.open_process(
             [
@@ -396,7 +408,7 @@ async def signaling_process(
             ],
             stdout=subprocess.PIPE,
             stderr=stderr.fileno(),
-            env=os.environ.copy(),
+            env={**os.environ, **(environ or {})},
         )
     try:
         assert proc.stdout is not None
@@ -421,10 +433,11 @@ async def test_server_process_restart_client_reregisters_with_same_id(
 ) -> None:
     db = tmp_path / "signaling.db"
     log = tmp_path / "signaling.log"
-    realm_args = ("--realm", "alpha:alpha-secret")
+    # Secrets from the environment: never on the command line, where `ps` shows them.
+    realms = {REALMS_ENV: "alpha:alpha-secret-16bytes"}
     with trio.fail_after(25):
         async with trio.open_nursery() as nursery:
-            async with signaling_process(0, db, log, *realm_args) as (proc, url):
+            async with signaling_process(0, db, log, environ=realms) as (proc, url):
                 port = int(url.rsplit(":", 1)[1])
                 assert url == f"ws://{HOST}:{port}"
                 client, session = await start_client(nursery, url, ECHO)
@@ -443,7 +456,7 @@ async def test_server_process_restart_client_reregisters_with_same_id(
                 "WARNING" not in await trio.Path(log).read_text()
             )  # realms given: no open-server warning
 
-            async with signaling_process(port, db, log, *realm_args) as (proc, url2):
+            async with signaling_process(port, db, log, environ=realms) as (proc, url2):
                 assert url2 == url
                 await client.wait_registrations(2)
                 assert client.statistics().actr_id == first_id

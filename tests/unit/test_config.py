@@ -75,6 +75,12 @@ def _raises_exactly(message: str) -> Any:
     return pytest.raises(ConfigError, match=f"^{re.escape(message)}$")
 
 
+SHORT_SECRET = (
+    "is shorter than 16 bytes: use a random secret, e.g. from "
+    "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -99,11 +105,35 @@ def _raises_exactly(message: str) -> Any:
         ({"ice_addresses": [1]}, "Config.ice_addresses=(1,) is not a list of strings"),
         ({"ice_servers": ("stun.example.org",)}, "Config.ice_servers=('stun.example.org',) has 'stun.example.org', which is not a stun:/turn: URL"),
         ({"realm_secret": ""}, "Config.realm_secret=<hidden> is empty (None means no secret)"),
+        ({"realm_secret": "s3cret"}, f"Config.realm_secret=<hidden> {SHORT_SECRET}"),
+        ({"signaling_ca": ""}, "Config.signaling_ca='' is empty (None means the system trust store)"),
+        ({"signaling_ca": 3}, "Config.signaling_ca=3 is not a path"),
     ],
 )  # fmt: skip
 def test_wrong_values_from_code_name_the_field(options: dict[str, Any], message: str) -> None:
     with _raises_exactly(message):
         Config(**options)
+
+
+@pytest.mark.parametrize("secret", ["x" * 16, "é" * 8, "a-much-longer-secret-than-needed"])
+def test_secrets_of_16_bytes_or_more_are_accepted(secret: str) -> None:
+    assert Config(realm_secret=secret).realm_secret == secret
+
+
+@pytest.mark.parametrize("secret", ["x", "x" * 15, "é" * 7 + "x"])
+def test_short_secrets_are_refused_from_every_source_without_showing_them(
+    tmp_path: Path, secret: str
+) -> None:
+    with _raises_exactly(f"Config.realm_secret=<hidden> {SHORT_SECRET}") as info:
+        Config(realm_secret=secret)
+    assert secret not in str(info.value)
+    path = tmp_path / "Actr.toml"
+    path.write_text(f'realm_secret = "{secret}"\n')
+    with _raises_exactly(f"{path}: realm_secret=<hidden> {SHORT_SECRET}"):
+        Config.from_file(path, environ={})
+    path.write_text("")
+    with _raises_exactly(f"ACTR_REALM_SECRET=<hidden> {SHORT_SECRET}"):
+        Config.from_file(path, environ={"ACTR_REALM_SECRET": secret})
 
 
 def test_a_secret_of_the_wrong_type_is_not_echoed() -> None:
@@ -132,6 +162,7 @@ def test_fields_are_annotated_with_their_real_types() -> None:
     assert types == {
         "realm": "str",
         "signaling_url": "str | None",
+        "signaling_ca": "Path | None",
         "realm_secret": "str | None",
         "data_dir": "Path | None",
         "ice_addresses": "tuple[str, ...]",
@@ -260,9 +291,11 @@ def test_realm_names_are_checked_at_construction(realm: str) -> None:
     [
         ("localhost:8765", "has no scheme: write 'ws://localhost:8765'"),
         ("127.0.0.1:8765", "has no scheme: write 'ws://127.0.0.1:8765'"),
-        ("http://127.0.0.1:8765", "must be ws://HOST:PORT, not http://"),
-        ("wss://example.org:443", "uses wss://, which the signaling client does not support: use ws://HOST:PORT"),
+        ("http://127.0.0.1:8765", "must be ws://HOST:PORT or wss://HOST:PORT, not http://"),
+        ("https://example.org:443", "must be ws://HOST:PORT or wss://HOST:PORT, not https://"),
         ("ws://127.0.0.1", "must be ws://HOST:PORT (host and port both required)"),
+        ("wss://example.org", "must be wss://HOST:PORT (host and port both required)"),
+        ("wss://example.org:tls", "has an invalid port: write wss://HOST:PORT"),
         ("ws://:8765", "must be ws://HOST:PORT (host and port both required)"),
         ("ws://127.0.0.1:http", "has an invalid port: write ws://HOST:PORT"),
         ("", "is empty (None means no signaling server)"),
@@ -273,9 +306,36 @@ def test_signaling_urls_are_checked_at_construction(url: str, reason: str) -> No
         Config(signaling_url=url)
 
 
-@pytest.mark.parametrize("url", ["ws://127.0.0.1:8765", "ws://signal.example.org:80/actr", None])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://127.0.0.1:8765",
+        "ws://signal.example.org:80/actr",
+        "wss://signal.example.org:443",
+        "wss://127.0.0.1:8765/actr",
+        None,
+    ],
+)
 def test_signaling_urls_the_client_accepts(url: str | None) -> None:
     assert Config(signaling_url=url).signaling_url == url
+
+
+def test_signaling_ca_is_a_path_from_code_file_or_environment(tmp_path: Path) -> None:
+    assert Config(signaling_ca="ca.pem").signaling_ca == Path("ca.pem")
+    path = tmp_path / "Actr.toml"
+    path.write_text('signaling_url = "wss://127.0.0.1:8765"\nsignaling_ca = "ca.pem"\n')
+    assert Config.from_file(path, environ={}).signaling_ca == Path("ca.pem")
+    environ = {"ACTR_SIGNALING_CA": "/etc/actr/ca.pem"}
+    assert Config.from_file(path, environ=environ).signaling_ca == Path("/etc/actr/ca.pem")
+    assert Config.from_file(path, environ={"ACTR_SIGNALING_CA": ""}).signaling_ca is None
+
+
+def test_the_servers_realms_variable_is_not_a_typo_of_a_field(tmp_path: Path) -> None:
+    path = tmp_path / "Actr.toml"
+    path.write_text('realm = "prod"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Config.from_file(path, environ={"ACTR_SIGNALING_REALMS": "prod:" + "x" * 16})
 
 
 def test_the_reference_lists_every_field() -> None:

@@ -29,6 +29,7 @@ ERRORS = {
     "PeerNotAuthenticated",
     "CredentialError", "IdentityTaken", "IssuerKeyMismatch",
     "PermissionDenied",
+    "ServerCertificateError",
     "RemoteShuttingDown", "Retryable", "RouteNotFound", "SessionTakenOver", "ShuttingDown",
     "SignalingError", "StreamIncomplete", "TransportError", "WrongTarget",
 }  # fmt: skip

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from actr_trio._ids import ActrId, ActrType
@@ -439,43 +437,3 @@ def test_client_refuses_a_different_id_than_asked() -> None:
     other = Frame.Registered(actr_id=ActrId("demo", 6, ECHO).to_proto(), presence_timeout=1.0)
     with pytest.raises(FrameError, match="instead of"):
         client.receive(encode_frame(Frame(registered=other)))
-
-
-# -- command-line realm parsing -------------------------------------------------------------------
-
-
-def test_parse_realm_splits_on_the_first_colon() -> None:
-    from actr_trio.signaling._cli import parse_realm
-
-    assert parse_realm("demo:se:cret") == ("demo", "se:cret")
-    for bad in ("demo", "demo:", ":secret"):
-        with pytest.raises(ConfigError, match="NAME:SECRET"):
-            parse_realm(bad)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        'alpha = "a-secret"\nbeta = "b:secret"\n',
-        '[realms]\nalpha = "a-secret"\nbeta = "b:secret"\n',
-        "# comment\nalpha:a-secret\n\nbeta:b:secret\n",
-    ],
-    ids=["toml", "toml-table", "lines"],
-)
-def test_realms_file_formats(tmp_path: Path, text: str) -> None:
-    from actr_trio.signaling._cli import load_realms_file
-
-    path = tmp_path / "realms"
-    path.write_text(text)
-    assert load_realms_file(str(path)) == {"alpha": "a-secret", "beta": "b:secret"}
-
-
-def test_realms_file_errors(tmp_path: Path) -> None:
-    from actr_trio.signaling._cli import load_realms_file
-
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_realms_file(str(tmp_path / "missing"))
-    bad = tmp_path / "bad.toml"
-    bad.write_text("alpha = 3\n")
-    with pytest.raises(ConfigError, match="SECRET"):
-        load_realms_file(str(bad))
