@@ -8,23 +8,35 @@ file, not the process, so two nodes in one process exclude each other too.
 
 On Windows (no ``flock``) no lock is taken; SQLite's exclusive lock on the mailbox still refuses
 a second node there, with a less helpful message.
+
+The directory and its files are private to the user running the node: a ``data_dir`` the node
+creates is mode 0700, and every file it writes there is 0600 (files from older versions are
+tightened when opened). An existing directory keeps its mode; one that other users may write to
+draws a warning, since they could replace the node's identity.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from ._logging import NODE
 from .errors import ConfigError, DataDirInUse
 
 if sys.platform != "win32":
     import fcntl
 
 LOCK_FILE: Final = "node.lock"
+#: Mode of a data_dir the node creates: only its owner may list, read or change it.
+DIR_MODE: Final = 0o700
+#: Mode of every file the node writes into its data_dir.
+FILE_MODE: Final = 0o600
 # Bytes read back from the lock file: a pid and a newline fit many times over.
 _PID_READ: Final = 32
 
@@ -47,14 +59,76 @@ def hold_data_dir(data_dir: Path | None) -> Iterator[None]:
         _unlock(fd)
 
 
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) with the last one at mode 0700; no-op if it exists.
+
+    Raises:
+        OSError: it cannot be created.
+    """
+    # mkdir's mode applies to the last component only; parents get the usual umask default.
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+
+
+def private_file(path: Path) -> None:
+    """Make sure ``path`` exists and only its owner may read or write it (mode 0600).
+
+    For files a library creates with the umask (SQLite): creating it first, empty, at 0600,
+    makes SQLite keep that mode (its WAL file copies the database's).
+
+    Raises:
+        OSError: it cannot be created or its mode changed.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        _tighten(fd)
+    finally:
+        os.close(fd)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data``, mode 0600 (a crash leaves old or new, whole).
+
+    Raises:
+        OSError: it cannot be written.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        _tighten(fd)  # a .tmp left by an older version may be 0644
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def _tighten(fd: int) -> None:
+    if sys.platform != "win32" and stat.S_IMODE(os.fstat(fd).st_mode) & ~FILE_MODE:
+        os.fchmod(fd, FILE_MODE)
+
+
+def _warn_if_shared(data_dir: Path) -> None:
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    # Writable by others (and not sticky): they could replace identity.json or the node key.
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        logging.getLogger(NODE).warning(
+            "data_dir %s is writable by other users (mode %04o): they could replace the "
+            "node's identity; run 'chmod 700 %s'",
+            data_dir,
+            mode,
+            data_dir,
+        )
+
+
 def _lock(data_dir: Path) -> int:
     path = data_dir / LOCK_FILE
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_private_dir(data_dir)
+        _warn_if_shared(data_dir)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as exc:
         raise ConfigError(f"data_dir {data_dir}: cannot create {LOCK_FILE}: {exc}") from exc
     try:
+        _tighten(fd)  # a lock file left by an older version may be 0644
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _holder(fd)

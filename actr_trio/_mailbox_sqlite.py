@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeVar, final
 import attrs
 import trio
 
+from ._datadir import make_private_dir, private_file
 from ._lanes import Priority
 from ._logging import MAILBOX
 from ._mailbox import (
@@ -194,7 +195,13 @@ class SqliteCore:
         if synchronous not in ("NORMAL", "FULL"):
             raise MailboxError(f"synchronous={synchronous!r} must be 'NORMAL' or 'FULL'")
         with _translate(f"cannot open mailbox {str(path)!r}"):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
+            # SQLite creates files with the umask (often 0644); the WAL file copies the mode
+            # of the database, so a database created 0600 first keeps both private.
+            private_file(path)
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists():  # left by a crash, maybe of a version that did not tighten it
+                private_file(wal)
             conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=_LOCK_TIMEOUT
             )

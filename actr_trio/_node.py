@@ -32,7 +32,7 @@ import trio
 from ._acl import guard
 from ._config import Config
 from ._context import Actions, Context
-from ._datadir import hold_data_dir
+from ._datadir import hold_data_dir, make_private_dir, write_private_file
 from ._envelope import (
     REQUEST,
     RESPONSE,
@@ -177,10 +177,8 @@ def _load_identity(data_dir: Path | None) -> ActrId | None:
 def _save_identity(data_dir: Path | None, actr_id: ActrId) -> None:
     if data_dir is None:
         return
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / (IDENTITY_FILE + ".tmp")
-    tmp.write_text(json.dumps({"actr_id": str(actr_id)}))
-    tmp.replace(data_dir / IDENTITY_FILE)
+    make_private_dir(data_dir)
+    write_private_file(data_dir / IDENTITY_FILE, json.dumps({"actr_id": str(actr_id)}).encode())
 
 
 class _NodeCore:
