@@ -29,7 +29,15 @@ from ._ids import ActrId, ActrType
 from ._lanes import Priority
 from .errors import ConfigError
 
-__all__ = ["Acl", "AclGuard", "AclRule", "Visibility", "guard", "type_pattern_matches"]
+__all__ = [
+    "Acl",
+    "AclGuard",
+    "AclRule",
+    "Visibility",
+    "discovery_visibility",
+    "guard",
+    "type_pattern_matches",
+]
 
 # One part of a caller pattern (manufacturer, name or realm): a name, where "*" matches any run
 # of characters. Nothing else is special, so a pattern reads as what it matches.
@@ -364,3 +372,14 @@ def guard(*acls: Acl | None, owner: str) -> AclGuard | None:
             raise ConfigError(f"{owner}.acl={acl!r} must be an Acl or None")
         found.append(acl)
     return AclGuard(found) if found else None
+
+
+def discovery_visibility(*acls: Acl | None, realm: str, owner: str) -> tuple[Visibility, ...]:
+    """What a node registers about who may discover it: one :class:`Visibility` per ACL
+    (``None`` entries skipped); empty when it has none (everyone may).
+
+    Raises:
+        ConfigError: as :func:`guard`.
+    """
+    found = guard(*acls, owner=owner)
+    return () if found is None else found.visibility(realm)

@@ -29,7 +29,7 @@ from typing import Any, Final, final
 import attrs
 import trio
 
-from ._acl import guard
+from ._acl import discovery_visibility, guard
 from ._config import Config
 from ._context import Actions, Context
 from ._datadir import hold_data_dir, make_private_dir, write_private_file
@@ -721,5 +721,12 @@ class ActrSystem:
                 )
             from .signaling._client import SignalingClient
 
-            signaling = SignalingClient(self.config)
+            # The server hides this node from callers its ACLs refuse (enforcement stays here).
+            visibility = discovery_visibility(
+                self.config.acl,
+                workload.acl,
+                realm=self.config.realm,
+                owner=type(workload).__name__,
+            )
+            signaling = SignalingClient(self.config, visibility=visibility)
         return ActrNode(_NodeCore(self.config, workload, transport, signaling))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final, final
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from .._acl import Visibility
 from .._config import Config
 from .._identity import NodeKey
 from .._ids import ActrId, ActrType
@@ -201,12 +202,15 @@ class SignalingClient:
 
     Args:
         config: uses ``realm``, ``realm_secret``, ``signaling_url`` and ``heartbeat_interval``.
+        visibility: who may discover this node, from its ACLs (``ActrSystem`` passes it);
+            empty: every node of the realm.
 
     Raises:
         ConfigError: ``config.signaling_url`` is not set.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, visibility: Sequence[Visibility] = ()) -> None:
+        self._visibility = tuple(visibility)
         url = config.signaling_url
         if not url:
             raise ConfigError("signaling_url must be set to use the signaling server")
@@ -363,6 +367,7 @@ class SignalingClient:
             secret=self._config.realm_secret,
             actr_type=actr_type,
             previous_id=previous_id,
+            visibility=self._visibility,
         )
         with trio.fail_after(CONNECT_TIMEOUT):
             presence_timeout = await self._register(ws, protocol)

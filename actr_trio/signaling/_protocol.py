@@ -20,12 +20,13 @@ import enum
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, final
 
 import attrs
 from google.protobuf.message import DecodeError
 
+from .._acl import MAX_VISIBILITY_PATTERNS, Visibility, check_visibility_pattern
 from .._ids import ActrId, ActrType, check_name
 from .._proto.actr import signaling_pb2
 from ..errors import AuthError, ConfigError, PeerUnavailable, SessionTakenOver, SignalingError
@@ -37,6 +38,8 @@ Frame = signaling_pb2.SignalingFrame
 MAX_FRAME_SIZE: Final = 64 * 1024
 #: Version sent in ``Hello``; the server refuses others.
 PROTOCOL_VERSION: Final = 1
+#: Discovery filters one Register may carry (a node has at most two ACLs: Config's, workload's).
+MAX_VISIBILITY_FILTERS: Final = 4
 #: Length of the server's challenge nonce in bytes.
 NONCE_SIZE: Final = 32
 
@@ -91,6 +94,25 @@ def encode_frame(frame: Frame) -> bytes:
 def prove(secret: str, nonce: bytes, realm: str) -> bytes:
     """The client's answer to a challenge: ``HMAC-SHA256(secret, nonce || realm)``."""
     return hmac.new(secret.encode(), nonce + realm.encode(), hashlib.sha256).digest()
+
+
+def _visibility_from_wire(register: Frame.Register) -> tuple[Visibility, ...]:
+    """The discovery filters a Register carries, checked (sizes first).
+
+    Raises:
+        ConfigError: too many filters or patterns, or a malformed pattern.
+    """
+    filters = register.visible_to
+    if len(filters) > MAX_VISIBILITY_FILTERS:
+        raise ConfigError(f"{len(filters)} discovery filters (at most {MAX_VISIBILITY_FILTERS})")
+    out = []
+    for f in filters:
+        if len(f.allow) > MAX_VISIBILITY_PATTERNS or len(f.deny) > MAX_VISIBILITY_PATTERNS:
+            raise ConfigError(f"a discovery filter has over {MAX_VISIBILITY_PATTERNS} patterns")
+        for pattern in (*f.allow, *f.deny):
+            check_visibility_pattern(pattern)
+        out.append(Visibility(tuple(f.allow), tuple(f.deny)))
+    return tuple(out)
 
 
 def error_frame(code: str, message: str, request_id: int = 0) -> Frame:
@@ -159,6 +181,7 @@ class _Connection:
     realm: str = ""
     nonce: bytes = b""
     actr_id: ActrId | None = None
+    visibility: tuple[Visibility, ...] = ()  # who may discover it (its ACLs); () is everyone
 
 
 @final
@@ -271,13 +294,22 @@ class ServerProtocol:
             return []
         return self._leave(conn, state)
 
-    def discoverable(self, realm: str, actr_type: ActrType, now: float) -> list[ActrId]:
-        """Registered, present nodes of ``actr_type`` in ``realm``, by serial."""
+    def discoverable(
+        self, realm: str, actr_type: ActrType, now: float, *, asker: ActrType | None = None
+    ) -> list[ActrId]:
+        """Registered, present nodes of ``actr_type`` in ``realm``, by serial; with ``asker``,
+        only those whose ACLs let a node of that type see them."""
         return sorted(
             actr_id
             for actr_id, conn in self._holders.items()
-            if actr_id.realm == realm and actr_id.type == actr_type and self._present(conn, now)
+            if actr_id.realm == realm
+            and actr_id.type == actr_type
+            and self._present(conn, now)
+            and (asker is None or self._visible(conn, asker))
         )
+
+    def _visible(self, conn: int, asker: ActrType) -> bool:
+        return all(v.admits(asker) for v in self._connections[conn].visibility)
 
     def statistics(self) -> ServerProtocolStatistics:
         """A snapshot of connection and registration counts."""
@@ -333,6 +365,7 @@ class ServerProtocol:
     ) -> list[ServerEffect]:
         try:
             actr_type = ActrType.from_proto(register.actr_type)
+            state.visibility = _visibility_from_wire(register)
             previous = (
                 ActrId.from_proto(register.previous_id)
                 if register.HasField("previous_id")
@@ -369,7 +402,8 @@ class ServerProtocol:
             actr_type = ActrType.from_proto(discover.actr_type)
         except ConfigError as exc:
             return [Send(conn, error_frame(BAD_REQUEST, str(exc), discover.request_id))]
-        found = self.discoverable(state.realm, actr_type, now)
+        assert state.actr_id is not None
+        found = self.discoverable(state.realm, actr_type, now, asker=state.actr_id.type)
         peers = Frame.Peers(request_id=discover.request_id, peers=[p.to_proto() for p in found])
         return [Send(conn, Frame(peers=peers))]
 
@@ -530,6 +564,7 @@ class ClientProtocol:
         secret: the realm secret (``None``: prove nothing; only an open server admits that).
         actr_type: what this node hosts.
         previous_id: identity to register under again, if the node had one.
+        visibility: who may discover this node (its ACLs' :class:`Visibility`); empty: all.
     """
 
     def __init__(
@@ -539,11 +574,13 @@ class ClientProtocol:
         secret: str | None,
         actr_type: ActrType,
         previous_id: ActrId | None,
+        visibility: Sequence[Visibility] = (),
     ) -> None:
         self._realm = realm
         self._secret = secret
         self._actr_type = actr_type
         self._previous_id = previous_id
+        self._visibility = tuple(visibility)
         self._phase = _Phase.HELLO
         self._actr_id: ActrId | None = None
         self._next_request = 1
@@ -646,6 +683,8 @@ class ClientProtocol:
         register = Frame.Register(actr_type=self._actr_type.to_proto())
         if self._previous_id is not None:
             register.previous_id.CopyFrom(self._previous_id.to_proto())
+        for v in self._visibility:
+            register.visible_to.add(allow=v.allow, deny=v.deny)
         self._phase = _Phase.REGISTER
         # Register is pipelined after Authenticate: a refused proof closes the session anyway.
         return [

@@ -13,10 +13,12 @@ asking key, where the real server refuses it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import trio
 
+from .._acl import Visibility
 from .._identity import IssuerKey, NodeKey
 from .._ids import ActrId, ActrType
 from ..errors import IdentityTaken, PeerUnavailable, SignalingError
@@ -46,9 +48,10 @@ class MemorySignaling:
         self._sessions: dict[ActrId, MemorySession] = {}
         self._keys: dict[ActrId, bytes] = {}  # every id ever assigned -> its node's public key
 
-    def connector(self) -> MemoryConnector:
-        """A connector for one node (pass it where a ``SignalingConnector`` is expected)."""
-        return MemoryConnector(self)
+    def connector(self, *, visibility: Sequence[Visibility] = ()) -> MemoryConnector:
+        """A connector for one node (pass it where a ``SignalingConnector`` is expected);
+        ``visibility``: who may discover that node (its ACLs'), as a real server keeps it."""
+        return MemoryConnector(self, visibility)
 
     def present(self) -> list[ActrId]:
         """Everyone registered now, sorted."""
@@ -100,6 +103,7 @@ class MemorySession:
         self._actr_id = actr_id
         self._node_key = node_key
         self._credential, self._renew_at = service._issue(actr_id, node_key)
+        self.visibility: tuple[Visibility, ...] = ()  # who may discover it; () is everyone
         self._relay_send, self._relay_recv = trio.open_memory_channel[Relay](RELAY_BUFFER)
 
     def __repr__(self) -> str:
@@ -130,7 +134,13 @@ class MemorySession:
 
     async def discover(self, actr_type: ActrType) -> list[ActrId]:
         await trio.lowlevel.checkpoint()
-        return [i for i in self._service.present() if i.type == actr_type]
+        sessions = self._service._sessions
+        asker = self._actr_id.type
+        return [
+            i
+            for i in self._service.present()
+            if i.type == actr_type and all(v.admits(asker) for v in sessions[i].visibility)
+        ]
 
     async def send_relay(self, target: ActrId, kind: str, payload: str) -> None:
         await trio.lowlevel.checkpoint()
@@ -151,8 +161,9 @@ class MemorySession:
 class MemoryConnector:
     """Registers one node with a :class:`MemorySignaling` for as long as ``run`` runs."""
 
-    def __init__(self, service: MemorySignaling) -> None:
+    def __init__(self, service: MemorySignaling, visibility: Sequence[Visibility] = ()) -> None:
         self._service = service
+        self._visibility = tuple(visibility)
 
     async def run(
         self,
@@ -164,6 +175,7 @@ class MemoryConnector:
     ) -> None:
         key = NodeKey.generate() if node_key is None else node_key
         session = self._service._register(actr_type, previous_id, key)
+        session.visibility = self._visibility
         try:
             task_status.started(session)
             await trio.sleep_forever()

@@ -14,6 +14,7 @@ from typing import Any, final
 
 import trio
 
+from .._acl import discovery_visibility
 from .._config import Config
 from .._node import ActrNode, ActrRef, ActrSystem
 from .._router import Workload
@@ -77,8 +78,12 @@ class LocalRealm:
         transport: Transport = self.hub.transport()
         if wrap_transport is not None:
             transport = wrap_transport(transport)
+        config = self.config(**options)
+        visibility = discovery_visibility(
+            config.acl, workload.acl, realm=config.realm, owner=type(workload).__name__
+        )
         system = ActrSystem(
-            self.config(**options), transport=transport, signaling=self.signaling.connector()
+            config, transport=transport, signaling=self.signaling.connector(visibility=visibility)
         )
         return system.attach(workload)
 

@@ -39,13 +39,22 @@ class SignalingFrame(_message.Message):
         PROOF_FIELD_NUMBER: _ClassVar[int]
         proof: bytes
         def __init__(self, proof: _Optional[bytes] = ...) -> None: ...
+    class CallerFilter(_message.Message):
+        __slots__ = ("allow", "deny")
+        ALLOW_FIELD_NUMBER: _ClassVar[int]
+        DENY_FIELD_NUMBER: _ClassVar[int]
+        allow: _containers.RepeatedScalarFieldContainer[str]
+        deny: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ...) -> None: ...
     class Register(_message.Message):
-        __slots__ = ("actr_type", "previous_id")
+        __slots__ = ("actr_type", "previous_id", "visible_to")
         ACTR_TYPE_FIELD_NUMBER: _ClassVar[int]
         PREVIOUS_ID_FIELD_NUMBER: _ClassVar[int]
+        VISIBLE_TO_FIELD_NUMBER: _ClassVar[int]
         actr_type: _types_pb2.ActrType
         previous_id: _types_pb2.ActrId
-        def __init__(self, actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., previous_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ...) -> None: ...
+        visible_to: _containers.RepeatedCompositeFieldContainer[SignalingFrame.CallerFilter]
+        def __init__(self, actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., previous_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., visible_to: _Optional[_Iterable[_Union[SignalingFrame.CallerFilter, _Mapping]]] = ...) -> None: ...
     class Registered(_message.Message):
         __slots__ = ("actr_id", "presence_timeout")
         ACTR_ID_FIELD_NUMBER: _ClassVar[int]
