@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._acl import Acl
+from ._identity import decode_public_key
 from ._ids import NAME_RE
 from .errors import ConfigError
 
@@ -179,6 +180,16 @@ def _ca_problem(value: Any) -> Problem:
     # Whether the file exists and holds certificates is checked when the node connects (the
     # Config may be built on another machine than the one that runs the node).
     return "is empty (None means the system trust store)" if not os.fspath(value) else None
+
+
+def _key_problem(value: Any) -> Problem:
+    if not isinstance(value, str):
+        return "is not a string"
+    try:
+        decode_public_key(value)
+    except ConfigError:
+        return "is not an Ed25519 public key (64 hex digits or 44 base64 characters)"
+    return None
 
 
 def _path_problem(value: Any) -> Problem:
@@ -353,6 +364,19 @@ class Config:
             "Where the mailbox database and the node's identity live. None means an in-memory "
             "mailbox: fast, but **not durable** (a crash loses accepted envelopes) and a fresh "
             "ActrId at every start.",
+        ),
+    )
+    trust_anchor: str | None = attrs.field(
+        default=None,
+        validator=_validate,
+        metadata=_meta(
+            _optional(_Rule("an Ed25519 public key: 64 hex digits or base64", _key_problem)),
+            "The signaling server's credential issuer key, as the server logs it at start "
+            "(``signaling issuer key ID (...): trust_anchor = HEX``; or ``actr-trio signaling "
+            "--db DB --print-issuer-key``). A server presenting another key is refused "
+            "(``IssuerKeyMismatch``). None: trust the first key seen and pin it in "
+            "``data_dir/issuer.pub`` (for this run only without a data_dir). Recommended: "
+            "set it.",
         ),
     )
     ice_addresses: tuple[str, ...] = attrs.field(

@@ -46,9 +46,11 @@ __all__ = [
     "NodeKey",
     "decode_public_key",
     "key_id",
+    "read_pinned_issuer",
     "registration_message",
     "verify_credential",
     "verify_signature",
+    "write_pinned_issuer",
 ]
 
 #: The node key's file name in ``data_dir``.
@@ -120,6 +122,50 @@ def decode_public_key(text: str) -> bytes:
             f"{text[:80]!r} is not an Ed25519 public key (64 hex digits or 44 base64 characters)"
         )
     return raw
+
+
+def read_pinned_issuer(data_dir: Path | None) -> bytes | None:
+    """The issuer key pinned on first use in ``data_dir/issuer.pub``, if any.
+
+    Raises:
+        ConfigError: the file exists but does not hold a public key (the message says how to
+            re-pin).
+    """
+    if data_dir is None:
+        return None
+    path = data_dir / ISSUER_PUB_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable pinned issuer key ({exc})") from exc
+    try:
+        return decode_public_key(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}; delete it to pin the server's key again") from None
+
+
+def write_pinned_issuer(data_dir: Path, public_key: bytes) -> None:
+    """Pin ``public_key`` in ``data_dir/issuer.pub`` (hex, mode 0600, atomically).
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    path = data_dir / ISSUER_PUB_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, public_key.hex().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot pin the issuer key ({exc})") from exc
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:

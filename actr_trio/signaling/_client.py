@@ -30,7 +30,14 @@ from trio_websocket import (
 
 from .._acl import Visibility
 from .._config import Config
-from .._identity import NodeKey
+from .._identity import (
+    ISSUER_PUB_FILE,
+    NodeKey,
+    decode_public_key,
+    key_id,
+    read_pinned_issuer,
+    write_pinned_issuer,
+)
 from .._ids import ActrId, ActrType
 from .._logging import SIGNALING
 from ..errors import (
@@ -44,6 +51,7 @@ from ..transport._abc import Relay, SignalingConnector, SignalingSession
 from ._protocol import (
     MAX_FRAME_SIZE,
     ClientProtocol,
+    CredentialRenewed,
     Frame,
     FrameError,
     Outgoing,
@@ -132,9 +140,6 @@ class _Session:
         self._relays = relays
         self._client = client
         self._node_key = node_key
-        # Set at every registration and renewal (the client verified them first).
-        self.current_credential = b""
-        self.current_issuer_key = b""
 
     def __repr__(self) -> str:
         return f"<signaling session {self._actr_id}>"
@@ -152,13 +157,15 @@ class _Session:
     @property
     def credential(self) -> bytes:
         """The newest credential the server issued (renewed before expiry, and at every
-        re-registration)."""
-        return self.current_credential
+        re-registration), verified against :attr:`issuer_key`."""
+        return self._client._credential
 
     @property
     def issuer_key(self) -> bytes:
         """The pinned issuer public key every credential was verified against."""
-        return self.current_issuer_key
+        pinned = self._client._pinned
+        assert pinned is not None  # pinned at the first registration, before this session
+        return pinned
 
     @property
     def relays(self) -> trio.MemoryReceiveChannel[Relay]:
@@ -232,6 +239,12 @@ class SignalingClient:
         self._actr_id: ActrId | None = None  # of the current run(), for statistics()
         self._registrations = 0
         self._failures = 0
+        # The issuer key every credential must be signed by: Config.trust_anchor, else pinned
+        # on first use (kept in data_dir/issuer.pub when there is one; read at run()).
+        anchor = config.trust_anchor
+        self._anchor = None if anchor is None else decode_public_key(anchor)
+        self._pinned: bytes | None = self._anchor
+        self._credential = b""
         self._changed = trio.Event()
         self._running = False
 
@@ -294,6 +307,8 @@ class SignalingClient:
         relay_send, relay_receive = trio.open_memory_channel[Relay](RELAY_BUFFER)
         session: _Session | None = None
         key = NodeKey.generate() if node_key is None else node_key
+        if self._anchor is None and self._pinned is None:
+            self._pinned = read_pinned_issuer(self._config.data_dir)
         backoff = BACKOFF_MIN
         known_id = previous_id  # after the first registration: the id to keep
 
@@ -316,6 +331,7 @@ class SignalingClient:
                                 self._connection,
                                 actr_type=actr_type,
                                 previous_id=known_id,
+                                node_key=key,
                                 relays=relay_send,
                                 on_registered=on_registered,
                             ),
@@ -358,6 +374,7 @@ class SignalingClient:
         *,
         actr_type: ActrType,
         previous_id: ActrId | None,
+        node_key: NodeKey,
         relays: trio.MemorySendChannel[Relay],
         on_registered: Callable[[ActrId], None],
     ) -> None:
@@ -367,22 +384,27 @@ class SignalingClient:
             secret=self._config.realm_secret,
             actr_type=actr_type,
             previous_id=previous_id,
+            node_key=node_key,
+            trusted_issuer=self._pinned,
+            trust_hint=self._trust_hint(),
             visibility=self._visibility,
         )
         with trio.fail_after(CONNECT_TIMEOUT):
-            presence_timeout = await self._register(ws, protocol)
-        on_registered(self._registered_id(protocol))
+            registered = await self._register(ws, protocol)
+        self._accept(registered)
+        on_registered(registered.actr_id)
+        presence_timeout = registered.presence_timeout
         await self._serve(ws, protocol, relays, presence_timeout)
 
-    async def _register(self, ws: WebSocketConnection, protocol: ClientProtocol) -> float:
-        """Hello, answer the challenge, register; return the server's presence timeout."""
+    async def _register(self, ws: WebSocketConnection, protocol: ClientProtocol) -> Registered:
+        """Hello, answer the challenge, register; return the (verified) registration."""
         await ws.send_message(encode_frame(protocol.hello()))
         while True:
             for event in protocol.receive(await ws.get_message()):
                 if isinstance(event, Outgoing):
                     await ws.send_message(encode_frame(event.frame))
                 elif isinstance(event, Registered):
-                    return event.presence_timeout
+                    return event
                 elif isinstance(event, SessionFailed):
                     raise event.error
                 else:
@@ -452,6 +474,9 @@ class SignalingClient:
                             )
                     elif isinstance(event, PeersFound):
                         self._resolve(link, event.request_id, outcome.Value(event.peers))
+                    elif isinstance(event, CredentialRenewed):
+                        self._credential = event.credential
+                        logger.debug("credential of %s renewed", self._actr_id)
                     elif isinstance(event, RelayDelivered):
                         self._resolve(link, event.request_id, outcome.Value(()))
                     elif isinstance(event, RequestFailed):
@@ -475,6 +500,38 @@ class SignalingClient:
         except ConnectionClosed as exc:
             lost.append(exc)
             scope.cancel(reason="signaling connection lost")
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def _accept(self, registered: Registered) -> None:
+        """Keep the verified credential; pin its issuer if nothing was pinned yet (TOFU)."""
+        self._credential = registered.credential
+        if self._pinned is not None:
+            return  # ClientProtocol already refused any other issuer
+        self._pinned = registered.issuer_key
+        data_dir = self._config.data_dir
+        if data_dir is not None:
+            write_pinned_issuer(data_dir, registered.issuer_key)
+        where = (
+            f"pinned in {data_dir / ISSUER_PUB_FILE}"
+            if data_dir is not None
+            else "for this run only: no data_dir"
+        )
+        logger.info(
+            "trusting signaling issuer key %s on first use (%s); set Config.trust_anchor = %r "
+            "to pin it explicitly",
+            key_id(registered.issuer_key),
+            where,
+            registered.issuer_key.hex(),
+        )
+
+    def _trust_hint(self) -> str:
+        if self._anchor is not None:
+            return " (Config.trust_anchor)"
+        data_dir = self._config.data_dir
+        if data_dir is not None:
+            return f" (pinned on first use in {data_dir / ISSUER_PUB_FILE}; delete it to re-pin)"
+        return " (pinned at this node's first registration in this run)"
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -10,8 +10,15 @@ only read, write, wait and persist. Invariants the server machine keeps:
   and a relay to another realm is refused exactly like a relay to an unknown node.
 * Rule 3: one ``ActrId`` is held by at most one connection; registering with a held id takes the
   id over and closes the previous holder.
-* Rule 4: bad input (undecodable frame, over :data:`MAX_FRAME_SIZE`, out of order) gets one
-  ``Error`` frame and the connection is closed; nothing else is affected.
+* Rule 4: bad input (undecodable frame, over :data:`MAX_FRAME_SIZE`, out of order, an integer
+  out of range) gets one ``Error`` frame and the connection is closed; nothing else is affected.
+* Rule 5: every registration proves possession of a node key (an Ed25519 signature over the
+  challenge nonce, the realm and the public key). The server assigns every serial; an
+  ``ActrId`` is bound for good to the key that first registered it, and ``previous_id`` is only
+  a request to get back an id bound to the same key: an id bound to another key, never
+  assigned, or out of range is refused (``identity``) and whoever holds it is left alone.
+* Rule 6: a registered node holds a credential (claims signed by the issuer key), renewed on
+  the first heartbeat after two thirds of its lifetime.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import enum
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, final
 
@@ -27,9 +35,28 @@ import attrs
 from google.protobuf.message import DecodeError
 
 from .._acl import MAX_VISIBILITY_PATTERNS, Visibility, check_visibility_pattern
+from .._identity import (
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    IssuerKey,
+    NodeKey,
+    key_id,
+    registration_message,
+    verify_credential,
+    verify_signature,
+)
 from .._ids import ActrId, ActrType, check_name
 from .._proto.actr import signaling_pb2
-from ..errors import AuthError, ConfigError, PeerUnavailable, SessionTakenOver, SignalingError
+from ..errors import (
+    AuthError,
+    ConfigError,
+    CredentialError,
+    IdentityTaken,
+    IssuerKeyMismatch,
+    PeerUnavailable,
+    SessionTakenOver,
+    SignalingError,
+)
 from ..transport._abc import Relay
 
 Frame = signaling_pb2.SignalingFrame
@@ -42,9 +69,18 @@ PROTOCOL_VERSION: Final = 1
 MAX_VISIBILITY_FILTERS: Final = 4
 #: Length of the server's challenge nonce in bytes.
 NONCE_SIZE: Final = 32
+#: Serials are 1..MAX_SERIAL: they must fit SQLite's signed 64-bit INTEGER (and the next one
+#: too, which the store records).
+MAX_SERIAL: Final = 2**63 - 1
+#: Default seconds a credential is valid.
+CREDENTIAL_LIFETIME: Final = 3600.0
+#: A credential is renewed once this fraction of its lifetime has passed.
+RENEW_AT: Final = 2 / 3
 
 # Error codes carried by Error frames.
 AUTH: Final = "auth"
+KEY: Final = "key"  # the node key proof (Register.public_key/signature) is missing or wrong
+IDENTITY: Final = "identity"  # previous_id is not this key's to have back
 BAD_FRAME: Final = "bad_frame"
 PROTOCOL: Final = "protocol"
 BAD_REQUEST: Final = "bad_request"
@@ -122,8 +158,10 @@ def error_frame(code: str, message: str, request_id: int = 0) -> Frame:
 
 def error_from_code(code: str, message: str) -> SignalingError:
     """Map an Error frame received from the server to the exception the client raises."""
-    if code == AUTH:
+    if code in (AUTH, KEY):
         return AuthError(message)
+    if code == IDENTITY:
+        return IdentityTaken(message)
     if code == TAKEOVER:
         return SessionTakenOver(message)
     return SignalingError(f"signaling server refused: {message} ({code})")
@@ -151,8 +189,19 @@ class Close:
 
 @attrs.frozen
 class PersistRegistration:
-    """Record that ``actr_id`` registered (and that its realm's serials are taken up to it)."""
+    """Record that ``actr_id`` registered with ``public_key`` (bound to it for good), and that
+    its realm's serials are taken up to it."""
 
+    actr_id: ActrId
+    public_key: bytes
+
+
+@attrs.frozen
+class LookupBinding:
+    """Find the public key ``actr_id`` is bound to in the database, then call
+    :meth:`ServerProtocol.binding_found` for ``conn`` with it."""
+
+    conn: int
     actr_id: ActrId
 
 
@@ -163,13 +212,14 @@ class PersistDeparture:
     actr_id: ActrId
 
 
-ServerEffect = Send | Close | PersistRegistration | PersistDeparture
+ServerEffect = Send | Close | PersistRegistration | PersistDeparture | LookupBinding
 
 
 class _Phase(enum.Enum):
     HELLO = "awaiting hello"
     AUTH = "awaiting authenticate"
     REGISTER = "awaiting register"
+    BINDING = "awaiting the database"
     REGISTERED = "registered"
     CLOSED = "closed"
 
@@ -182,6 +232,9 @@ class _Connection:
     nonce: bytes = b""
     actr_id: ActrId | None = None
     visibility: tuple[Visibility, ...] = ()  # who may discover it (its ACLs); () is everyone
+    public_key: bytes = b""  # the node key, once its possession was proved
+    actr_type: ActrType | None = None  # asked for in Register
+    renew_at: float = 0.0  # when (``now``'s clock) the credential is due for renewal
 
 
 @final
@@ -217,6 +270,10 @@ class ServerProtocol:
         presence_timeout: seconds of silence after which a node is no longer discoverable.
         next_serials: realm -> next serial to assign, as persisted (serials start at 1).
         nonce_factory: source of challenge nonces (tests pass a fixed one).
+        issuer: the key that signs credentials (``None``: a fresh one for this run).
+        credential_lifetime: seconds a credential is valid; at least twice
+            ``presence_timeout``, so that a heartbeat always comes between renewal and expiry.
+        wall_clock: Unix time for credentials (``now`` arguments are a monotonic clock).
     """
 
     def __init__(
@@ -226,13 +283,24 @@ class ServerProtocol:
         presence_timeout: float,
         next_serials: Mapping[str, int] | None = None,
         nonce_factory: Callable[[], bytes] = _random_nonce,
+        issuer: IssuerKey | None = None,
+        credential_lifetime: float = CREDENTIAL_LIFETIME,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not presence_timeout > 0:
             raise ConfigError(f"presence_timeout={presence_timeout!r} must be > 0")
+        if not credential_lifetime >= 2 * presence_timeout:
+            raise ConfigError(
+                f"credential_lifetime={credential_lifetime!r} must be at least twice "
+                f"presence_timeout={presence_timeout!r} (nodes renew on a heartbeat)"
+            )
         self._realms = None if realms is None else dict(realms)
         self._presence_timeout = presence_timeout
         self._next_serial: dict[str, int] = dict(next_serials or {})
         self._nonce_factory = nonce_factory
+        self._issuer = IssuerKey.generate() if issuer is None else issuer
+        self._credential_lifetime = credential_lifetime
+        self._wall_clock = wall_clock
         self._connections: dict[int, _Connection] = {}
         # ActrId -> connection holding it (Rule 3).
         self._holders: dict[ActrId, int] = {}
@@ -241,6 +309,11 @@ class ServerProtocol:
     def presence_timeout(self) -> float:
         """Seconds of silence after which a node disappears from discovery."""
         return self._presence_timeout
+
+    @property
+    def issuer_public_key(self) -> bytes:
+        """The raw public key that signs this server's credentials (nodes pin it)."""
+        return self._issuer.public_bytes()
 
     def connect(self, conn: int, now: float) -> None:
         """A WebSocket connection ``conn`` was accepted; it must send ``Hello`` first."""
@@ -268,10 +341,10 @@ class ServerProtocol:
         if state.phase is _Phase.AUTH and body == "authenticate":
             return self._on_authenticate(conn, state, frame.authenticate)
         if state.phase is _Phase.REGISTER and body == "register":
-            return self._on_register(conn, state, frame.register)
+            return self._on_register(conn, state, frame.register, now)
         if state.phase is _Phase.REGISTERED:
             if body == "heartbeat":
-                return [Send(conn, Frame(heartbeat_ack=Frame.HeartbeatAck()))]
+                return [Send(conn, Frame(heartbeat_ack=self._heartbeat_ack(state, now)))]
             if body == "discover":
                 return self._on_discover(conn, state, frame.discover, now)
             if body == "relay":
@@ -361,39 +434,63 @@ class ServerProtocol:
         return []
 
     def _on_register(
-        self, conn: int, state: _Connection, register: Frame.Register
+        self, conn: int, state: _Connection, register: Frame.Register, now: float
     ) -> list[ServerEffect]:
+        if len(register.public_key) != PUBLIC_KEY_SIZE or len(register.signature) != SIGNATURE_SIZE:
+            return self._fail(conn, KEY, "Register must carry a node key and its signature")
+        message = registration_message(state.nonce, state.realm, register.public_key)
+        if not verify_signature(register.public_key, message, register.signature):
+            return self._fail(
+                conn, KEY, "the node key signature does not verify", reason=f"{KEY}: bad signature"
+            )
         try:
             actr_type = ActrType.from_proto(register.actr_type)
             state.visibility = _visibility_from_wire(register)
-            previous = (
-                ActrId.from_proto(register.previous_id)
-                if register.HasField("previous_id")
-                else None
-            )
         except ConfigError as exc:
             return self._fail(conn, BAD_REQUEST, str(exc))
-        effects: list[ServerEffect] = []
-        next_serial = self._next_serial.get(state.realm, 1)
-        if previous is not None and previous.realm == state.realm and previous.type == actr_type:
-            # A restarted or reconnecting node keeps its identity; whoever still
-            # holds it is a stale session and is closed.
-            actr_id = previous
-            self._next_serial[state.realm] = max(next_serial, previous.serial + 1)
-            holder = self._holders.get(actr_id)
-            if holder is not None and holder != conn:
-                effects.extend(self._take_over(holder, actr_id))
-        else:
-            actr_id = ActrId(state.realm, next_serial, actr_type)
-            self._next_serial[state.realm] = next_serial + 1
-        self._holders[actr_id] = conn
-        state.actr_id = actr_id
-        state.phase = _Phase.REGISTERED
-        registered = Frame.Registered(
-            actr_id=actr_id.to_proto(), presence_timeout=self._presence_timeout
-        )
-        effects += [PersistRegistration(actr_id), Send(conn, Frame(registered=registered))]
-        return effects
+        state.public_key = bytes(register.public_key)
+        state.actr_type = actr_type
+        if not register.HasField("previous_id"):
+            return self._assign(conn, state, now)
+        # Range first: a serial from the wire never reaches arithmetic or SQLite unchecked.
+        serial = register.previous_id.serial
+        if not 1 <= serial <= MAX_SERIAL:
+            return self._refuse_identity(conn, f"serial {serial} is out of range (1..2^63-1)")
+        try:
+            previous = ActrId.from_proto(register.previous_id)
+        except ConfigError as exc:
+            return self._fail(conn, BAD_REQUEST, str(exc))
+        if previous.realm != state.realm or previous.type != actr_type:
+            return self._assign(conn, state, now)  # another realm's or type's id: a new one
+        if serial >= self._next_serial.get(state.realm, 1):
+            return self._refuse_identity(conn, f"{previous} was never assigned")
+        holder = self._holders.get(previous)
+        if holder is not None:
+            holder_key = self._connections[holder].public_key
+            return self._claim(conn, state, previous, holder_key, now)
+        # Not held now: whether (and to which key) it was ever assigned is in the database.
+        state.phase = _Phase.BINDING
+        return [LookupBinding(conn, previous)]
+
+    def binding_found(
+        self, conn: int, actr_id: ActrId, public_key: bytes | None, now: float
+    ) -> list[ServerEffect]:
+        """The answer to :class:`LookupBinding`: ``actr_id``'s bound key, ``b""`` if it was
+        registered before node keys existed, ``None`` if it was never assigned (as that id)."""
+        state = self._connections.get(conn)
+        if state is None or state.phase is not _Phase.BINDING:
+            return []  # the connection went away meanwhile
+        if public_key is None:
+            return self._refuse_identity(conn, f"{actr_id} was never assigned")
+        if not public_key:
+            return self._refuse_identity(
+                conn, f"{actr_id} was registered before node keys and cannot be proved"
+            )
+        # Someone may have registered it while the database answered: then its holder's key
+        # is the bound one too (both came from the same binding).
+        holder = self._holders.get(actr_id)
+        bound = self._connections[holder].public_key if holder is not None else public_key
+        return self._claim(conn, state, actr_id, bound, now)
 
     def _on_discover(
         self, conn: int, state: _Connection, discover: Frame.Discover, now: float
@@ -434,6 +531,71 @@ class ServerProtocol:
             Send(holder, Frame(relay=forwarded)),
             Send(conn, Frame(relayed=Frame.Relayed(request_id=request_id))),
         ]
+
+    # -- registration -------------------------------------------------------------------------
+
+    def _assign(self, conn: int, state: _Connection, now: float) -> list[ServerEffect]:
+        """Register ``conn`` under the realm's next serial, bound to its key."""
+        assert state.actr_type is not None
+        serial = self._next_serial.get(state.realm, 1)
+        if serial >= MAX_SERIAL:  # the store records serial + 1, which must fit too
+            return self._fail(conn, OVERLOADED, f"realm {state.realm!r} has no serials left")
+        self._next_serial[state.realm] = serial + 1
+        return self._complete(conn, state, ActrId(state.realm, serial, state.actr_type), now)
+
+    def _claim(
+        self, conn: int, state: _Connection, actr_id: ActrId, bound: bytes, now: float
+    ) -> list[ServerEffect]:
+        """Give ``actr_id`` back to ``conn`` if its proved key is the ``bound`` one."""
+        if not hmac.compare_digest(bound, state.public_key):
+            return self._refuse_identity(conn, f"{actr_id} is bound to another node key")
+        effects: list[ServerEffect] = []
+        holder = self._holders.get(actr_id)
+        if holder is not None and holder != conn:
+            # Same key: the node restarted or reconnected; the holder is its stale session.
+            effects.extend(self._take_over(holder, actr_id))
+        return effects + self._complete(conn, state, actr_id, now)
+
+    def _complete(
+        self, conn: int, state: _Connection, actr_id: ActrId, now: float
+    ) -> list[ServerEffect]:
+        self._holders[actr_id] = conn
+        state.actr_id = actr_id
+        state.phase = _Phase.REGISTERED
+        registered = Frame.Registered(
+            actr_id=actr_id.to_proto(),
+            presence_timeout=self._presence_timeout,
+            credential=self._issue(state, now),
+            issuer_key=self._issuer.public_bytes(),
+        )
+        return [
+            PersistRegistration(actr_id, state.public_key),
+            Send(conn, Frame(registered=registered)),
+        ]
+
+    def _refuse_identity(self, conn: int, why: str) -> list[ServerEffect]:
+        # The holder (if any) is left alone: a failed claim must not disconnect the real node.
+        return self._fail(
+            conn,
+            IDENTITY,
+            f"{why}: remove identity.json from the data_dir to register under a new ActrId",
+            reason=f"{IDENTITY}: {why}",
+        )
+
+    def _issue(self, state: _Connection, now: float) -> bytes:
+        assert state.actr_id is not None
+        state.renew_at = now + self._credential_lifetime * RENEW_AT
+        return self._issuer.issue(
+            state.actr_id,
+            state.public_key,
+            now=self._wall_clock(),
+            lifetime=self._credential_lifetime,
+        )
+
+    def _heartbeat_ack(self, state: _Connection, now: float) -> Frame.HeartbeatAck:
+        if now < state.renew_at:
+            return Frame.HeartbeatAck()
+        return Frame.HeartbeatAck(credential=self._issue(state, now))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -495,10 +657,20 @@ class Outgoing:
 
 @attrs.frozen
 class Registered:
-    """The server registered this node as ``actr_id``."""
+    """The server registered this node as ``actr_id``, with a verified ``credential`` signed by
+    ``issuer_key`` (the trusted issuer if one was given, else the server's, to pin)."""
 
     actr_id: ActrId
     presence_timeout: float
+    credential: bytes = b""
+    issuer_key: bytes = b""
+
+
+@attrs.frozen
+class CredentialRenewed:
+    """The server renewed this node's credential (verified like the first one)."""
+
+    credential: bytes
 
 
 @attrs.frozen
@@ -543,6 +715,7 @@ class SessionFailed:
 ClientEvent = (
     Outgoing
     | Registered
+    | CredentialRenewed
     | PeersFound
     | RelayDelivered
     | RelayReceived
@@ -564,6 +737,12 @@ class ClientProtocol:
         secret: the realm secret (``None``: prove nothing; only an open server admits that).
         actr_type: what this node hosts.
         previous_id: identity to register under again, if the node had one.
+        node_key: the key whose possession registration proves (``None``: a fresh one).
+        trusted_issuer: the issuer public key the server must present (``None``: accept the
+            server's, to be pinned by the caller: trust on first use).
+        trust_hint: where ``trusted_issuer`` came from and how to change it, for the
+            ``IssuerKeyMismatch`` message.
+        wall_clock: Unix time, to check credential expiry.
         visibility: who may discover this node (its ACLs' :class:`Visibility`); empty: all.
     """
 
@@ -574,6 +753,10 @@ class ClientProtocol:
         secret: str | None,
         actr_type: ActrType,
         previous_id: ActrId | None,
+        node_key: NodeKey | None = None,
+        trusted_issuer: bytes | None = None,
+        trust_hint: str = "",
+        wall_clock: Callable[[], float] = time.time,
         visibility: Sequence[Visibility] = (),
     ) -> None:
         self._realm = realm
@@ -581,6 +764,11 @@ class ClientProtocol:
         self._actr_type = actr_type
         self._previous_id = previous_id
         self._visibility = tuple(visibility)
+        self._node_key = NodeKey.generate() if node_key is None else node_key
+        self._trusted_issuer = trusted_issuer
+        self._trust_hint = trust_hint
+        self._wall_clock = wall_clock
+        self._issuer_key = b""  # the verified issuer, once registered
         self._phase = _Phase.HELLO
         self._actr_id: ActrId | None = None
         self._next_request = 1
@@ -618,7 +806,9 @@ class ClientProtocol:
             return self._on_registered(frame.registered)
         if self._phase is _Phase.REGISTERED:
             if body == "heartbeat_ack":
-                return []
+                if not frame.heartbeat_ack.credential:
+                    return []
+                return self._on_renewed(frame.heartbeat_ack.credential)
             if body == "peers":
                 try:
                     peers = tuple(ActrId.from_proto(p) for p in frame.peers.peers)
@@ -680,7 +870,13 @@ class ClientProtocol:
             self._phase = _Phase.CLOSED
             return [SessionFailed(AUTH, AuthError(self._secret_unset()))]
         proof = b"" if self._secret is None else prove(self._secret, challenge.nonce, self._realm)
-        register = Frame.Register(actr_type=self._actr_type.to_proto())
+        public_key = self._node_key.public_bytes()
+        signature = self._node_key.sign(
+            registration_message(challenge.nonce, self._realm, public_key)
+        )
+        register = Frame.Register(
+            actr_type=self._actr_type.to_proto(), public_key=public_key, signature=signature
+        )
         if self._previous_id is not None:
             register.previous_id.CopyFrom(self._previous_id.to_proto())
         for v in self._visibility:
@@ -709,9 +905,52 @@ class ClientProtocol:
             raise FrameError(f"registered as {actr_id} instead of {previous}")
         if not registered.presence_timeout > 0:
             raise FrameError(f"presence_timeout={registered.presence_timeout!r} must be > 0")
+        issuer = bytes(registered.issuer_key)
+        trusted = self._trusted_issuer
+        if trusted is not None and not hmac.compare_digest(trusted, issuer):
+            self._phase = _Phase.CLOSED
+            return [SessionFailed("issuer", IssuerKeyMismatch(self._mismatch(trusted, issuer)))]
+        try:
+            self._check_credential(registered.credential, issuer, actr_id)
+        except CredentialError as exc:
+            self._phase = _Phase.CLOSED
+            return [SessionFailed("credential", exc)]
         self._actr_id = actr_id
+        self._issuer_key = issuer
         self._phase = _Phase.REGISTERED
-        return [Registered(actr_id, registered.presence_timeout)]
+        return [
+            Registered(actr_id, registered.presence_timeout, bytes(registered.credential), issuer)
+        ]
+
+    def _on_renewed(self, credential: bytes) -> list[ClientEvent]:
+        assert self._actr_id is not None
+        try:
+            self._check_credential(credential, self._issuer_key, self._actr_id)
+        except CredentialError as exc:
+            self._phase = _Phase.CLOSED
+            return [SessionFailed("credential", exc)]
+        return [CredentialRenewed(bytes(credential))]
+
+    def _check_credential(self, credential: bytes, issuer: bytes, actr_id: ActrId) -> None:
+        """Raises CredentialError unless ``credential`` is ``issuer``'s, valid now, and for
+        exactly this node: ``actr_id`` and our own key."""
+        if len(issuer) != PUBLIC_KEY_SIZE:
+            raise CredentialError("the signaling server sent no issuer key")
+        claims = verify_credential(credential, issuer, now=self._wall_clock())
+        if claims.actr_id != actr_id or claims.public_key != self._node_key.public_bytes():
+            raise CredentialError(
+                f"the signaling server issued a credential for {claims.actr_id} (key "
+                f"{key_id(claims.public_key)}), not for this node ({actr_id}, key "
+                f"{self._node_key.key_id})"
+            )
+
+    def _mismatch(self, trusted: bytes, presented: bytes) -> str:
+        return (
+            f"the signaling server's issuer key {key_id(presented)} is not the trusted issuer "
+            f"key {key_id(trusted)}{self._trust_hint}. If the server's key was replaced on "
+            f"purpose, trust the new one (Config.trust_anchor = {presented.hex()!r}); "
+            "otherwise this is not the signaling server you trust"
+        )
 
     def _on_error(self, error: Frame.Error) -> list[ClientEvent]:
         if error.request_id and self._phase is _Phase.REGISTERED:

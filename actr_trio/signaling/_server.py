@@ -17,21 +17,26 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Final, final
+from pathlib import Path
+from typing import Final, TypeVar, TypeVarTuple, Unpack, final
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from .._config import secret_problem
-from .._ids import ActrId
+from .._identity import IssuerKey
 from .._logging import SIGNALING, RateLimiter
 from ..errors import ConfigError
 from ._protocol import (
     AUTH,
+    CREDENTIAL_LIFETIME,
+    IDENTITY,
+    KEY,
     MAX_FRAME_SIZE,
     OVERLOADED,
     Close,
+    LookupBinding,
     PersistDeparture,
     PersistRegistration,
     Send,
@@ -44,6 +49,11 @@ from ._store import SignalingStore
 from ._throttle import AuthThrottle, source_key
 
 logger = logging.getLogger(SIGNALING)
+
+#: Suffix of the issuer key file beside the database: ``--db X`` keeps it in ``X.issuer_key``.
+ISSUER_KEY_SUFFIX: Final = ".issuer_key"
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
 
 # Frames queued for one connection: its own answers plus relays from other nodes. A node that
 # lets this many pile up is not reading; it is disconnected rather than buffered without bound.
@@ -110,6 +120,11 @@ class SignalingServer:
         db_path: SQLite file for realms and registrations; ``None`` keeps them in memory.
         presence_timeout: seconds of silence after which a node disappears from discovery
             and its connection is closed.
+        issuer_key_path: the issuer key file (Ed25519, PEM, created with mode 0600 if missing)
+            that signs credentials. Default: ``db_path`` + ``.issuer_key`` beside the database;
+            without a ``db_path``, a fresh key for this run only (logged).
+        credential_lifetime: seconds each credential is valid (nodes get a fresh one after
+            two thirds of it); at least twice ``presence_timeout``.
         ssl_context: serve ``wss://`` with this server-side context (e.g.
             ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
             ``load_cert_chain(cert, key)``); ``None`` serves plain, unencrypted ``ws://``.
@@ -128,9 +143,16 @@ class SignalingServer:
         db_path: str | os.PathLike[str] | None = None,
         presence_timeout: float = 15.0,
         ssl_context: ssl.SSLContext | None = None,
+        issuer_key_path: str | os.PathLike[str] | None = None,
+        credential_lifetime: float = CREDENTIAL_LIFETIME,
     ) -> None:
         if not presence_timeout > 0:
             raise ConfigError(f"presence_timeout={presence_timeout!r} must be > 0")
+        if not credential_lifetime >= 2 * presence_timeout:
+            raise ConfigError(
+                f"credential_lifetime={credential_lifetime!r} must be at least twice "
+                f"presence_timeout={presence_timeout!r}"
+            )
         if not 0 <= port <= 65535:
             raise ConfigError(f"port={port!r} must be in 0..65535")
         if realms is not None:
@@ -146,6 +168,10 @@ class SignalingServer:
         self._realms = None if realms is None else dict(realms)
         self._db_path = db_path
         self._presence_timeout = float(presence_timeout)
+        self._issuer_key_path = issuer_key_file(db_path, issuer_key_path)
+        self._credential_lifetime = float(credential_lifetime)
+        self._issuer: IssuerKey | None = None
+        self._identity_refusals = RateLimiter(trio.current_time)
         self._ssl_context = ssl_context
         self._throttle = AuthThrottle()
         self._refusals = RateLimiter(trio.current_time)
@@ -171,6 +197,18 @@ class SignalingServer:
         if self._url is None:
             raise RuntimeError("the signaling server is not listening yet")
         return self._url
+
+    @property
+    def issuer_public_key(self) -> bytes:
+        """The raw 32-byte public key that signs this server's credentials, once running
+        (nodes pin it: ``Config.trust_anchor``).
+
+        Raises:
+            RuntimeError: the server has not started yet.
+        """
+        if self._issuer is None:
+            raise RuntimeError("the signaling server has not started yet")
+        return self._issuer.public_bytes()
 
     def statistics(self) -> SignalingServerStatistics:
         """A snapshot of connections and registrations."""
@@ -207,12 +245,18 @@ class SignalingServer:
         store = await trio.to_thread.run_sync(SignalingStore, self._db_path)
         try:
             serials = await trio.to_thread.run_sync(store.next_serials)
+            self._issuer = await trio.to_thread.run_sync(
+                IssuerKey.load_or_create, self._issuer_key_path
+            )
             self._store = store
             self._protocol = ServerProtocol(
                 realms=self._realms,
                 presence_timeout=self._presence_timeout,
                 next_serials=serials,
+                issuer=self._issuer,
+                credential_lifetime=self._credential_lifetime,
             )
+            _log_issuer(self._issuer, self._issuer_key_path)
             if self._realms is None:
                 logger.warning(
                     "signaling server has no realms configured: admitting ANY realm without "
@@ -366,13 +410,33 @@ class SignalingServer:
             elif isinstance(effect, Close):
                 if effect.reason.startswith(f"{AUTH}:"):
                     self._auth_failed(effect.conn, effect.reason)
+                elif effect.reason.startswith((f"{IDENTITY}:", f"{KEY}:")):
+                    # A node claiming an id that is not its own: worth an operator's look.
+                    # Rate-limited per reason (which names the id): a claimant may repeat it.
+                    self._identity_refusals.log(
+                        logger,
+                        logging.WARNING,
+                        effect.reason,
+                        "signaling connection %d refused: %s",
+                        effect.conn,
+                        effect.reason,
+                    )
                 peer = self._peers.get(effect.conn)
                 if peer is not None:
                     peer.closing = True
                     self._enqueue(effect.conn, None)
             elif isinstance(effect, PersistRegistration):
                 logger.info("registered %s", effect.actr_id)
-                await self._persist(SignalingStore.record_registration, effect.actr_id)
+                await self._persist(
+                    SignalingStore.record_registration, effect.actr_id, effect.public_key
+                )
+            elif isinstance(effect, LookupBinding):
+                bound = await self._persist(SignalingStore.binding, effect.actr_id)
+                protocol = self._protocol
+                assert protocol is not None
+                await self._apply(
+                    protocol.binding_found(effect.conn, effect.actr_id, bound, trio.current_time())
+                )
             else:
                 assert isinstance(effect, PersistDeparture)
                 logger.info("departed %s", effect.actr_id)
@@ -408,13 +472,13 @@ class SignalingServer:
             peer.cancel_scope.cancel(reason="outbox overflow")
 
     async def _persist(
-        self, method: Callable[[SignalingStore, ActrId], None], actr_id: ActrId
-    ) -> None:
+        self, method: Callable[[SignalingStore, Unpack[_Args]], _T], *args: *_Args
+    ) -> _T:
         store = self._store
         assert store is not None
         # abandon_on_cancel=False: a cancelled caller never leaves a commit in an unknown state.
-        await trio.to_thread.run_sync(
-            method, store, actr_id, limiter=self._store_limiter, abandon_on_cancel=False
+        return await trio.to_thread.run_sync(
+            method, store, *args, limiter=self._store_limiter, abandon_on_cancel=False
         )
 
 
@@ -427,6 +491,8 @@ async def serve(
     db_path: str | os.PathLike[str] | None = None,
     presence_timeout: float = 15.0,
     ssl_context: ssl.SSLContext | None = None,
+    issuer_key_path: str | os.PathLike[str] | None = None,
+    credential_lifetime: float = CREDENTIAL_LIFETIME,
 ) -> AsyncIterator[SignalingServer]:
     """Run a :class:`SignalingServer` for the duration of an ``async with`` block.
 
@@ -447,6 +513,8 @@ async def serve(
         db_path=db_path,
         presence_timeout=presence_timeout,
         ssl_context=ssl_context,
+        issuer_key_path=issuer_key_path,
+        credential_lifetime=credential_lifetime,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
@@ -460,3 +528,30 @@ def _source(ws: WebSocketConnection) -> str:
     if isinstance(remote, str):  # not a socket (never on TCP listeners); one shared key
         return remote
     return source_key(str(remote.address))
+
+
+def issuer_key_file(
+    db_path: str | os.PathLike[str] | None, issuer_key_path: str | os.PathLike[str] | None
+) -> Path | None:
+    """Where the issuer key lives: as given, else beside the database (``DB.issuer_key``),
+    else nowhere (an ephemeral key)."""
+    if issuer_key_path is not None:
+        return Path(issuer_key_path)
+    if db_path is None:
+        return None
+    return Path(f"{os.fspath(db_path)}{ISSUER_KEY_SUFFIX}")
+
+
+def _log_issuer(issuer: IssuerKey, path: Path | None) -> None:
+    where = (
+        f"from {path}"
+        if path is not None
+        else "EPHEMERAL (no database): nodes that pinned it refuse the next run's key"
+    )
+    # Printed in full so an operator can copy it into the nodes' Config.trust_anchor.
+    logger.info(
+        "signaling issuer key %s (%s): trust_anchor = %s",
+        issuer.key_id,
+        where,
+        issuer.public_bytes().hex(),
+    )

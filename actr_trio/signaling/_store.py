@@ -1,7 +1,8 @@
 """What the signaling server keeps across restarts: realms, their serial counters, registrations.
 
-Invariant: a realm's ``next_serial`` only grows, so an ``ActrId`` once assigned is never assigned
-to another node, even after a restart. Realm *secrets* are not stored: they come from the
+Invariants: a realm's ``next_serial`` only grows, so an ``ActrId`` once assigned is never assigned
+to another node, even after a restart; and a registration's ``public_key`` (the node key that
+first registered the id) is never changed: only that key gets the id back. Realm *secrets* are not stored: they come from the
 server's configuration at every start. Presence is not stored either: after a restart every
 registration is offline until its node registers again.
 
@@ -52,10 +53,16 @@ class SignalingStore:
                     "registered_at": float,
                     "departed_at": float,
                     "online": int,
+                    "public_key": bytes,
                 },
                 pk=("realm", "serial"),
                 if_not_exists=True,
             )
+            registrations = self._db.table("registrations")
+            if "public_key" not in registrations.columns_dict:
+                # A database from before node keys: its ids stay unbound (NULL), and so cannot
+                # be claimed back by anyone (ServerProtocol.binding_found).
+                registrations.add_column("public_key", bytes)
             # Nobody is connected to a server that just started.
             self._db.execute("UPDATE registrations SET online = 0")
 
@@ -64,8 +71,9 @@ class SignalingStore:
         rows = self._db.execute("SELECT name, next_serial FROM realms").fetchall()
         return {str(name): int(serial) for name, serial in rows}
 
-    def record_registration(self, actr_id: ActrId) -> None:
-        """Record that ``actr_id`` registered; its realm's serials are taken up to it."""
+    def record_registration(self, actr_id: ActrId, public_key: bytes) -> None:
+        """Record that ``actr_id`` registered with ``public_key``; its realm's serials are taken
+        up to it. The first key recorded for an id stays bound to it."""
         now = time.time()
         with self._db.conn:
             self._db.execute(
@@ -75,13 +83,33 @@ class SignalingStore:
             )
             self._db.execute(
                 "INSERT INTO registrations "
-                "(realm, serial, manufacturer, name, registered_at, departed_at, online) "
-                "VALUES (?, ?, ?, ?, ?, NULL, 1) "
+                "(realm, serial, manufacturer, name, registered_at, departed_at, online, "
+                "public_key) VALUES (?, ?, ?, ?, ?, NULL, 1, ?) "
                 "ON CONFLICT(realm, serial) DO UPDATE SET manufacturer = excluded.manufacturer, "
                 "name = excluded.name, registered_at = excluded.registered_at, "
-                "departed_at = NULL, online = 1",
-                [actr_id.realm, actr_id.serial, actr_id.type.manufacturer, actr_id.type.name, now],
+                "departed_at = NULL, online = 1, "
+                "public_key = COALESCE(registrations.public_key, excluded.public_key)",
+                [
+                    actr_id.realm,
+                    actr_id.serial,
+                    actr_id.type.manufacturer,
+                    actr_id.type.name,
+                    now,
+                    public_key,
+                ],
             )
+
+    def binding(self, actr_id: ActrId) -> bytes | None:
+        """The public key ``actr_id`` is bound to; ``b""`` if it was registered before node
+        keys existed; ``None`` if it was never assigned (as that type)."""
+        row = self._db.execute(
+            "SELECT public_key FROM registrations "
+            "WHERE realm = ? AND serial = ? AND manufacturer = ? AND name = ?",
+            [actr_id.realm, actr_id.serial, actr_id.type.manufacturer, actr_id.type.name],
+        ).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]) if row[0] is not None else b""
 
     def record_departure(self, actr_id: ActrId) -> None:
         """Record that ``actr_id`` left (its registration stays: the id remains taken)."""

@@ -20,6 +20,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 
 from actr_trio import ActrSystem, Workload
 from actr_trio._config import Config
+from actr_trio._identity import NodeKey
 from actr_trio._ids import ActrId, ActrType
 from actr_trio.errors import AuthError, PeerUnavailable, SessionTakenOver, SignalingError
 from actr_trio.signaling import SignalingClient, SignalingServer, serve
@@ -55,10 +56,11 @@ async def start_client(
     url: str,
     actr_type: ActrType = ECHO,
     previous_id: ActrId | None = None,
+    node_key: NodeKey | None = None,
     **kw: object,
 ) -> tuple[SignalingClient, SignalingSession]:
     client = SignalingClient(config(url, **kw))  # type: ignore[arg-type]
-    session: SignalingSession = await nursery.start(client.run, actr_type, previous_id)
+    session: SignalingSession = await nursery.start(client.run, actr_type, previous_id, node_key)
     return client, session
 
 
@@ -138,18 +140,21 @@ async def test_takeover_with_previous_id_closes_the_old_session() -> None:
     with trio.fail_after(10):
         async with serve(host=HOST, realms=REALMS) as server, trio.open_nursery() as nursery:
             old_client = SignalingClient(config(server.url))
+            key = NodeKey.generate()  # the same node, restarted: the same key
             taken_over = trio.Event()
             new_sessions: list[SignalingSession] = []
 
             async def take_over(previous_id: ActrId) -> None:
-                _, new = await start_client(nursery, server.url, ECHO, previous_id=previous_id)
+                _, new = await start_client(
+                    nursery, server.url, ECHO, previous_id=previous_id, node_key=key
+                )
                 new_sessions.append(new)
                 taken_over.set()
 
             # The old session ends with SessionTakenOver (it must not take the id back).
             with pytest.RaisesGroup(SessionTakenOver):
                 async with trio.open_nursery() as old_nursery:
-                    old: SignalingSession = await old_nursery.start(old_client.run, ECHO, None)
+                    old: SignalingSession = await old_nursery.start(old_client.run, ECHO, None, key)
                     nursery.start_soon(take_over, old.actr_id)
             await taken_over.wait()
             (new,) = new_sessions
@@ -364,11 +369,14 @@ async def test_out_of_order_frame_is_a_protocol_error() -> None:
 # -- reconnection ---------------------------------------------------------------------------------
 
 
-async def test_client_reconnects_to_a_restarted_embedded_server() -> None:
+async def test_client_reconnects_to_a_restarted_embedded_server(tmp_path: Path) -> None:
+    # The server keeps its database (bindings, serials) and so its issuer key across the
+    # restart: an in-memory server could not give the node its id back, nor prove itself.
+    db = tmp_path / "signaling.db"
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as first_server:
-                server = SignalingServer(host=HOST, port=0, realms=REALMS)
+                server = SignalingServer(host=HOST, port=0, realms=REALMS, db_path=db)
                 await first_server.start(server.run)
                 client, session = await start_client(nursery, server.url, ECHO)
                 first_server.cancel_scope.cancel()
@@ -377,7 +385,7 @@ async def test_client_reconnects_to_a_restarted_embedded_server() -> None:
             with pytest.raises(SignalingError):
                 await session.discover(ECHO)
             port = int(server.url.rsplit(":", 1)[1])
-            restarted = SignalingServer(host=HOST, port=port, realms=REALMS)
+            restarted = SignalingServer(host=HOST, port=port, realms=REALMS, db_path=db)
             await nursery.start(restarted.run)
             await client.wait_registrations(2)
             assert client.statistics().actr_id == session.actr_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import warnings
@@ -165,6 +166,7 @@ def test_fields_are_annotated_with_their_real_types() -> None:
         "signaling_ca": "Path | None",
         "realm_secret": "str | None",
         "data_dir": "Path | None",
+        "trust_anchor": "str | None",
         "ice_addresses": "tuple[str, ...]",
         "ice_servers": "tuple[str, ...]",
         "default_timeout": "float",
@@ -336,6 +338,21 @@ def test_the_servers_realms_variable_is_not_a_typo_of_a_field(tmp_path: Path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Config.from_file(path, environ={"ACTR_SIGNALING_REALMS": "prod:" + "x" * 16})
+
+
+def test_trust_anchor_is_a_public_key_in_hex_or_base64(tmp_path: Path) -> None:
+    raw = bytes(range(32))
+    assert Config(trust_anchor=raw.hex()).trust_anchor == raw.hex()
+    assert Config(trust_anchor=base64.b64encode(raw).decode()).trust_anchor is not None
+    for bad in ["", "abc", raw.hex()[:-2], "not a key"]:
+        with pytest.raises(ConfigError, match=r"trust_anchor=.* is not an Ed25519 public key"):
+            Config(trust_anchor=bad)
+    toml = tmp_path / "Actr.toml"
+    toml.write_text('realm = "r"')
+    env = {"ACTR_TRUST_ANCHOR": raw.hex()}
+    assert Config.from_file(toml, environ=env).trust_anchor == raw.hex()
+    with pytest.raises(ConfigError, match="ACTR_TRUST_ANCHOR"):
+        Config.from_file(toml, environ={"ACTR_TRUST_ANCHOR": "zz"})
 
 
 def test_the_reference_lists_every_field() -> None:

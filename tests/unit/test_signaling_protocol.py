@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
+import weakref
+
 import pytest
 
+from actr_trio._identity import IssuerKey, NodeKey, registration_message, verify_credential
 from actr_trio._ids import ActrId, ActrType
 from actr_trio.errors import (
     AuthError,
     ConfigError,
+    CredentialError,
+    IdentityTaken,
+    IssuerKeyMismatch,
     PeerUnavailable,
     SessionTakenOver,
     SignalingError,
@@ -16,8 +23,10 @@ from actr_trio.signaling._protocol import (
     MAX_FRAME_SIZE,
     ClientProtocol,
     Close,
+    CredentialRenewed,
     Frame,
     FrameError,
+    LookupBinding,
     Outgoing,
     PeersFound,
     PersistDeparture,
@@ -59,6 +68,33 @@ def closed(conn: int, effects: list[ServerEffect]) -> bool:
     return any(isinstance(e, Close) and e.conn == conn for e in effects)
 
 
+# What the server's database would hold: ActrId -> the key bound to it (per server machine;
+# weak, so that a new machine never sees a collected one's bindings).
+STORES: weakref.WeakKeyDictionary[ServerProtocol, dict[ActrId, bytes]] = weakref.WeakKeyDictionary()
+
+
+def persisted(server: ServerProtocol) -> dict[ActrId, bytes]:
+    return STORES.setdefault(server, {})
+
+
+def apply_store(
+    server: ServerProtocol, effects: list[ServerEffect], now: float
+) -> list[ServerEffect]:
+    """Carry out the database effects as the shell does; return every effect, in order."""
+    out: list[ServerEffect] = []
+    store = persisted(server)
+    for effect in effects:
+        out.append(effect)
+        if isinstance(effect, PersistRegistration):
+            store.setdefault(effect.actr_id, effect.public_key)
+        elif isinstance(effect, LookupBinding):
+            found = server.binding_found(
+                effect.conn, effect.actr_id, store.get(effect.actr_id), now
+            )
+            out.extend(apply_store(server, found, now))
+    return out
+
+
 def run_session(
     server: ServerProtocol,
     conn: int,
@@ -74,7 +110,7 @@ def run_session(
     to_server = [encode_frame(client.hello())]
     while to_server:
         data = to_server.pop(0)
-        effects = server.receive(conn, data, now)
+        effects = apply_store(server, server.receive(conn, data, now), now)
         seen.extend(effects)
         for frame in frames_to(conn, effects):
             for event in client.receive(encode_frame(frame)):
@@ -93,12 +129,23 @@ def register(
     secret: str | None = "s3cret",
     actr_type: ActrType = ECHO,
     previous_id: ActrId | None = None,
+    node_key: NodeKey | None = None,
+    trusted_issuer: bytes | None = None,
     now: float = 0.0,
 ) -> tuple[ClientProtocol, list[object]]:
     client = ClientProtocol(
-        realm=realm, secret=secret, actr_type=actr_type, previous_id=previous_id
+        realm=realm,
+        secret=secret,
+        actr_type=actr_type,
+        previous_id=previous_id,
+        node_key=node_key,
+        trusted_issuer=trusted_issuer,
     )
     return client, run_session(server, conn, client, now)
+
+
+def registered_ids(seen: list[object]) -> list[ActrId]:
+    return [e.actr_id for e in seen if isinstance(e, Registered)]
 
 
 # -- codec ----------------------------------------------------------------------------------------
@@ -139,10 +186,15 @@ def test_frame_error_is_a_signaling_error() -> None:
 
 def test_auth_ok_then_registered() -> None:
     server = make_server({"demo": "s3cret"})
-    client, seen = register(server, 1)
-    registered = [e for e in seen if isinstance(e, Registered)]
-    assert registered == [Registered(ActrId("demo", 1, ECHO), TIMEOUT)]
-    assert PersistRegistration(ActrId("demo", 1, ECHO)) in seen
+    key = NodeKey.generate()
+    client, seen = register(server, 1, node_key=key)
+    (registered,) = [e for e in seen if isinstance(e, Registered)]
+    assert registered.actr_id == ActrId("demo", 1, ECHO)
+    assert registered.presence_timeout == TIMEOUT
+    assert registered.issuer_key == server.issuer_public_key
+    claims = verify_credential(registered.credential, server.issuer_public_key, now=time.time())
+    assert (claims.actr_id, claims.public_key) == (registered.actr_id, key.public_bytes())
+    assert PersistRegistration(ActrId("demo", 1, ECHO), key.public_bytes()) in seen
     assert client.registered
     assert client.actr_id == ActrId("demo", 1, ECHO)
 
@@ -229,7 +281,7 @@ def test_unknown_realm_and_wrong_secret_look_alike() -> None:
 def test_open_server_admits_any_realm() -> None:
     server = make_server(None)
     _, seen = register(server, 1, realm="anything", secret=None)
-    assert Registered(ActrId("anything", 1, ECHO), TIMEOUT) in seen
+    assert registered_ids(seen) == [ActrId("anything", 1, ECHO)]
 
 
 def test_invalid_realm_name_is_refused() -> None:
@@ -251,13 +303,18 @@ def test_serials_are_unique_per_realm_and_start_from_persisted_counters() -> Non
     assert ids == [ActrId("a", 7, ECHO), ActrId("a", 8, ECHO), ActrId("b", 1, ECHO)]
 
 
-def test_previous_id_is_given_back_and_bumps_the_counter() -> None:
+def test_previous_id_is_given_back_to_the_key_it_is_bound_to() -> None:
     server = make_server(None)
-    previous = ActrId("demo", 41, ECHO)
-    client, _ = register(server, 1, previous_id=previous)
-    assert client.actr_id == previous
-    fresh, _ = register(server, 2)
-    assert fresh.actr_id == ActrId("demo", 42, ECHO)
+    key = NodeKey.generate()
+    first, _ = register(server, 1, node_key=key)
+    assert first.actr_id is not None
+    server.disconnect(1)
+    again, seen = register(server, 2, previous_id=first.actr_id, node_key=key)
+    assert again.actr_id == first.actr_id
+    # Not held any more: the binding came from the database.
+    assert LookupBinding(2, first.actr_id) in seen
+    fresh, _ = register(server, 3)
+    assert fresh.actr_id == ActrId("demo", 2, ECHO)
 
 
 def test_previous_id_of_another_realm_or_type_gets_a_fresh_id() -> None:
@@ -411,9 +468,10 @@ def test_client_rejects_bad_server_frames() -> None:
 
 def test_takeover_closes_the_stale_session() -> None:
     server = make_server(None)
-    old, _ = register(server, 1)
+    key = NodeKey.generate()
+    old, _ = register(server, 1, node_key=key)
     assert old.actr_id is not None
-    new, seen = register(server, 2, previous_id=old.actr_id)
+    new, seen = register(server, 2, previous_id=old.actr_id, node_key=key)
     assert new.actr_id == old.actr_id
     effects = [e for e in seen if isinstance(e, (Send, Close))]
     (to_old,) = frames_to(1, effects)  # type: ignore[arg-type]
@@ -437,3 +495,252 @@ def test_client_refuses_a_different_id_than_asked() -> None:
     other = Frame.Registered(actr_id=ActrId("demo", 6, ECHO).to_proto(), presence_timeout=1.0)
     with pytest.raises(FrameError, match="instead of"):
         client.receive(encode_frame(Frame(registered=other)))
+
+
+# -- identity: node keys, bound ids, server-assigned serials (issue 12) --------------------------
+
+
+def refused(seen: list[object]) -> SessionFailed:
+    (failed,) = [e for e in seen if isinstance(e, SessionFailed)]
+    return failed
+
+
+def test_takeover_of_a_held_id_without_its_key_is_refused_and_the_holder_kept() -> None:
+    server = make_server({"demo": "s3cret"})
+    honest, _ = register(server, 1)
+    assert honest.actr_id is not None
+    # The attacker knows the realm secret and the id (from discovery), not the node key.
+    _, seen = register(server, 2, previous_id=honest.actr_id)
+    failed = refused(seen)
+    assert failed.code == "identity"
+    assert isinstance(failed.error, IdentityTaken)
+    assert isinstance(failed.error, AuthError)
+    assert "bound to another node key" in str(failed.error)
+    assert [e.reason for e in seen if isinstance(e, Close)] == [
+        f"identity: {honest.actr_id} is bound to another node key"
+    ]
+    # Nothing was sent to the honest holder, which stays registered and discoverable.
+    assert all(e.conn == 2 for e in seen if isinstance(e, (Send, Close)))
+    assert not any(isinstance(e, PersistDeparture) for e in seen)
+    assert honest.registered
+    caller, _ = register(server, 3, actr_type=CALLER)
+    assert discover(server, 3, caller, ECHO) == [honest.actr_id]
+
+
+def test_claiming_a_departed_id_without_its_key_is_refused() -> None:
+    server = make_server(None)
+    key = NodeKey.generate()
+    honest, _ = register(server, 1, node_key=key)
+    assert honest.actr_id is not None
+    server.disconnect(1)
+    _, seen = register(server, 2, previous_id=honest.actr_id)
+    assert isinstance(refused(seen).error, IdentityTaken)
+    # The honest node, back with its key, gets it.
+    back, _ = register(server, 3, previous_id=honest.actr_id, node_key=key)
+    assert back.actr_id == honest.actr_id
+
+
+@pytest.mark.parametrize(
+    ("serial", "why"),
+    [
+        (2**63 - 1, "was never assigned"),
+        (2**64 - 1, "out of range"),
+        (2**63, "out of range"),
+        (0, "out of range"),
+        (41, "was never assigned"),
+    ],
+    ids=["2^63-1", "2^64-1", "2^63", "zero", "never-assigned"],
+)
+def test_serials_the_server_did_not_assign_are_refused_and_the_realm_keeps_going(
+    serial: int, why: str
+) -> None:
+    server = make_server(None)
+    first, _ = register(server, 1)
+    forged = Frame.Register(actr_type=ECHO.to_proto())
+    forged.previous_id.realm = "demo"
+    forged.previous_id.serial = serial
+    forged.previous_id.type.CopyFrom(ECHO.to_proto())
+    key = NodeKey.generate()
+    server.connect(2, 0.0)
+    server.receive(2, encode_frame(Frame(hello=Frame.Hello(realm="demo", version=1))), 0.0)
+    server.receive(2, encode_frame(Frame(authenticate=Frame.Authenticate())), 0.0)
+    forged.public_key = key.public_bytes()
+    forged.signature = key.sign(registration_message(NONCE, "demo", key.public_bytes()))
+    effects = apply_store(server, server.handle(2, Frame(register=forged), 0.0), 0.0)
+    (error,) = frames_to(2, effects)
+    assert error.error.code == "identity"
+    assert why in error.error.message
+    assert closed(2, effects)
+    assert not any(isinstance(e, PersistRegistration) for e in effects)
+    # Later registrations in the realm get the next serial, as if nothing happened.
+    later, _ = register(server, 3)
+    assert later.actr_id == ActrId("demo", 2, ECHO)
+    assert first.actr_id == ActrId("demo", 1, ECHO)
+
+
+def test_an_id_registered_before_node_keys_cannot_be_claimed() -> None:
+    server = make_server(None, next_serials={"demo": 5})
+    old = ActrId("demo", 3, ECHO)
+    persisted(server)[old] = b""  # a row from a database older than node keys
+    _, seen = register(server, 1, previous_id=old)
+    failed = refused(seen)
+    assert isinstance(failed.error, IdentityTaken)
+    assert "before node keys" in str(failed.error)
+    assert "remove identity.json" in str(failed.error)
+
+
+def hand_register(
+    server: ServerProtocol, conn: int, register_frame: Frame.Register
+) -> list[ServerEffect]:
+    server.connect(conn, 0.0)
+    server.receive(conn, encode_frame(Frame(hello=Frame.Hello(realm="demo", version=1))), 0.0)
+    server.receive(conn, encode_frame(Frame(authenticate=Frame.Authenticate())), 0.0)
+    return apply_store(server, server.handle(conn, Frame(register=register_frame), 0.0), 0.0)
+
+
+def test_registration_without_a_valid_key_proof_is_refused() -> None:
+    server = make_server(None)
+    key = NodeKey.generate()
+    pub = key.public_bytes()
+    cases = {
+        "no key": Frame.Register(actr_type=ECHO.to_proto()),
+        "other nonce": Frame.Register(
+            actr_type=ECHO.to_proto(),
+            public_key=pub,
+            signature=key.sign(registration_message(b"x" * 32, "demo", pub)),
+        ),
+        "other key's signature": Frame.Register(
+            actr_type=ECHO.to_proto(),
+            public_key=NodeKey.generate().public_bytes(),
+            signature=key.sign(registration_message(NONCE, "demo", pub)),
+        ),
+    }
+    for conn, (name, frame) in enumerate(cases.items(), start=1):
+        effects = hand_register(server, conn, frame)
+        (error,) = frames_to(conn, effects)
+        assert error.error.code == "key", name
+        assert closed(conn, effects), name
+    assert server.statistics().registered == 0
+
+
+def test_a_refused_key_proof_is_an_auth_error_at_the_client() -> None:
+    client = ClientProtocol(realm="demo", secret=None, actr_type=ECHO, previous_id=None)
+    client.hello()
+    client.receive(encode_frame(Frame(challenge=Frame.Challenge(nonce=NONCE))))
+    (event,) = client.receive(encode_frame(Frame(error=Frame.Error(code="key", message="no"))))
+    assert isinstance(event, SessionFailed)
+    assert type(event.error) is AuthError
+
+
+def test_the_realm_running_out_of_serials_is_refused_without_overflow() -> None:
+    server = make_server(None, next_serials={"demo": 2**63 - 1})
+    _, seen = register(server, 1)
+    assert refused(seen).code == "overloaded"
+    assert not any(isinstance(e, PersistRegistration) for e in seen)
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+
+def test_credential_is_renewed_on_the_first_heartbeat_after_two_thirds_of_its_life() -> None:
+    lifetime = 3 * TIMEOUT
+    server = make_server(None, credential_lifetime=lifetime)
+    key = NodeKey.generate()
+    client, seen = register(server, 1, node_key=key, now=0.0)
+    (first,) = [e for e in seen if isinstance(e, Registered)]
+
+    def beat(now: float) -> list[object]:
+        (ack,) = frames_to(1, server.handle(1, client.heartbeat(), now))
+        return list(client.receive(encode_frame(ack)))
+
+    assert beat(lifetime * 2 / 3 - 0.1) == []
+    (renewed,) = beat(lifetime * 2 / 3)
+    assert isinstance(renewed, CredentialRenewed)
+    claims = verify_credential(renewed.credential, first.issuer_key, now=time.time())
+    assert (claims.actr_id, claims.public_key) == (first.actr_id, key.public_bytes())
+    assert beat(lifetime * 2 / 3 + 1) == []  # the next renewal is two thirds later again
+
+
+def test_credential_lifetime_must_outlast_a_heartbeat() -> None:
+    with pytest.raises(ConfigError, match="credential_lifetime"):
+        make_server(None, credential_lifetime=TIMEOUT)
+
+
+def test_a_trusted_issuer_is_required_and_a_changed_one_refused_loudly() -> None:
+    server = make_server(None)
+    trusted = IssuerKey.generate()
+    _, seen = register(server, 1, trusted_issuer=trusted.public_bytes())
+    failed = refused(seen)
+    assert isinstance(failed.error, IssuerKeyMismatch)
+    message = str(failed.error)
+    assert trusted.key_id in message
+    assert server.issuer_public_key.hex() in message  # what to set, if the change is wanted
+    # With the right one it registers.
+    client, _ = register(server, 2, trusted_issuer=server.issuer_public_key)
+    assert client.registered
+
+
+def registered_frame(
+    issuer: IssuerKey, actr_id: ActrId, *, credential_for: tuple[ActrId, bytes]
+) -> bytes:
+    """A Registered frame for ``actr_id`` carrying ``issuer``'s credential for ``credential_for``."""
+    credential = issuer.issue(*credential_for, now=time.time(), lifetime=60)
+    registered = Frame.Registered(
+        actr_id=actr_id.to_proto(),
+        presence_timeout=1.0,
+        credential=credential,
+        issuer_key=issuer.public_bytes(),
+    )
+    return encode_frame(Frame(registered=registered))
+
+
+def registering_client(key: NodeKey) -> ClientProtocol:
+    client = ClientProtocol(
+        realm="demo", secret=None, actr_type=ECHO, previous_id=None, node_key=key
+    )
+    client.hello()
+    client.receive(encode_frame(Frame(challenge=Frame.Challenge(nonce=NONCE))))
+    return client
+
+
+@pytest.mark.parametrize("wrong", ["key", "id"])
+def test_client_refuses_a_credential_for_another_key_or_id(wrong: str) -> None:
+    issuer, key = IssuerKey.generate(), NodeKey.generate()
+    me = ActrId("demo", 1, ECHO)
+    claimed = (
+        (me, NodeKey.generate().public_bytes())
+        if wrong == "key"
+        else (ActrId("demo", 2, ECHO), key.public_bytes())
+    )
+    client = registering_client(key)
+    (event,) = client.receive(registered_frame(issuer, me, credential_for=claimed))
+    assert isinstance(event, SessionFailed)
+    assert isinstance(event.error, CredentialError)
+    assert not client.registered
+
+
+def test_client_refuses_a_credential_signed_by_another_issuer_than_announced() -> None:
+    issuer, other, key = IssuerKey.generate(), IssuerKey.generate(), NodeKey.generate()
+    me = ActrId("demo", 1, ECHO)
+    registered = Frame.Registered(
+        actr_id=me.to_proto(),
+        presence_timeout=1.0,
+        credential=other.issue(me, key.public_bytes(), now=time.time(), lifetime=60),
+        issuer_key=issuer.public_bytes(),
+    )
+    (event,) = registering_client(key).receive(encode_frame(Frame(registered=registered)))
+    assert isinstance(event, SessionFailed)
+    assert isinstance(event.error, CredentialError)
+
+
+def test_client_refuses_a_renewal_for_someone_else() -> None:
+    issuer, key = IssuerKey.generate(), NodeKey.generate()
+    me = ActrId("demo", 1, ECHO)
+    client = registering_client(key)
+    (event,) = client.receive(registered_frame(issuer, me, credential_for=(me, key.public_bytes())))
+    assert isinstance(event, Registered)
+    stolen = issuer.issue(me, NodeKey.generate().public_bytes(), now=time.time(), lifetime=60)
+    ack = Frame(heartbeat_ack=Frame.HeartbeatAck(credential=stolen))
+    (event,) = client.receive(encode_frame(ack))
+    assert isinstance(event, SessionFailed)
+    assert isinstance(event.error, CredentialError)

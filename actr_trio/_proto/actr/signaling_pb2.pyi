@@ -47,21 +47,29 @@ class SignalingFrame(_message.Message):
         deny: _containers.RepeatedScalarFieldContainer[str]
         def __init__(self, allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ...) -> None: ...
     class Register(_message.Message):
-        __slots__ = ("actr_type", "previous_id", "visible_to")
+        __slots__ = ("actr_type", "previous_id", "visible_to", "public_key", "signature")
         ACTR_TYPE_FIELD_NUMBER: _ClassVar[int]
         PREVIOUS_ID_FIELD_NUMBER: _ClassVar[int]
         VISIBLE_TO_FIELD_NUMBER: _ClassVar[int]
+        PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+        SIGNATURE_FIELD_NUMBER: _ClassVar[int]
         actr_type: _types_pb2.ActrType
         previous_id: _types_pb2.ActrId
         visible_to: _containers.RepeatedCompositeFieldContainer[SignalingFrame.CallerFilter]
-        def __init__(self, actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., previous_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., visible_to: _Optional[_Iterable[_Union[SignalingFrame.CallerFilter, _Mapping]]] = ...) -> None: ...
+        public_key: bytes
+        signature: bytes
+        def __init__(self, actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., previous_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., visible_to: _Optional[_Iterable[_Union[SignalingFrame.CallerFilter, _Mapping]]] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
     class Registered(_message.Message):
-        __slots__ = ("actr_id", "presence_timeout")
+        __slots__ = ("actr_id", "presence_timeout", "credential", "issuer_key")
         ACTR_ID_FIELD_NUMBER: _ClassVar[int]
         PRESENCE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+        CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+        ISSUER_KEY_FIELD_NUMBER: _ClassVar[int]
         actr_id: _types_pb2.ActrId
         presence_timeout: float
-        def __init__(self, actr_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., presence_timeout: _Optional[float] = ...) -> None: ...
+        credential: bytes
+        issuer_key: bytes
+        def __init__(self, actr_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., presence_timeout: _Optional[float] = ..., credential: _Optional[bytes] = ..., issuer_key: _Optional[bytes] = ...) -> None: ...
     class Discover(_message.Message):
         __slots__ = ("request_id", "actr_type")
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -98,8 +106,10 @@ class SignalingFrame(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
     class HeartbeatAck(_message.Message):
-        __slots__ = ()
-        def __init__(self) -> None: ...
+        __slots__ = ("credential",)
+        CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+        credential: bytes
+        def __init__(self, credential: _Optional[bytes] = ...) -> None: ...
     class Unregister(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
