@@ -1,7 +1,9 @@
 """A node process for the network integration tests: ``python netnode.py NAME --signaling URL``.
 
 Echoes, records jobs in handling order, relays calls to the other worker, calls its caller back
-(RPC both ways), collects a stream and counts the frames of a media track.
+(RPC both ways), collects a stream and counts the frames of a media track, records who called
+it (``ctx.caller_id``). ``--allow``/``--deny`` give it an ACL; ``--warnings`` writes its
+WARNING lines to a file the test reads.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ import logging
 
 import trio
 
-from actr_trio import ActrId, ActrType, Context, MediaFrame, StreamChunk, Workload, route
+from actr_trio import (
+    Acl,
+    AclRule,
+    ActrId,
+    ActrType,
+    Context,
+    MediaFrame,
+    StreamChunk,
+    Workload,
+    route,
+)
 from actr_trio.testing import serve_worker
 
 
@@ -29,6 +41,7 @@ class NetNode(Workload):
         self.jobs: list[str] = []
         self.chunks: list[int] = []
         self.frames = 0
+        self.callers: list[str] = []
         self.released = trio.Event()
 
     async def on_start(self, ctx: Context) -> None:
@@ -97,6 +110,16 @@ class NetNode(Workload):
                 await log.write(f"{ctx.request_id} {request.decode()}\n")
         return request
 
+    @route("itest.Node.Caller")
+    async def caller(self, request: bytes, ctx: Context) -> bytes:
+        """Record who called (as the runtime says: the authenticated peer, also on replay)."""
+        self.callers.append(f"{ctx.caller_id}={request.decode()}")
+        return b""
+
+    @route("itest.Node.Callers")
+    async def callers_seen(self, request: bytes, ctx: Context) -> bytes:
+        return ",".join(self.callers).encode()
+
     @route("itest.Node.Relay")
     async def relay(self, request: bytes, ctx: Context) -> bytes:
         target = ActrId.parse(request.decode())
@@ -110,8 +133,18 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--log")
     parser.add_argument("--grace", type=float, default=10.0, help="shutdown_grace, seconds")
+    parser.add_argument("--allow", action="append", default=[], help="ACL allow rule (caller)")
+    parser.add_argument("--deny", action="append", default=[], help="ACL deny rule (caller)")
+    parser.add_argument("--warnings", help="also write WARNING lines to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.warnings:
+        handler = logging.FileHandler(args.warnings)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        logging.getLogger("actr_trio").addHandler(handler)
+    acl = None
+    if args.allow or args.deny:
+        acl = Acl(allow=[AclRule(p) for p in args.allow], deny=[AclRule(p) for p in args.deny])
     trio.run(
         lambda: serve_worker(
             NetNode(args.name, args.log),
@@ -119,6 +152,7 @@ def main() -> None:
             realm="itest",
             data_dir=args.data_dir,
             shutdown_grace=args.grace,
+            acl=acl,
         )
     )
 

@@ -5,6 +5,7 @@ keeps serving, allowed callers are unaffected. Local calls follow the same rules
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,47 @@ async def test_streams_from_refused_callers() -> None:
             denied = v.statistics().inbound.denied
     assert vault.chunks == [b"good"]
     assert denied == 4  # the reliable chunk and its end marker, the latency-first ones too
+
+
+async def test_discovery_hides_the_node_from_types_its_acls_refuse() -> None:
+    with trio.fail_after(BOUND):
+        async with (
+            LocalRealm() as realm,
+            realm.start(Guarded()) as v,
+            realm.start(_typed("acme", "client")()) as client,
+            realm.start(_typed("acme", "intruder")()) as intruder,
+            realm.start(_typed("ops", "admin")()) as admin,
+            realm.start(_typed("other", "stranger")()) as stranger,
+        ):
+            vault = Guarded.actr_type
+            assert await client.discover(vault) == [v.actr_id]
+            assert await admin.discover(vault) == [v.actr_id]  # it may call one route
+            assert await intruder.discover(vault) == []  # denied
+            assert await stranger.discover(vault) == []  # not allowed
+            # Hidden is not the protection: a refused caller that knows the id is still refused.
+            with pytest.raises(PermissionDenied):
+                await stranger.call(v.actr_id, "demo.Vault.Open", b"")
+
+
+def test_the_examples_in_docs_acl_md_work(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "acl.md").read_text()
+    python, toml = (
+        re.search(rf"^```{lang}\n(.*?)^```", page, re.MULTILINE | re.DOTALL)
+        for lang in ("python", "toml")
+    )
+    assert python is not None
+    assert toml is not None
+    namespace: dict[str, object] = {}
+    exec(compile(python.group(1), "docs/acl.md", "exec"), namespace)
+    vault = namespace["Vault"]
+    assert isinstance(vault, type)
+    assert issubclass(vault, Workload)
+    assert vault.acl is not None
+    assert vault.acl.permits(ACME_ECHO, "demo.Vault.Open", Priority.NORMAL)
+    assert not vault.acl.permits(ACME_ECHO, "demo.Vault.Open", Priority.HIGH)
+    path = tmp_path / "Actr.toml"
+    path.write_text(toml.group(1))
+    acl = Config.from_file(path, environ={}).acl
+    assert acl is not None
+    assert acl.permits(ActrId("prod", 1, ActrType("ops", "admin")), "demo.Anything.At")
+    assert not acl.permits(ActrId("prod", 2, ActrType("acme", "intruder")), "demo.Echo.Echo")

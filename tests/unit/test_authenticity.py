@@ -27,7 +27,7 @@ from actr_trio._envelope import (
 from actr_trio._link import new_epoch
 from actr_trio._mailbox import Accept, open_mailbox
 from actr_trio._mailbox_sqlite import SqliteMailbox
-from actr_trio.errors import PermissionDenied
+from actr_trio.errors import PermissionDenied, Retryable
 from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import Transport
 
@@ -262,3 +262,41 @@ async def test_replay_shows_the_stored_link_peer_not_the_envelope_field(tmp_path
             await service.called.wait()
             assert ref.statistics().mailbox.replayed == 1
     assert service.callers == [sender]
+
+
+class Flaky(Workload):
+    """Fails until ``healed``: its envelopes end up dead letters, then are redriven."""
+
+    actr_type = ActrType("acme", "flaky")
+
+    def __init__(self) -> None:
+        self.healed = False
+        self.callers: list[ActrId | None] = []
+        self.handled = trio.Event()
+
+    @route("demo.Flaky.Put")
+    async def put(self, request: bytes, ctx: Context) -> bytes:
+        if not self.healed:
+            raise Retryable("not yet")
+        self.callers.append(ctx.caller_id)
+        self.handled.set()
+        return b""
+
+
+async def test_dead_letters_and_redrives_show_the_true_caller(tmp_path: Path) -> None:
+    flaky = Flaky()
+    with trio.fail_after(BOUND):
+        async with (
+            LocalRealm() as realm,
+            realm.start(flaky, data_dir=tmp_path / "flaky", max_attempts=2) as f,
+            realm.start(Client()) as sender,
+        ):
+            await sender.tell(f.actr_id, "demo.Flaky.Put", b"x")
+            while not await f.dead_letters():
+                await trio.testing.wait_all_tasks_blocked()  # the retries run meanwhile
+            (letter,) = await f.dead_letters()
+            assert letter.envelope.caller == str(sender.actr_id)
+            flaky.healed = True
+            assert await f.redrive() == 1
+            await flaky.handled.wait()
+    assert flaky.callers == [sender.actr_id]
