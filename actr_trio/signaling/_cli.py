@@ -28,6 +28,13 @@ Once listening it prints "actr-trio signaling listening on ws://HOST:PORT"
 (wss:// with --tls-cert). Without TLS the connection is not encrypted: use it
 only on a network you trust.
 
+It signs each registered node's credential with its issuer key, kept in
+--issuer-key (default: beside --db, as DB.issuer_key, created with mode 600;
+without --db a new key each run). Its second line of output is
+"actr-trio signaling issuer key HEX (key id ID)": set HEX as the nodes'
+Config.trust_anchor (ACTR_TRUST_ANCHOR). --print-issuer-key prints HEX and
+exits.
+
 Realms and their secrets (at least 16 bytes each) come from --realms-file (a
 file only its owner may read: chmod 600) and from the {REALMS_ENV}
 environment variable ("NAME:SECRET" entries separated by commas or spaces).
@@ -79,6 +86,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PEM",
         help="the private key of --tls-cert, if it is in a separate file",
+    )
+    parser.add_argument(
+        "--issuer-key",
+        default=None,
+        metavar="PATH",
+        help="the Ed25519 key that signs credentials, created (mode 600) if missing (default: "
+        "DB.issuer_key beside --db; without --db, a new key each run)",
+    )
+    parser.add_argument(
+        "--credential-lifetime",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds a node's credential is valid; nodes get a fresh one after two thirds "
+        "of it (default 3600)",
+    )
+    parser.add_argument(
+        "--print-issuer-key",
+        action="store_true",
+        help="print the issuer public key (hex, for Config.trust_anchor), creating the key "
+        "file if needed, and exit",
     )
     parser.add_argument(
         "--presence-timeout",
@@ -218,10 +246,13 @@ def run(args: argparse.Namespace) -> int:
 
     import trio
 
+    from .._identity import key_id
     from .._logging import SIGNALING
     from ..errors import ConfigError
     from ._server import SignalingServer
 
+    if args.print_issuer_key:
+        return print_issuer_key(args)
     try:
         if args.tls_key and not args.tls_cert:
             raise ConfigError("--tls-key needs --tls-cert")
@@ -233,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
             db_path=args.db,
             presence_timeout=args.presence_timeout,
             ssl_context=ssl_context,
+            issuer_key_path=args.issuer_key,
+            credential_lifetime=args.credential_lifetime,
         )
     except ConfigError as exc:
         sys.stderr.write(f"actr-trio signaling: {exc}\n")
@@ -252,8 +285,16 @@ def run(args: argparse.Namespace) -> int:
                     )
                     result = 1
                     nursery.cancel_scope.cancel(reason="cannot listen")
+                except ConfigError as exc:  # the issuer key file
+                    sys.stderr.write(f"actr-trio signaling: {exc}\n")
+                    result = 2
+                    nursery.cancel_scope.cancel(reason="bad issuer key")
                 else:
-                    sys.stdout.write(f"actr-trio signaling listening on {server.url}\n")
+                    issuer = server.issuer_public_key
+                    sys.stdout.write(
+                        f"actr-trio signaling listening on {server.url}\n"
+                        f"actr-trio signaling issuer key {issuer.hex()} (key id {key_id(issuer)})\n"
+                    )
                     sys.stdout.flush()
                     async for signum in signals:
                         logging.getLogger(SIGNALING).info(
@@ -264,3 +305,27 @@ def run(args: argparse.Namespace) -> int:
         return result
 
     return trio.run(main)
+
+
+def print_issuer_key(args: argparse.Namespace) -> int:
+    """``--print-issuer-key``: print the persisted issuer public key as hex (creating the key
+    file if needed); 2 when there is no key file to print (no --db nor --issuer-key)."""
+    from .._identity import IssuerKey
+    from ..errors import ConfigError
+    from ._server import issuer_key_file
+
+    path = issuer_key_file(args.db, args.issuer_key)
+    if path is None:
+        sys.stderr.write(
+            "actr-trio signaling: --print-issuer-key needs --db or --issuer-key (without them "
+            "each run has a new key)\n"
+        )
+        return 2
+    try:
+        issuer = IssuerKey.load_or_create(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"actr-trio signaling: {exc}\n")
+        return 2
+    sys.stdout.write(f"{issuer.public_bytes().hex()}\n")
+    sys.stderr.write(f"issuer key id {issuer.key_id} from {path}\n")
+    return 0

@@ -95,12 +95,15 @@ class SignalingClientStatistics:
         connected: whether a registered connection is up right now.
         registrations: successful registrations, the first one included.
         connection_failures: connection attempts that failed or connections that dropped.
+        renewals: credentials renewed by the server on a registered connection (a
+            re-registration gets a fresh one too, counted in ``registrations`` only).
     """
 
     actr_id: ActrId | None
     connected: bool
     registrations: int
     connection_failures: int
+    renewals: int = 0
 
 
 @attrs.define(eq=False)
@@ -245,6 +248,7 @@ class SignalingClient:
         self._anchor = None if anchor is None else decode_public_key(anchor)
         self._pinned: bytes | None = self._anchor
         self._credential = b""
+        self._renewals = 0
         self._changed = trio.Event()
         self._running = False
 
@@ -258,6 +262,7 @@ class SignalingClient:
             connected=self._link is not None,
             registrations=self._registrations,
             connection_failures=self._failures,
+            renewals=self._renewals,
         )
 
     async def wait_registrations(self, count: int) -> None:
@@ -267,6 +272,12 @@ class SignalingClient:
         so ``wait_registrations(statistics().registrations + 1)`` waits for the next one.
         """
         while self._registrations < count:
+            await self._changed.wait()
+
+    async def wait_renewals(self, count: int) -> None:
+        """Wait until the server has renewed this client's credential ``count`` times in total
+        (``session.credential`` is then the renewed one)."""
+        while self._renewals < count:
             await self._changed.wait()
 
     async def run(
@@ -476,6 +487,8 @@ class SignalingClient:
                         self._resolve(link, event.request_id, outcome.Value(event.peers))
                     elif isinstance(event, CredentialRenewed):
                         self._credential = event.credential
+                        self._renewals += 1
+                        self._notify()
                         logger.debug("credential of %s renewed", self._actr_id)
                     elif isinstance(event, RelayDelivered):
                         self._resolve(link, event.request_id, outcome.Value(()))

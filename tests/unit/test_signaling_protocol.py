@@ -744,3 +744,23 @@ def test_client_refuses_a_renewal_for_someone_else() -> None:
     (event,) = client.receive(encode_frame(ack))
     assert isinstance(event, SessionFailed)
     assert isinstance(event.error, CredentialError)
+
+
+def test_client_refuses_an_expired_credential() -> None:
+    issuer, key = IssuerKey.generate(), NodeKey.generate()
+    me = ActrId("demo", 1, ECHO)
+    later = time.time() + 61  # the server's credential lives 60 s
+    client = ClientProtocol(
+        realm="demo",
+        secret=None,
+        actr_type=ECHO,
+        previous_id=None,
+        node_key=key,
+        wall_clock=lambda: later,
+    )
+    client.hello()
+    client.receive(encode_frame(Frame(challenge=Frame.Challenge(nonce=NONCE))))
+    (event,) = client.receive(registered_frame(issuer, me, credential_for=(me, key.public_bytes())))
+    assert isinstance(event, SessionFailed)
+    assert isinstance(event.error, CredentialError)
+    assert "expired" in str(event.error)
