@@ -1,0 +1,142 @@
+"""The Markdown report and the PNG chart of a results document."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmarks._stats import format_value
+
+
+def format_stat(m: Mapping[str, float]) -> str:
+    """'median (min..max)' for one figure."""
+    if m["n"] <= 1:
+        return format_value(m["median"])
+    return f"{format_value(m['median'])} ({format_value(m['min'])}..{format_value(m['max'])})"
+
+
+def format_ratio(r: Mapping[str, Any]) -> str:
+    if r.get("ratio") is None:
+        return "n/a"
+    text = f"{r['ratio']:.2f}x"
+    if r.get("min") is not None and r.get("max") is not None:
+        text += f" ({r['min']:.2f}..{r['max']:.2f})"
+    return text
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    """The stdout report: figures per subject, then ratios, then targets."""
+    lines: list[str] = []
+    mode = "quick" if doc["quick"] else "full"
+    lines.append(
+        f"## actr_trio benchmarks — {doc['date']} ({mode}, {doc.get('reps_per_subject', '?')} reps, "
+        f"medians with min..max)"
+    )
+    pinned = [w["id"] for w in doc["workloads"] if w.get("pinned_cpu") is not None]
+    if pinned:
+        lines.append("")
+        lines.append(
+            f"{', '.join(pinned)}: every subject pinned to one CPU (benchmarks/README.md)."
+        )
+    if str(doc.get("runtime_module", "")).startswith("error"):
+        lines.append("")
+        lines.append(f"benchmarks/runtime.py failed to import: {short(doc['runtime_module'], 200)}")
+    lines.append("")
+    lines.append("| workload | subject | kind | size | headline | other figures |")
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for w in doc["workloads"]:
+        for s in w["subjects"]:
+            head = s["metrics"].get(w["headline"])
+            if s["status"] == "ok" and head is not None:
+                headline = f"{w['headline']} {format_stat(head)}"
+            elif s["status"] == "ok":
+                headline = f"{w['headline']} n/a (not reported)"
+            elif s["status"] == "error":
+                headline = "n/a (error: " + short(s.get("error") or "") + ")"
+            else:
+                headline = "n/a"
+            others = "; ".join(
+                f"{k} {format_stat(m)}" for k, m in s["metrics"].items() if k != w["headline"]
+            )
+            lines.append(
+                f"| {w['id']} {_cell(w['title'])} | {_cell(s['name'])} | {s['kind']} | "
+                f"{s['size'] if s['status'] != 'n/a' else '—'} | {_cell(headline)} | {_cell(others)} |"
+            )
+    lines.append("")
+    lines.append("Speed ratio runtime vs baseline (> 1 = runtime faster; latencies inverted):")
+    lines.append("")
+    lines.append("| workload | runtime | baseline | figure | ratio (per-rep range) |")
+    lines.append("| --- | --- | --- | --- | --- |")
+    for w in doc["workloads"]:
+        if not w["ratios"]:
+            lines.append(
+                f"| {w['id']} | — | — | {w['headline']} | n/a (no runtime/baseline pair) |"
+            )
+        lines.extend(
+            f"| {w['id']} | {r['runtime']} | {r['baseline']} | {r['metric']} | {format_ratio(r)} |"
+            for r in w["ratios"]
+        )
+    targets = [(w["id"], t) for w in doc["workloads"] for t in w["targets"]]
+    if targets:
+        lines.append("")
+        lines.append("| workload | runtime | target | measured | met |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for wid, t in targets:
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            measured = format_value(t["measured"]) if t["measured"] is not None else "n/a"
+            lines.append(f"| {wid} | {t['runtime'] or '—'} | {t['target']} | {measured} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_chart(doc: Mapping[str, Any], path: Path) -> None:
+    """Horizontal bars of speed ratios per workload (log scale), Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    labels: list[str] = []
+    values: list[float | None] = []
+    for w in doc["workloads"]:
+        if not w["ratios"]:
+            labels.append(f"{w['id']}: no runtime/baseline pair")
+            values.append(None)
+        for r in w["ratios"]:
+            labels.append(f"{w['id']} {r['runtime']} vs {r['baseline']}")
+            values.append(r["ratio"])
+    height = max(2.5, 0.35 * len(labels) + 1.2)
+    fig, ax = plt.subplots(figsize=(9, height))
+    ys = list(range(len(labels)))[::-1]
+    finite = [v for v in values if v is not None]
+    for y, v in zip(ys, values, strict=True):
+        if v is None:
+            ax.text(1.0, y, "  n/a", va="center", ha="left", color="grey", fontsize=8)
+        else:
+            # bars grow from 1.0 (parity) towards the ratio, so slower and faster read alike
+            ax.barh(y, abs(v - 1.0), left=min(v, 1.0), color="tab:green" if v >= 1 else "tab:red")
+            ax.text(v, y, f" {v:.2f}x ", va="center", ha="left" if v >= 1 else "right", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(min([*finite, 0.5]) / 2, max([*finite, 2.0]) * 2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=8)
+    mode = "quick" if doc["quick"] else "full"
+    ax.set_xlabel("speed ratio runtime / baseline (> 1 = runtime faster, log scale)")
+    ax.set_title(f"actr_trio vs baselines, {doc['date']} ({mode})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
