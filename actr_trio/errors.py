@@ -25,7 +25,7 @@
         └── SignalingError                     the signaling server failed or refused
             ├── AuthError                      realm credentials rejected
             │   ├── CredentialError            a credential is malformed, forged, foreign or expired
-            │   ├── IdentityTaken              that ActrId is bound to another node's key
+            │   ├── IdentityTaken              that ActrId is not this node key's to have
             │   └── IssuerKeyMismatch          the server's issuer key is not the pinned one
             ├── ServerCertificateError         the wss:// server's TLS certificate did not verify
             └── SessionTakenOver               another connection registered with our ActrId
@@ -247,12 +247,13 @@ class CredentialError(AuthError):
 
 
 class IdentityTaken(AuthError):
-    """The server refused to register this node under an ``ActrId`` bound to another key.
+    """The server refused to register this node under the ``ActrId`` it asked for.
 
     An ``ActrId`` belongs to the node key that first registered it; only a signature by that
-    key gets it back (after a restart or to take over a stale session). A node whose
-    ``identity.json`` was copied, or whose ``node_key`` was lost, gets this: remove
-    ``identity.json`` from its ``data_dir`` to register under a new id.
+    key gets it back (after a restart or to take over a stale session), and only an id the
+    server assigned can be asked for. A node whose ``identity.json`` was copied, whose
+    ``node_key`` was lost, or whose server lost its database gets this (the message says
+    which): remove ``identity.json`` from its ``data_dir`` to register under a new id.
     """
 
 
