@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
-from benchmarks._registry import Subject, Workload
+from benchmarks._registry import Subject, Target, Workload
 from benchmarks._stats import Measurement, speed_ratio, summarize
 
 SCHEMA = "actr_trio.bench/1"
@@ -17,13 +17,16 @@ SCHEMA = "actr_trio.bench/1"
 def subject_result(
     subject: Subject, size: int, reps: Sequence[Measurement], error: str | None
 ) -> dict[str, Any]:
+    """One subject's row. A subject that failed in any repetition is an error row: the reps
+    it completed are kept for the record, but it gets no ratio (a partial median would pass
+    for a full one)."""
     metrics: dict[str, Any] = {}
     if reps:
         keys = sorted({k for r in reps for k in r})
         for k in keys:
             vals = [r[k] for r in reps if k in r]
             metrics[k] = summarize(vals).to_json()
-    if error is not None and not reps:
+    if error is not None:
         status = "error"
     elif reps:
         status = "ok"
@@ -38,6 +41,22 @@ def subject_result(
         "error": error,
         "reps": [dict(r) for r in reps],
         "metrics": metrics,
+        "compare_to": list(subject.compare_to) if subject.compare_to is not None else None,
+    }
+
+
+def missing_result(name: str, reason: str) -> dict[str, Any]:
+    """The error row of a runtime subject the workload expects but nobody registered."""
+    return {
+        "name": name,
+        "kind": "runtime",
+        "label": "not registered",
+        "size": 0,
+        "status": "error",
+        "error": reason,
+        "reps": [],
+        "metrics": {},
+        "compare_to": None,
     }
 
 
@@ -68,7 +87,14 @@ def compute_ratios(
                 "max": None,
             }
             rm, bm = rt["metrics"].get(h), bl["metrics"].get(h)
-            if rm is not None and bm is not None and rm["median"] > 0 and bm["median"] > 0:
+            both_ok = rt["status"] == "ok" and bl["status"] == "ok"
+            if (
+                both_ok
+                and rm is not None
+                and bm is not None
+                and rm["median"] > 0
+                and bm["median"] > 0
+            ):
                 entry["ratio"] = speed_ratio(
                     rm["median"], bm["median"], higher_is_better=workload.higher_is_better
                 )
@@ -91,33 +117,74 @@ def compute_ratios(
 
 
 def check_targets(workload: Workload, wres: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Evaluate the workload's targets against its runtime subjects (``met`` None = n/a)."""
+    """Evaluate the workload's targets against its runtime subjects (``met`` None = n/a).
+
+    A target names its runtime subject, or applies to every runtime subject of the workload;
+    a subject that failed still gets its target rows, measured n/a.
+    """
     out: list[dict[str, Any]] = []
-    runtimes = [s for s in wres["subjects"] if s["kind"] == "runtime" and s["status"] == "ok"]
+    runtimes = [s for s in wres["subjects"] if s["kind"] == "runtime"]
+    by_name = {s["name"]: s for s in wres["subjects"]}
     for t in workload.targets:
         matching = [r for r in runtimes if t.runtime is None or r["name"] == t.runtime]
         if not matching:
-            out.append(
-                {"runtime": t.runtime, "target": t.describe(), "measured": None, "met": None}
-            )
-            continue
+            matching = [{"name": t.runtime, "status": "error", "metrics": {}}]
         for r in matching:
-            measured: float | None = None
-            if t.baseline is None:
-                m = r["metrics"].get(t.metric)
-                measured = m["median"] if m else None
-            else:
-                for ratio in wres["ratios"]:
-                    if ratio["runtime"] == r["name"] and ratio["baseline"] == t.baseline:
-                        measured = ratio["ratio"]
+            measured = _measure_target(t, r, by_name.get(t.baseline) if t.baseline else None)
             out.append(
                 {
                     "runtime": r["name"],
                     "target": t.describe(),
+                    "baseline": t.baseline,
+                    "source": t.source,
                     "measured": measured,
                     "met": None if measured is None else t.met(measured),
                 }
             )
+    return out
+
+
+def _measure_target(t: Target, rt: Mapping[str, Any], bl: Mapping[str, Any] | None) -> float | None:
+    """The runtime's median of ``t.metric``, or its quotient by the baseline's median."""
+    if rt["status"] != "ok" or (t.metric not in rt["metrics"]):
+        return None
+    value = float(rt["metrics"][t.metric]["median"])
+    if t.baseline is None:
+        return value
+    if bl is None or bl["status"] != "ok" or t.metric not in bl["metrics"]:
+        return None
+    base = float(bl["metrics"][t.metric]["median"])
+    return value / base if base > 0 else None
+
+
+def problems(doc: Mapping[str, Any]) -> list[str]:
+    """Everything that keeps this run from answering its questions, one line each.
+
+    A subject that failed or was never registered, a ratio that could not be computed
+    between two subjects that ran, a target that could not be evaluated. ``python -m
+    benchmarks.run`` exits non-zero when there is any: nothing is skipped silently.
+    """
+    out: list[str] = []
+    for w in doc["workloads"]:
+        status = {s["name"]: s["status"] for s in w["subjects"]}
+        out.extend(
+            f"{w['id']} {s['name']} ({s['kind']}): {s.get('error') or 'not measured'}"
+            for s in w["subjects"]
+            if s["status"] != "ok"
+        )
+        out.extend(
+            f"{w['id']} {r['runtime']} vs {r['baseline']}: ratio n/a"
+            + ("" if r["baseline"] in status else f" (no baseline named {r['baseline']!r})")
+            for r in w["ratios"]
+            if r["ratio"] is None
+            and status.get(r["runtime"]) == "ok"
+            and status.get(r["baseline"], "ok") == "ok"
+        )
+        out.extend(
+            f"{w['id']} {t['runtime']}: target {t['target']} not measurable"
+            for t in w["targets"]
+            if t["met"] is None and status.get(t["runtime"]) == "ok"
+        )
     return out
 
 

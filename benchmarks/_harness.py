@@ -41,6 +41,8 @@ from benchmarks._document import (
     check_targets,
     compute_ratios,
     environment,
+    missing_result,
+    problems,
     subject_result,
     validate_document,
 )
@@ -94,6 +96,7 @@ __all__ = [
     "load_registry",
     "percentile",
     "pinned_cpu",
+    "problems",
     "render_chart",
     "render_markdown",
     "run_in_process",
@@ -242,53 +245,29 @@ def run_suite(
             return run_in_process(s, size)
         return run_isolated(s, size, pin_cpu=registry.workloads[s.workload].pin_cpu)
 
-    run_one = runner or default_runner
     selected = [w for wid, w in sorted(registry.workloads.items()) if not only or wid in only]
     t0 = time.monotonic()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    workloads_out: list[dict[str, Any]] = []
-    total = sum(len(registry.subjects_for(w.id)) for w in selected) * n_reps
-    done = 0
+    counter = _Counter(sum(len(registry.subjects_for(w.id)) for w in selected) * n_reps)
+    workloads_out = []
     for w in selected:
-        subjects = registry.subjects_for(w.id)
-        results: dict[str, list[Measurement]] = {s.name: [] for s in subjects}
-        errors: dict[str, str | None] = {s.name: None for s in subjects}
-        for rep in range(n_reps):
-            for s in subjects:
-                done += 1
-                if errors[s.name] is not None:
-                    continue  # failed once: do not spend the budget on it again
-                size = s.size(w, quick=quick)
-                progress.update(
-                    f"{done}/{total} {w.id} {s.name} rep {rep + 1}/{n_reps} (size {size})"
-                )
-                try:
-                    results[s.name].append(run_one(s, size))
-                except SubjectError as exc:
-                    errors[s.name] = str(exc)
-                except Exception as exc:
-                    errors[s.name] = f"{type(exc).__name__}: {exc}"
-                    progress.update(f"{w.id} {s.name} failed: {short(errors[s.name] or '')}")
-        subj_out = []
-        for s in subjects:
-            res = subject_result(s, s.size(w, quick=quick), results[s.name], errors[s.name])
-            res["compare_to"] = list(s.compare_to) if s.compare_to is not None else None
-            subj_out.append(res)
-        if not any(s.kind == "runtime" for s in subjects):
-            subj_out.insert(
-                0,
-                {
-                    "name": "actr_trio",
-                    "kind": "runtime",
-                    "label": "not registered (benchmarks/runtime.py)",
-                    "size": 0,
-                    "status": "n/a",
-                    "error": None,
-                    "reps": [],
-                    "metrics": {},
-                    "compare_to": None,
-                },
-            )
+        subj_out = _measure_workload(
+            w,
+            registry.subjects_for(w.id),
+            runner or default_runner,
+            quick,
+            n_reps,
+            progress,
+            counter,
+        )
+        registered = {s["name"] for s in subj_out}
+        missing = [
+            missing_result(name, _missing_reason(runtime_module))
+            for name in w.runtimes
+            if name not in registered
+        ]
+        n_runtimes = sum(s["kind"] == "runtime" for s in subj_out)
+        subj_out[n_runtimes:n_runtimes] = missing
         wres: dict[str, Any] = {
             "id": w.id,
             "title": w.title,
@@ -314,3 +293,69 @@ def run_suite(
         "environment": environment(),
         "workloads": workloads_out,
     }
+
+
+class _Counter:
+    """Repetitions done so far, for the progress line."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+
+
+def _measure_workload(
+    w: Workload,
+    subjects: Sequence[Subject],
+    run_one: Callable[[Subject, int], Measurement],
+    quick: bool,
+    n_reps: int,
+    progress: Progress,
+    counter: _Counter,
+) -> list[dict[str, Any]]:
+    """Every subject's rows, repetitions interleaved; a subject that fails is not retried."""
+    results: dict[str, list[Measurement]] = {s.name: [] for s in subjects}
+    errors: dict[str, str | None] = {s.name: None for s in subjects}
+    for rep in range(n_reps):
+        for s in subjects:
+            counter.done += 1
+            if errors[s.name] is not None:
+                continue  # failed once: do not spend the budget on it again
+            size = s.size(w, quick=quick)
+            progress.update(
+                f"{counter.done}/{counter.total} {w.id} {s.name} rep {rep + 1}/{n_reps} "
+                f"(size {size})"
+            )
+            try:
+                results[s.name].append(_one_rep(run_one, s, w, size))
+            except SubjectError as exc:
+                errors[s.name] = str(exc)
+            except Exception as exc:
+                errors[s.name] = f"{type(exc).__name__}: {exc}"
+            if errors[s.name] is not None:
+                done = len(results[s.name])
+                if done:
+                    errors[s.name] = f"rep {done + 1} of {n_reps}: {errors[s.name]}"
+                progress.update(f"{w.id} {s.name} FAILED: {short(errors[s.name] or '')}")
+    return [
+        subject_result(s, s.size(w, quick=quick), results[s.name], errors[s.name]) for s in subjects
+    ]
+
+
+def _one_rep(
+    run_one: Callable[[Subject, int], Measurement], s: Subject, w: Workload, size: int
+) -> Measurement:
+    figures = run_one(s, size)
+    if w.headline not in figures:
+        # Without its headline a subject has no ratio: that is a failure, not a blank cell.
+        got = ", ".join(sorted(figures)) or "none"
+        raise SubjectError(f"reported no {w.headline} (figures: {got})")
+    return figures
+
+
+def _missing_reason(runtime_module: str) -> str:
+    if runtime_module.startswith("error"):
+        detail = runtime_module.removeprefix("error:").strip()
+        return f"not registered: benchmarks/runtime.py failed to import ({detail})"
+    if runtime_module == "absent":
+        return "not registered: benchmarks/runtime.py is absent"
+    return "not registered by benchmarks/runtime.py"

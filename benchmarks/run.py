@@ -19,6 +19,7 @@ from benchmarks._harness import (
     REGRESSION_THRESHOLD,
     compare_documents,
     load_registry,
+    problems,
     render_chart,
     render_markdown,
     run_suite,
@@ -26,6 +27,8 @@ from benchmarks._harness import (
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+#: Exit status when a subject failed or is missing, or a ratio or target could not be computed.
+EXIT_FAILED = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return _compare(args.compare, _load(args.against), args.threshold)
 
     registry, runtime_status = load_registry()
-    if runtime_status.startswith("error"):
-        print(
-            f"warning: benchmarks/runtime.py failed to import ({runtime_status}); "
-            "runtime rows are n/a",
-            file=sys.stderr,
-        )
+    if runtime_status != "loaded":
+        what = "is absent" if runtime_status == "absent" else f"failed to import ({runtime_status})"
+        print(f"error: benchmarks/runtime.py {what}: every runtime row fails", file=sys.stderr)
     only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     unknown = [w for w in only if w not in registry.workloads]
     if unknown:
@@ -115,9 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("matplotlib is not installed: no chart (pip install matplotlib)", file=sys.stderr)
 
-    if args.compare is not None:
-        return _compare(args.compare, doc, args.threshold)
-    return 0
+    failed = problems(doc)
+    for line in failed:
+        print(f"FAILED: {line}", file=sys.stderr)
+    status = _compare(args.compare, doc, args.threshold) if args.compare is not None else 0
+    if failed:
+        print(f"{len(failed)} problem(s): exit {EXIT_FAILED}", file=sys.stderr)
+        return status or EXIT_FAILED
+    return status
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ REGISTRY.add_workload(
         higher_is_better=True,
         quick_size=25_600,
         full_size=102_400,
+        runtimes=("actr_trio-normal", "actr_trio-full"),
         targets=(
             Target(
                 "msgs_per_s",

@@ -66,6 +66,7 @@ FIGURES: dict[tuple[str, str], list[h.Measurement]] = {
     ("W1", "slow"): [{"msgs_per_s": 100.0}, {"msgs_per_s": 100.0}, {"msgs_per_s": 100.0}],
     ("W2", "actr_trio"): [{"p50_us": 20.0, "p99_us": 40.0}] * 3,
     ("W2", "base"): [{"p50_us": 10.0, "p99_us": 30.0}] * 3,
+    ("W8", "actr_trio"): [{"start_ms": 0.5}] * 3,  # registered by some tests only
 }
 
 
@@ -225,10 +226,14 @@ def test_run_suite_interleaves_reps_and_computes_ratios() -> None:
 
     targets = {t["target"]: t for t in w1["targets"]}
     assert targets["msgs_per_s >= 250"]["met"] is True
-    assert targets["ratio vs fast >= 1.2x"]["measured"] == pytest.approx(1.5)
+    assert targets["msgs_per_s >= 1.2x fast"]["measured"] == pytest.approx(1.5)
+    assert h.problems(doc) == ["W2 broken (baseline): RuntimeError: boom", _W8_MISSING]
 
 
-def test_failing_subject_is_na_and_not_retried() -> None:
+_W8_MISSING = "W8 actr_trio (runtime): not registered: benchmarks/runtime.py is absent"
+
+
+def test_failing_subject_is_an_error_row_and_not_retried() -> None:
     runner = FakeRunner()
     doc = _run(runner=runner)
     assert [c for c in runner.calls if c[1] == "broken"] == [("W2", "broken", 5)]
@@ -240,26 +245,127 @@ def test_failing_subject_is_na_and_not_retried() -> None:
     assert ratio["ratio"] is None
     table = h.render_markdown(doc)
     assert "| W2 | actr_trio | broken | p50_us | n/a |" in table
-    assert "n/a (error: RuntimeError: boom)" in table
+    assert "| **FAILED**: RuntimeError: boom |" in table
+    assert "**2 problem(s)**" in table
+    assert "* W2 broken (baseline): RuntimeError: boom" in table
 
 
-def test_missing_runtime_is_a_placeholder_row() -> None:
+def test_a_failure_after_some_reps_fails_the_subject() -> None:
+    """Two good reps and a failure are not a result: the row is an error, without a ratio."""
+
+    class FailsThird(FakeRunner):
+        def __call__(self, subject: h.Subject, size: int) -> h.Measurement:
+            if subject.name == "slow" and self.reps.get(("W1", "slow")) == 2:
+                raise TimeoutError("timed out after 120s")
+            return super().__call__(subject, size)
+
+    doc = _run(runner=FailsThird())
+    w1 = _workload(doc, "W1")
+    slow = next(s for s in w1["subjects"] if s["name"] == "slow")
+    assert slow["status"] == "error"
+    assert slow["error"] == "rep 3 of 3: TimeoutError: timed out after 120s"
+    assert slow["metrics"]["msgs_per_s"]["n"] == 2  # kept for the record
+    assert next(r for r in w1["ratios"] if r["baseline"] == "slow")["ratio"] is None
+    assert "W1 slow (baseline): rep 3 of 3: TimeoutError: timed out after 120s" in h.problems(doc)
+
+
+def test_a_subject_without_its_headline_figure_fails() -> None:
+    class NoHeadline(FakeRunner):
+        def __call__(self, subject: h.Subject, size: int) -> h.Measurement:
+            figures = super().__call__(subject, size)
+            return {"p99_us": 1.0} if subject.name == "base" else figures
+
+    w2 = _workload(_run(runner=NoHeadline()), "W2")
+    base = next(s for s in w2["subjects"] if s["name"] == "base")
+    assert base["status"] == "error"
+    assert base["error"] == "reported no p50_us (figures: p99_us)"
+
+
+def test_missing_runtime_subject_is_an_error_row() -> None:
+    """A runtime subject the workload expects but nobody registered (runtime.py absent or
+    broken) is an error row beside the baselines, never a silent blank."""
     reg = _registry()
     reg.subjects = [s for s in reg.subjects if s.kind != "runtime"]
-    doc = _run(reg)
+    doc = h.run_suite(
+        reg,
+        quick=True,
+        reps=3,
+        runtime_module="error: ImportError('half written')",
+        progress=h.Progress(io.StringIO()),
+        runner=FakeRunner(),
+    )
     h.validate_document(doc)
     w1 = _workload(doc, "W1")
-    placeholder = w1["subjects"][0]
-    assert (placeholder["name"], placeholder["kind"], placeholder["status"]) == (
+    missing = w1["subjects"][0]
+    assert (missing["name"], missing["kind"], missing["status"]) == (
         "actr_trio",
         "runtime",
-        "n/a",
+        "error",
     )
+    assert missing["error"] == (
+        "not registered: benchmarks/runtime.py failed to import (ImportError('half written'))"
+    )
+    assert [s["name"] for s in w1["subjects"]] == ["actr_trio", "fast", "slow"]
     assert all(r["ratio"] is None for r in w1["ratios"])
     assert all(t["met"] is None for t in w1["targets"])
+    failed = h.problems(doc)
+    assert sum("actr_trio (runtime): not registered" in p for p in failed) == 3  # W1, W2, W8
     table = h.render_markdown(doc)
-    assert "| W1 tells | actr_trio | runtime | — | n/a |" in table
+    assert "| W1 tells | actr_trio | runtime | — | **FAILED**: not registered" in table
     assert "| W8 | — | — | start_ms | n/a (no runtime/baseline pair) |" in table
+
+
+def test_w3_runtime_rows_fail_loudly_without_the_runtime_module() -> None:
+    """The real W3 workload: both durable runtime rows are error rows when runtime.py did not
+    register them, their targets are n/a, and the run has problems (non-zero exit)."""
+    real, _ = h.load_registry()
+    reg = h.Registry()
+    reg.add_workload(real.workloads["W3"])
+    baselines = [s for s in real.subjects_for("W3") if s.kind == "baseline"]
+    for s in baselines:
+        reg.add_subject(s)
+
+    def runner(subject: h.Subject, size: int) -> h.Measurement:
+        return {"msgs_per_s": 1000.0}
+
+    doc = h.run_suite(
+        reg,
+        quick=True,
+        reps=2,
+        runtime_module="absent",
+        progress=h.Progress(io.StringIO()),
+        runner=runner,
+    )
+    w3 = _workload(doc, "W3")
+    rows = {s["name"]: s["status"] for s in w3["subjects"]}
+    assert rows["actr_trio-normal"] == rows["actr_trio-full"] == "error"
+    assert {t["runtime"] for t in w3["targets"]} == {"actr_trio-normal", "actr_trio-full"}
+    assert all(t["met"] is None for t in w3["targets"])
+    assert any(
+        p.startswith("W3 actr_trio-normal (runtime): not registered") for p in h.problems(doc)
+    )
+
+
+def test_cli_exits_non_zero_when_a_subject_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = _registry()
+    monkeypatch.setattr(bench_run, "load_registry", lambda: (reg, "loaded"))
+
+    def fake_suite(registry: h.Registry, **kwargs: Any) -> dict[str, Any]:
+        return _run(registry)
+
+    monkeypatch.setattr(bench_run, "run_suite", fake_suite)
+    assert (
+        bench_run.main(["--quick", "--out", str(tmp_path), "--no-chart"]) == bench_run.EXIT_FAILED
+    )
+    err = capsys.readouterr().err
+    assert "FAILED: W2 broken (baseline): RuntimeError: boom" in err
+    assert list(tmp_path.glob("*.json"))  # the results are written all the same
+
+    reg.subjects = [s for s in reg.subjects if s.name != "broken"]
+    reg.runtime("W8")(lambda size: {})
+    assert bench_run.main(["--quick", "--out", str(tmp_path), "--no-chart"]) == 0
 
 
 def test_only_selects_workloads() -> None:
@@ -297,7 +403,8 @@ def test_markdown_table_rows() -> None:
     assert "| W1 tells | actr_trio | runtime | 10 | msgs_per_s 300 (270..330) |  |" in table
     assert "| W1 | actr_trio | slow | msgs_per_s | 3.00x (2.70..3.30) |" in table
     assert "p99_us 40.0" in table
-    assert "| W1 | actr_trio | msgs_per_s >= 250 | 300 | yes |" in table
+    assert "| W1 | actr_trio | msgs_per_s >= 250 | 300 | yes | — |" in table
+    assert "| W1 | actr_trio | msgs_per_s >= 1.2x fast | 1.50x | yes | — |" in table
 
 
 def test_progress_line_without_terminal() -> None:
