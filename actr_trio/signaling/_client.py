@@ -48,12 +48,9 @@ from ..errors import (
     SignalingError,
 )
 from ..transport._abc import Relay, SignalingConnector, SignalingSession
-from ._protocol import (
-    MAX_FRAME_SIZE,
+from ._client_protocol import (
     ClientProtocol,
     CredentialRenewed,
-    Frame,
-    FrameError,
     Outgoing,
     PeersFound,
     Registered,
@@ -61,6 +58,11 @@ from ._protocol import (
     RelayReceived,
     RequestFailed,
     SessionFailed,
+)
+from ._protocol import (
+    MAX_FRAME_SIZE,
+    Frame,
+    FrameError,
     encode_frame,
 )
 

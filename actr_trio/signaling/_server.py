@@ -35,6 +35,10 @@ from ._protocol import (
     KEY,
     MAX_FRAME_SIZE,
     OVERLOADED,
+    encode_frame,
+    error_frame,
+)
+from ._server_protocol import (
     Close,
     LookupBinding,
     PersistDeparture,
@@ -42,8 +46,6 @@ from ._protocol import (
     Send,
     ServerEffect,
     ServerProtocol,
-    encode_frame,
-    error_frame,
 )
 from ._store import SignalingStore
 from ._throttle import AuthThrottle, source_key

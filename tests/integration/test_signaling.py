@@ -25,11 +25,13 @@ from actr_trio._ids import ActrId, ActrType
 from actr_trio.errors import AuthError, PeerUnavailable, SessionTakenOver, SignalingError
 from actr_trio.signaling import SignalingClient, SignalingServer, serve
 from actr_trio.signaling._cli import REALMS_ENV
-from actr_trio.signaling._protocol import (
+from actr_trio.signaling._client_protocol import (
     ClientProtocol,
-    Frame,
     Outgoing,
     Registered,
+)
+from actr_trio.signaling._protocol import (
+    Frame,
     decode_frame,
     encode_frame,
 )

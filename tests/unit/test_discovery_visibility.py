@@ -7,17 +7,21 @@ import pytest
 
 from actr_trio import Acl, AclRule, ActrId, ActrType
 from actr_trio._acl import Visibility
-from actr_trio.signaling._protocol import (
+from actr_trio.signaling._client_protocol import (
     ClientProtocol,
-    Close,
-    Frame,
     Outgoing,
     PeersFound,
     Registered,
+)
+from actr_trio.signaling._protocol import (
+    Frame,
+    encode_frame,
+)
+from actr_trio.signaling._server_protocol import (
+    Close,
     Send,
     ServerEffect,
     ServerProtocol,
-    encode_frame,
 )
 
 VAULT = ActrType("acme", "vault")

@@ -19,29 +19,33 @@ from actr_trio.errors import (
     SessionTakenOver,
     SignalingError,
 )
-from actr_trio.signaling._protocol import (
-    MAX_FRAME_SIZE,
+from actr_trio.signaling._client_protocol import (
     ClientProtocol,
-    Close,
     CredentialRenewed,
-    Frame,
-    FrameError,
-    LookupBinding,
     Outgoing,
     PeersFound,
-    PersistDeparture,
-    PersistRegistration,
     Registered,
     RelayDelivered,
     RelayReceived,
     RequestFailed,
-    Send,
-    ServerEffect,
-    ServerProtocol,
     SessionFailed,
+)
+from actr_trio.signaling._protocol import (
+    MAX_FRAME_SIZE,
+    Frame,
+    FrameError,
     decode_frame,
     encode_frame,
     prove,
+)
+from actr_trio.signaling._server_protocol import (
+    Close,
+    LookupBinding,
+    PersistDeparture,
+    PersistRegistration,
+    Send,
+    ServerEffect,
+    ServerProtocol,
 )
 from actr_trio.transport._abc import Relay
 

@@ -1,0 +1,518 @@
+"""Sans-IO signaling, server side: the directory of sessions of one signaling server.
+
+Plain synchronous code fed decoded frames and the current time; it returns effects (frames to
+send, connections to close, registrations to persist). The Trio shell in ``_server.py`` only
+reads, writes, waits and persists. The rules it keeps are listed in ``_protocol.py``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import final
+
+import attrs
+
+from .._acl import Visibility
+from .._identity import (
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    IssuerKey,
+    registration_message,
+    verify_signature,
+)
+from .._ids import ActrId, ActrType, check_name
+from ..errors import (
+    ConfigError,
+)
+from ._protocol import (
+    _RELAY_NAMES,
+    AUTH,
+    BAD_FRAME,
+    BAD_REQUEST,
+    CREDENTIAL_LIFETIME,
+    IDENTITY,
+    KEY,
+    MAX_SERIAL,
+    NONCE_SIZE,
+    OVERLOADED,
+    PEER_UNAVAILABLE,
+    PRESENCE_TIMEOUT,
+    PROTOCOL,
+    PROTOCOL_VERSION,
+    RENEW_AT,
+    TAKEOVER,
+    Frame,
+    FrameError,
+    Phase,
+    _visibility_from_wire,
+    decode_frame,
+    error_frame,
+    prove,
+)
+
+
+@attrs.frozen
+class Send:
+    """Send ``frame`` on connection ``conn`` (after whatever is already queued for it)."""
+
+    conn: int
+    frame: Frame
+
+
+@attrs.frozen
+class Close:
+    """Close connection ``conn`` once the frames queued before this effect were sent."""
+
+    conn: int
+    reason: str
+
+
+@attrs.frozen
+class PersistRegistration:
+    """Record that ``actr_id`` registered with ``public_key`` (bound to it for good), and that
+    its realm's serials are taken up to it."""
+
+    actr_id: ActrId
+    public_key: bytes
+
+
+@attrs.frozen
+class LookupBinding:
+    """Find the public key ``actr_id`` is bound to in the database, then call
+    :meth:`ServerProtocol.binding_found` for ``conn`` with it."""
+
+    conn: int
+    actr_id: ActrId
+
+
+@attrs.frozen
+class PersistDeparture:
+    """Record that ``actr_id`` left (unregistered, disconnected or timed out)."""
+
+    actr_id: ActrId
+
+
+ServerEffect = Send | Close | PersistRegistration | PersistDeparture | LookupBinding
+
+
+@attrs.define(eq=False)
+class _Connection:
+    phase: Phase
+    last_seen: float
+    realm: str = ""
+    nonce: bytes = b""
+    actr_id: ActrId | None = None
+    visibility: tuple[Visibility, ...] = ()  # who may discover it (its ACLs); () is everyone
+    public_key: bytes = b""  # the node key, once its possession was proved
+    actr_type: ActrType | None = None  # asked for in Register
+    renew_at: float = 0.0  # when (``now``'s clock) the credential is due for renewal
+
+
+@final
+@attrs.frozen
+class ServerProtocolStatistics:
+    """Snapshot of the server machine.
+
+    Attributes:
+        connections: open connections, in any phase.
+        registered: connections holding an ``ActrId``.
+        realms: realms with at least one registered connection.
+    """
+
+    connections: int
+    registered: int
+    realms: int
+
+
+def _random_nonce() -> bytes:
+    return secrets.token_bytes(NONCE_SIZE)
+
+
+@final
+class ServerProtocol:
+    """Every connection's session state and the realm directory, without any I/O.
+
+    The shell calls :meth:`connect` when a WebSocket is accepted, :meth:`receive` for each
+    message, :meth:`timeout` when a connection was silent for ``presence_timeout`` seconds and
+    :meth:`disconnect` when it is gone, then carries out the returned effects in order.
+
+    Args:
+        realms: realm name -> secret. ``None`` admits any realm without a proof.
+        presence_timeout: seconds of silence after which a node is no longer discoverable.
+        next_serials: realm -> next serial to assign, as persisted (serials start at 1).
+        nonce_factory: source of challenge nonces (tests pass a fixed one).
+        issuer: the key that signs credentials (``None``: a fresh one for this run).
+        credential_lifetime: seconds a credential is valid; at least twice
+            ``presence_timeout``, so that a heartbeat always comes between renewal and expiry.
+        wall_clock: Unix time for credentials (``now`` arguments are a monotonic clock).
+    """
+
+    def __init__(
+        self,
+        *,
+        realms: Mapping[str, str] | None,
+        presence_timeout: float,
+        next_serials: Mapping[str, int] | None = None,
+        nonce_factory: Callable[[], bytes] = _random_nonce,
+        issuer: IssuerKey | None = None,
+        credential_lifetime: float = CREDENTIAL_LIFETIME,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not presence_timeout > 0:
+            raise ConfigError(f"presence_timeout={presence_timeout!r} must be > 0")
+        if not credential_lifetime >= 2 * presence_timeout:
+            raise ConfigError(
+                f"credential_lifetime={credential_lifetime!r} must be at least twice "
+                f"presence_timeout={presence_timeout!r} (nodes renew on a heartbeat)"
+            )
+        self._realms = None if realms is None else dict(realms)
+        self._presence_timeout = presence_timeout
+        self._next_serial: dict[str, int] = dict(next_serials or {})
+        self._nonce_factory = nonce_factory
+        self._issuer = IssuerKey.generate() if issuer is None else issuer
+        self._credential_lifetime = credential_lifetime
+        self._wall_clock = wall_clock
+        self._connections: dict[int, _Connection] = {}
+        # ActrId -> connection holding it (Rule 3).
+        self._holders: dict[ActrId, int] = {}
+
+    @property
+    def presence_timeout(self) -> float:
+        """Seconds of silence after which a node disappears from discovery."""
+        return self._presence_timeout
+
+    @property
+    def issuer_public_key(self) -> bytes:
+        """The raw public key that signs this server's credentials (nodes pin it)."""
+        return self._issuer.public_bytes()
+
+    def connect(self, conn: int, now: float) -> None:
+        """A WebSocket connection ``conn`` was accepted; it must send ``Hello`` first."""
+        if conn in self._connections:
+            raise ValueError(f"connection {conn} is already known")
+        self._connections[conn] = _Connection(Phase.HELLO, last_seen=now)
+
+    def receive(self, conn: int, data: bytes | str, now: float) -> list[ServerEffect]:
+        """Handle one raw WebSocket message from ``conn`` (decoding it first)."""
+        try:
+            frame = decode_frame(data)
+        except FrameError as exc:
+            return self._fail(conn, BAD_FRAME, str(exc))
+        return self.handle(conn, frame, now)
+
+    def handle(self, conn: int, frame: Frame, now: float) -> list[ServerEffect]:
+        """Handle one decoded frame from ``conn``."""
+        state = self._connections.get(conn)
+        if state is None or state.phase is Phase.CLOSED:
+            return []
+        state.last_seen = now
+        body = frame.WhichOneof("body")
+        if state.phase is Phase.HELLO and body == "hello":
+            return self._on_hello(conn, state, frame.hello)
+        if state.phase is Phase.AUTH and body == "authenticate":
+            return self._on_authenticate(conn, state, frame.authenticate)
+        if state.phase is Phase.REGISTER and body == "register":
+            return self._on_register(conn, state, frame.register, now)
+        if state.phase is Phase.REGISTERED:
+            if body == "heartbeat":
+                return [Send(conn, Frame(heartbeat_ack=self._heartbeat_ack(state, now)))]
+            if body == "discover":
+                return self._on_discover(conn, state, frame.discover, now)
+            if body == "relay":
+                return self._on_relay(conn, state, frame.relay, now)
+            if body == "unregister":
+                return [*self._leave(conn, state), Close(conn, "unregistered")]
+        return self._fail(conn, PROTOCOL, f"unexpected {body} while {state.phase.value}")
+
+    def timeout(self, conn: int, now: float) -> list[ServerEffect]:
+        """``conn`` sent nothing for ``presence_timeout`` seconds: drop it."""
+        state = self._connections.get(conn)
+        if state is None or state.phase is Phase.CLOSED:
+            return []
+        return self._fail(conn, PRESENCE_TIMEOUT, f"no frame for {self._presence_timeout} seconds")
+
+    def disconnect(self, conn: int) -> list[ServerEffect]:
+        """``conn`` is gone (closed by either side); forget it."""
+        state = self._connections.pop(conn, None)
+        if state is None:
+            return []
+        return self._leave(conn, state)
+
+    def discoverable(
+        self, realm: str, actr_type: ActrType, now: float, *, asker: ActrType | None = None
+    ) -> list[ActrId]:
+        """Registered, present nodes of ``actr_type`` in ``realm``, by serial; with ``asker``,
+        only those whose ACLs let a node of that type see them."""
+        return sorted(
+            actr_id
+            for actr_id, conn in self._holders.items()
+            if actr_id.realm == realm
+            and actr_id.type == actr_type
+            and self._present(conn, now)
+            and (asker is None or self._visible(conn, asker))
+        )
+
+    def _visible(self, conn: int, asker: ActrType) -> bool:
+        return all(v.admits(asker) for v in self._connections[conn].visibility)
+
+    def statistics(self) -> ServerProtocolStatistics:
+        """A snapshot of connection and registration counts."""
+        return ServerProtocolStatistics(
+            connections=len(self._connections),
+            registered=len(self._holders),
+            realms=len({actr_id.realm for actr_id in self._holders}),
+        )
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    def _on_hello(self, conn: int, state: _Connection, hello: Frame.Hello) -> list[ServerEffect]:
+        if hello.version != PROTOCOL_VERSION:
+            return self._fail(
+                conn,
+                PROTOCOL,
+                f"protocol version {hello.version} (server speaks {PROTOCOL_VERSION})",
+            )
+        try:
+            check_name("realm", hello.realm)
+        except ConfigError as exc:
+            return self._fail(conn, BAD_REQUEST, str(exc))
+        state.realm = hello.realm
+        state.nonce = self._nonce_factory()
+        state.phase = Phase.AUTH
+        challenge = Frame.Challenge(nonce=state.nonce, auth_required=self._realms is not None)
+        return [Send(conn, Frame(challenge=challenge))]
+
+    def _on_authenticate(
+        self, conn: int, state: _Connection, auth: Frame.Authenticate
+    ) -> list[ServerEffect]:
+        if self._realms is not None:
+            secret = self._realms.get(state.realm)
+            expected = prove(secret if secret is not None else "", state.nonce, state.realm)
+            if secret is None or not hmac.compare_digest(expected, auth.proof):
+                # The client is told only "refused"; which of unknown realm, wrong secret or no
+                # proof at all goes to the server's log (the Close reason). Why not tell the
+                # client: "unknown realm" can only happen on a server configured with realms,
+                # i.e. one guarding something, and there it would let anyone enumerate realm
+                # names before guessing secrets; Rule 2 hides other realms for the same reason.
+                # A node with no secret at all learns that on its own (Challenge.auth_required).
+                return self._fail(
+                    conn,
+                    AUTH,
+                    f"authentication failed for realm {state.realm!r}",
+                    reason=_auth_failure(state.realm, known=secret is not None, proof=auth.proof),
+                )
+        state.phase = Phase.REGISTER
+        return []
+
+    def _on_register(
+        self, conn: int, state: _Connection, register: Frame.Register, now: float
+    ) -> list[ServerEffect]:
+        if len(register.public_key) != PUBLIC_KEY_SIZE or len(register.signature) != SIGNATURE_SIZE:
+            return self._fail(conn, KEY, "Register must carry a node key and its signature")
+        message = registration_message(state.nonce, state.realm, register.public_key)
+        if not verify_signature(register.public_key, message, register.signature):
+            return self._fail(
+                conn, KEY, "the node key signature does not verify", reason=f"{KEY}: bad signature"
+            )
+        try:
+            actr_type = ActrType.from_proto(register.actr_type)
+            state.visibility = _visibility_from_wire(register)
+        except ConfigError as exc:
+            return self._fail(conn, BAD_REQUEST, str(exc))
+        state.public_key = bytes(register.public_key)
+        state.actr_type = actr_type
+        if not register.HasField("previous_id"):
+            return self._assign(conn, state, now)
+        # Range first: a serial from the wire never reaches arithmetic or SQLite unchecked.
+        serial = register.previous_id.serial
+        if not 1 <= serial <= MAX_SERIAL:
+            return self._refuse_identity(conn, f"serial {serial} is out of range (1..2^63-1)")
+        try:
+            previous = ActrId.from_proto(register.previous_id)
+        except ConfigError as exc:
+            return self._fail(conn, BAD_REQUEST, str(exc))
+        if previous.realm != state.realm or previous.type != actr_type:
+            return self._assign(conn, state, now)  # another realm's or type's id: a new one
+        if serial >= self._next_serial.get(state.realm, 1):
+            return self._refuse_identity(conn, f"{previous} was never assigned")
+        holder = self._holders.get(previous)
+        if holder is not None:
+            holder_key = self._connections[holder].public_key
+            return self._claim(conn, state, previous, holder_key, now)
+        # Not held now: whether (and to which key) it was ever assigned is in the database.
+        state.phase = Phase.BINDING
+        return [LookupBinding(conn, previous)]
+
+    def binding_found(
+        self, conn: int, actr_id: ActrId, public_key: bytes | None, now: float
+    ) -> list[ServerEffect]:
+        """The answer to :class:`LookupBinding`: ``actr_id``'s bound key, ``b""`` if it was
+        registered before node keys existed, ``None`` if it was never assigned (as that id)."""
+        state = self._connections.get(conn)
+        if state is None or state.phase is not Phase.BINDING:
+            return []  # the connection went away meanwhile
+        if public_key is None:
+            return self._refuse_identity(conn, f"{actr_id} was never assigned")
+        if not public_key:
+            return self._refuse_identity(
+                conn, f"{actr_id} was registered before node keys and cannot be proved"
+            )
+        # Someone may have registered it while the database answered: then its holder's key
+        # is the bound one too (both came from the same binding).
+        holder = self._holders.get(actr_id)
+        bound = self._connections[holder].public_key if holder is not None else public_key
+        return self._claim(conn, state, actr_id, bound, now)
+
+    def _on_discover(
+        self, conn: int, state: _Connection, discover: Frame.Discover, now: float
+    ) -> list[ServerEffect]:
+        try:
+            actr_type = ActrType.from_proto(discover.actr_type)
+        except ConfigError as exc:
+            return [Send(conn, error_frame(BAD_REQUEST, str(exc), discover.request_id))]
+        assert state.actr_id is not None
+        found = self.discoverable(state.realm, actr_type, now, asker=state.actr_id.type)
+        peers = Frame.Peers(request_id=discover.request_id, peers=[p.to_proto() for p in found])
+        return [Send(conn, Frame(peers=peers))]
+
+    def _on_relay(
+        self, conn: int, state: _Connection, relay: Frame.RelayMessage, now: float
+    ) -> list[ServerEffect]:
+        assert state.actr_id is not None
+        request_id = relay.request_id
+        if relay.kind not in _RELAY_NAMES:
+            return [Send(conn, error_frame(BAD_REQUEST, f"relay kind {relay.kind}", request_id))]
+        try:
+            target = ActrId.from_proto(relay.target)
+        except ConfigError as exc:
+            return [Send(conn, error_frame(BAD_REQUEST, str(exc), request_id))]
+        holder = self._holders.get(target)
+        # Rule 2: another realm's node is "unavailable", exactly like an unknown one.
+        if target.realm != state.realm or holder is None or not self._present(holder, now):
+            return [
+                Send(conn, error_frame(PEER_UNAVAILABLE, f"{target} is not registered", request_id))
+            ]
+        forwarded = Frame.RelayMessage(
+            source=state.actr_id.to_proto(),
+            target=relay.target,
+            kind=relay.kind,
+            payload=relay.payload,
+        )
+        return [
+            Send(holder, Frame(relay=forwarded)),
+            Send(conn, Frame(relayed=Frame.Relayed(request_id=request_id))),
+        ]
+
+    # -- registration -------------------------------------------------------------------------
+
+    def _assign(self, conn: int, state: _Connection, now: float) -> list[ServerEffect]:
+        """Register ``conn`` under the realm's next serial, bound to its key."""
+        assert state.actr_type is not None
+        serial = self._next_serial.get(state.realm, 1)
+        if serial >= MAX_SERIAL:  # the store records serial + 1, which must fit too
+            return self._fail(conn, OVERLOADED, f"realm {state.realm!r} has no serials left")
+        self._next_serial[state.realm] = serial + 1
+        return self._complete(conn, state, ActrId(state.realm, serial, state.actr_type), now)
+
+    def _claim(
+        self, conn: int, state: _Connection, actr_id: ActrId, bound: bytes, now: float
+    ) -> list[ServerEffect]:
+        """Give ``actr_id`` back to ``conn`` if its proved key is the ``bound`` one."""
+        if not hmac.compare_digest(bound, state.public_key):
+            return self._refuse_identity(conn, f"{actr_id} is bound to another node key")
+        effects: list[ServerEffect] = []
+        holder = self._holders.get(actr_id)
+        if holder is not None and holder != conn:
+            # Same key: the node restarted or reconnected; the holder is its stale session.
+            effects.extend(self._take_over(holder, actr_id))
+        return effects + self._complete(conn, state, actr_id, now)
+
+    def _complete(
+        self, conn: int, state: _Connection, actr_id: ActrId, now: float
+    ) -> list[ServerEffect]:
+        self._holders[actr_id] = conn
+        state.actr_id = actr_id
+        state.phase = Phase.REGISTERED
+        registered = Frame.Registered(
+            actr_id=actr_id.to_proto(),
+            presence_timeout=self._presence_timeout,
+            credential=self._issue(state, now),
+            issuer_key=self._issuer.public_bytes(),
+        )
+        return [
+            PersistRegistration(actr_id, state.public_key),
+            Send(conn, Frame(registered=registered)),
+        ]
+
+    def _refuse_identity(self, conn: int, why: str) -> list[ServerEffect]:
+        # The holder (if any) is left alone: a failed claim must not disconnect the real node.
+        return self._fail(
+            conn,
+            IDENTITY,
+            f"{why}: remove identity.json from the data_dir to register under a new ActrId",
+            reason=f"{IDENTITY}: {why}",
+        )
+
+    def _issue(self, state: _Connection, now: float) -> bytes:
+        assert state.actr_id is not None
+        state.renew_at = now + self._credential_lifetime * RENEW_AT
+        return self._issuer.issue(
+            state.actr_id,
+            state.public_key,
+            now=self._wall_clock(),
+            lifetime=self._credential_lifetime,
+        )
+
+    def _heartbeat_ack(self, state: _Connection, now: float) -> Frame.HeartbeatAck:
+        if now < state.renew_at:
+            return Frame.HeartbeatAck()
+        return Frame.HeartbeatAck(credential=self._issue(state, now))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _present(self, conn: int, now: float) -> bool:
+        state = self._connections.get(conn)
+        return (
+            state is not None
+            and state.phase is Phase.REGISTERED
+            and now - state.last_seen <= self._presence_timeout
+        )
+
+    def _take_over(self, holder: int, actr_id: ActrId) -> list[ServerEffect]:
+        old = self._connections.get(holder)
+        if old is not None:
+            old.phase = Phase.CLOSED
+            old.actr_id = None
+        del self._holders[actr_id]
+        message = f"{actr_id} registered again from another connection"
+        return [Send(holder, error_frame(TAKEOVER, message)), Close(holder, "taken over")]
+
+    def _leave(self, conn: int, state: _Connection) -> list[ServerEffect]:
+        state.phase = Phase.CLOSED
+        actr_id, state.actr_id = state.actr_id, None
+        if actr_id is not None and self._holders.get(actr_id) == conn:
+            del self._holders[actr_id]
+            return [PersistDeparture(actr_id)]
+        return []
+
+    def _fail(
+        self, conn: int, code: str, message: str, *, reason: str | None = None
+    ) -> list[ServerEffect]:
+        """Send ``message`` and close; ``reason`` (default ``code``) is for the server's log."""
+        state = self._connections.get(conn)
+        if state is None or state.phase is Phase.CLOSED:
+            return []
+        effects = self._leave(conn, state)
+        return [*effects, Send(conn, error_frame(code, message)), Close(conn, reason or code)]
+
+
+def _auth_failure(realm: str, *, known: bool, proof: bytes) -> str:
+    """Why a proof was refused, for the server's log only (never sent to the client)."""
+    if not known:
+        return f"auth: unknown realm {realm!r} (not in this server's realms)"
+    if not proof:
+        return f"auth: no proof for realm {realm!r} (the node has no realm_secret)"
+    return f"auth: wrong secret for realm {realm!r}"
