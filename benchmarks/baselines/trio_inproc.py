@@ -17,13 +17,16 @@ PAYLOAD = b"x" * 64
 # still checkpoints once per message. (Buffer 0 forces a task switch per message.)
 CHANNEL_BUFFER = 1024
 FANOUT_RECEIVERS = 100
+#: W1: as many sender tasks as the runtime's per-message row uses.
+SENDERS = 256
 
 
 def _warmup(size: int) -> int:
     return max(1, min(size // 10, 2_000))
 
 
-async def _tell_round(n: int) -> float:
+async def _tell_round(n: int, senders: int = 1) -> float:
+    """``n`` messages into one channel from ``senders`` tasks; seconds until all were handled."""
     send, recv = trio.open_memory_channel[bytes](CHANNEL_BUFFER)
     handled = 0
 
@@ -33,28 +36,54 @@ async def _tell_round(n: int) -> float:
             async for msg in recv:
                 handled += len(msg) > 0
 
+    async def sender(k: int) -> None:
+        for _ in range(k):
+            await send.send(PAYLOAD)
+
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consumer)
         async with send:
-            for _ in range(n):
-                await send.send(PAYLOAD)
+            if senders == 1:
+                await sender(n)
+            else:
+                async with trio.open_nursery() as producers:
+                    for k in _split(n, senders):
+                        producers.start_soon(sender, k)
     elapsed = time.perf_counter() - t0
     if handled != n:
         raise RuntimeError(f"consumer handled {handled} of {n}")
     return elapsed
 
 
+def _split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts) if base or i < extra]
+
+
+def _tells(size: int, senders: int) -> Measurement:
+    async def main() -> float:
+        await _tell_round(_warmup(size), senders)
+        return await _tell_round(size, senders)
+
+    elapsed = trio.run(main)
+    return {"msgs_per_s": size / elapsed}
+
+
 @subject(
     "W1", "raw-trio", label="Trio task + memory channel (buffer 1024), one receive() per message"
 )
 def w1_raw_trio(size: int) -> Measurement:
-    async def main() -> float:
-        await _tell_round(_warmup(size))
-        return await _tell_round(size)
+    return _tells(size, 1)
 
-    elapsed = trio.run(main)
-    return {"msgs_per_s": size / elapsed}
+
+@subject(
+    "W1",
+    f"raw-trio-{SENDERS}",
+    label=f"{SENDERS} Trio sender tasks -> one memory channel (buffer 1024) -> one receiver task",
+)
+def w1_raw_trio_senders(size: int) -> Measurement:
+    return _tells(size, SENDERS)
 
 
 class _Request:

@@ -4,6 +4,7 @@ subjects are replaced by a fake runner returning fixed figures."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -481,3 +482,156 @@ def test_compare_to_limits_pairs_and_keeps_unknown_names_visible() -> None:
     w1 = _workload(_run(reg), "W1")
     got = {r["baseline"]: r["ratio"] for r in w1["ratios"]}
     assert got == {"fast": pytest.approx(1.5), "nope": None}
+
+
+# -- the real workloads: rows and targets of issue 10 ------------------------------------------
+
+
+def test_every_expected_runtime_subject_is_registered() -> None:
+    """What the workloads expect, runtime.py registers: W1 has both ways of telling."""
+    reg, status = h.load_registry()
+    assert status == "loaded"
+    for wid, w in reg.workloads.items():
+        names = {s.name for s in reg.subjects_for(wid)}
+        assert set(w.runtimes) <= names, wid
+    w1 = {s.name: s.kind for s in reg.subjects_for("W1")}
+    assert w1 == {
+        "actr_trio": "runtime",
+        "actr_trio-tell_many": "runtime",
+        "raw-trio": "baseline",
+        "raw-trio-256": "baseline",
+        "pykka": "baseline",
+    }
+    assert reg.workloads["W1"].runtimes == ("actr_trio", "actr_trio-tell_many")
+
+
+def test_issue_10_targets_are_the_bench_targets() -> None:
+    reg, _ = h.load_registry()
+    declared = {
+        (wid, t.runtime, t.describe())
+        for wid, w in reg.workloads.items()
+        for t in w.targets
+        if "10" in t.source
+    }
+    assert declared == {
+        ("W1", "actr_trio", "msgs_per_s >= 1x raw-trio"),
+        ("W1", "actr_trio-tell_many", "msgs_per_s >= 1.2x pykka"),
+        ("W2", None, "p50_us <= 1.3x raw-trio-event"),
+        ("W3", "actr_trio-normal", "msgs_per_s >= 0.5x sqlite-normal-batch256"),
+        ("W3", "actr_trio-full", "msgs_per_s >= 0.5x sqlite-full-batch256"),
+        ("W4", None, "msgs_per_s >= 0.8x raw-trio"),
+    }
+
+
+def test_latency_target_against_a_baseline_is_a_figure_ratio() -> None:
+    """``p50_us <= 1.3x base``: the runtime's p50 over the baseline's (20 / 10 = 2.0: not met),
+    shown beside the row with who set it."""
+    reg = _registry()
+    reg.workloads["W2"] = dataclasses.replace(
+        reg.workloads["W2"],
+        targets=(h.Target("p50_us", "<=", 1.3, baseline="base", source="issue 10"),),
+    )
+    doc = _run(reg)
+    (target,) = _workload(doc, "W2")["targets"]
+    assert target["measured"] == pytest.approx(2.0)
+    assert target["met"] is False
+    assert "| W2 | actr_trio | p50_us <= 1.3x base | 2.00x | **no** | issue 10 |" in (
+        h.render_markdown(doc)
+    )
+
+
+def _tell_many_registry(tell_many: h.MeasureFn) -> h.Registry:
+    reg = h.Registry()
+    reg.add_workload(
+        h.Workload(
+            "W1",
+            "tells",
+            headline="msgs_per_s",
+            higher_is_better=True,
+            quick_size=10,
+            full_size=100,
+            runtimes=("actr_trio", "actr_trio-tell_many"),
+            targets=(
+                h.Target("msgs_per_s", ">=", 1.2, baseline="pykka", runtime="actr_trio-tell_many"),
+            ),
+        )
+    )
+    reg.runtime("W1")(lambda size: {"msgs_per_s": 100.0})
+    reg.runtime("W1", "actr_trio-tell_many")(tell_many)
+    reg.subject("W1", "raw-trio")(lambda size: {"msgs_per_s": 200.0})
+    reg.subject("W1", "raw-trio-256")(lambda size: {"msgs_per_s": 150.0})
+    reg.subject("W1", "pykka")(lambda size: {"msgs_per_s": 500.0})
+    return reg
+
+
+def _in_process_suite(reg: h.Registry) -> dict[str, Any]:
+    return h.run_suite(
+        reg,
+        quick=True,
+        reps=3,
+        progress=h.Progress(io.StringIO()),
+        runner=h.run_in_process,
+    )
+
+
+def test_tell_many_row_runs_beside_the_per_message_row() -> None:
+    doc = _in_process_suite(_tell_many_registry(lambda size: {"msgs_per_s": 700.0}))
+    w1 = _workload(doc, "W1")
+    assert [s["name"] for s in w1["subjects"]] == [
+        "actr_trio",
+        "actr_trio-tell_many",
+        "raw-trio",
+        "raw-trio-256",
+        "pykka",
+    ]
+    ratios = {(r["runtime"], r["baseline"]): r["ratio"] for r in w1["ratios"]}
+    assert ratios[("actr_trio-tell_many", "pykka")] == pytest.approx(1.4)
+    assert ratios[("actr_trio", "raw-trio-256")] == pytest.approx(100 / 150)
+    (target,) = w1["targets"]
+    assert (target["runtime"], target["met"]) == ("actr_trio-tell_many", True)
+    assert h.problems(doc) == []
+
+
+def test_tell_many_row_fails_loudly_without_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The subject raises what benchmarks/runtime.py raises when ActrRef has no tell_many:
+    an error row, the target n/a, and a non-zero exit; the other rows still measured."""
+    from benchmarks import runtime as bench_runtime
+
+    class OldRef:
+        async def tell(self, target: object, route_key: str, payload: bytes) -> None: ...
+
+    def without_api(size: int) -> h.Measurement:
+        bench_runtime._tell_many_of(OldRef())  # type: ignore[arg-type]
+        raise AssertionError("unreachable: the API is missing")
+
+    reg = _tell_many_registry(without_api)
+    doc = _in_process_suite(reg)
+    w1 = _workload(doc, "W1")
+    row = next(s for s in w1["subjects"] if s["name"] == "actr_trio-tell_many")
+    assert row["status"] == "error"
+    assert "ActrRef.tell_many does not exist" in row["error"]
+    assert w1["targets"][0]["met"] is None
+    assert next(s for s in w1["subjects"] if s["name"] == "pykka")["status"] == "ok"
+    assert len(h.problems(doc)) == 1
+
+    monkeypatch.setattr(bench_run, "load_registry", lambda: (reg, "loaded"))
+    monkeypatch.setattr(bench_run, "run_suite", lambda registry, **kw: _in_process_suite(registry))
+    assert (
+        bench_run.main(["--quick", "--out", str(tmp_path), "--no-chart"]) == bench_run.EXIT_FAILED
+    )
+    assert "FAILED: W1 actr_trio-tell_many (runtime): RuntimeError: ActrRef.tell_many" in (
+        capsys.readouterr().err
+    )
+
+
+def test_tell_many_of_returns_the_method_when_it_exists() -> None:
+    from benchmarks import runtime as bench_runtime
+
+    class NewRef:
+        async def tell_many(self, target: object, route_key: str, messages: list[bytes]) -> None:
+            pass
+
+    ref = NewRef()
+    assert bench_runtime._tell_many_of(ref) == ref.tell_many  # type: ignore[arg-type]
