@@ -35,7 +35,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from benchmarks._compare import REGRESSION_THRESHOLD, Comparison, compare_documents
+from benchmarks._compare import (
+    MIN_THRESHOLD,
+    Comparison,
+    IncomparableRuns,
+    compare_documents,
+)
 from benchmarks._document import (
     SCHEMA,
     check_targets,
@@ -69,12 +74,13 @@ from benchmarks._stats import (
 )
 
 __all__ = [
+    "MIN_THRESHOLD",
     "REGISTRY",
-    "REGRESSION_THRESHOLD",
     "REPO_ROOT",
     "RUNTIME_MODULE",
     "SCHEMA",
     "Comparison",
+    "IncomparableRuns",
     "Kind",
     "MeasureFn",
     "Measurement",

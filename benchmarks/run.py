@@ -3,8 +3,13 @@
 Measures every registered subject (the runtime from ``benchmarks/runtime.py`` when present, and
 the baselines) and writes a Markdown table on stdout, ``<out>/<YYYY-MM-DD>[-quick].json`` and a
 PNG chart of the speed ratios next to it. ``--compare OLD.json`` then prints each ratio's change
-and exits with status 1 when one fell by more than 20%. ``--compare OLD.json --against NEW.json``
-compares two result files without measuring anything.
+and exits with status 1 when one fell beyond the noise of the two runs (benchmarks/_compare.py);
+``--compare OLD.json --against NEW.json`` compares two result files without measuring anything.
+A quick run is never compared with a full one (status 2).
+
+Exit status: 0 all measured (targets met or not); 1 a ratio regressed; 2 bad usage or runs that
+cannot be compared; 3 a subject failed or is missing, or a ratio or target could not be
+computed (the results are written all the same).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks._compare import MIN_THRESHOLD, IncomparableRuns, check_comparable
 from benchmarks._harness import (
-    REGRESSION_THRESHOLD,
     compare_documents,
     load_registry,
     problems,
@@ -27,7 +32,9 @@ from benchmarks._harness import (
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-#: Exit status when a subject failed or is missing, or a ratio or target could not be computed.
+EXIT_REGRESSION = 1
+EXIT_USAGE = 2
+#: A subject failed or is missing, or a ratio or target could not be computed.
 EXIT_FAILED = 3
 
 
@@ -42,10 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--reps", type=int, help="repetitions per subject (default 3 quick, 5 full)")
     p.add_argument(
-        "--threshold",
+        "--min-threshold",
         type=float,
-        default=REGRESSION_THRESHOLD,
-        help="regression threshold as a fraction (default 0.2)",
+        default=MIN_THRESHOLD,
+        help="smallest fall of a ratio that counts, as a fraction (default 0.05); each ratio's "
+        "threshold is the two runs' spreads added, at least this",
     )
     p.add_argument(
         "--in-process",
@@ -62,12 +70,16 @@ def _load(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _compare(old_path: Path, new: dict[str, Any], threshold: float) -> int:
-    result = compare_documents(_load(old_path), new, threshold)
+def _compare(old: dict[str, Any], new: dict[str, Any], min_threshold: float) -> int:
+    try:
+        result = compare_documents(old, new, min_threshold)
+    except IncomparableRuns as exc:
+        print(f"--compare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print("\n".join(result.lines))
     if result.failed:
-        print(f"\n{len(result.regressions)} ratio(s) fell more than {threshold:.0%}.")
-        return 1
+        print(f"\n{len(result.regressions)} ratio(s) fell beyond the noise of both runs.")
+        return EXIT_REGRESSION
     return 0
 
 
@@ -76,8 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.against is not None:
         if args.compare is None:
             print("--against needs --compare OLD.json", file=sys.stderr)
-            return 2
-        return _compare(args.compare, _load(args.against), args.threshold)
+            return EXIT_USAGE
+        return _compare(_load(args.compare), _load(args.against), args.min_threshold)
+    old = _load(args.compare) if args.compare is not None else None
+    if old is not None:
+        # Refuse before measuring: a quick run against a full one would waste the run.
+        try:
+            check_comparable(old, {"quick": args.quick, "reps_per_subject": args.reps})
+        except IncomparableRuns as exc:
+            print(f"--compare: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
     registry, runtime_status = load_registry()
     if runtime_status != "loaded":
@@ -89,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"unknown workload(s) {unknown}; known: {sorted(registry.workloads)}", file=sys.stderr
         )
-        return 2
+        return EXIT_USAGE
 
     doc = run_suite(
         registry,
@@ -118,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = problems(doc)
     for line in failed:
         print(f"FAILED: {line}", file=sys.stderr)
-    status = _compare(args.compare, doc, args.threshold) if args.compare is not None else 0
+    status = _compare(old, doc, args.min_threshold) if old is not None else 0
     if failed:
         print(f"{len(failed)} problem(s): exit {EXIT_FAILED}", file=sys.stderr)
         return status or EXIT_FAILED

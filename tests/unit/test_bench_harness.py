@@ -426,53 +426,155 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
 # -- regression check --------------------------------------------------------------------------
 
 
-def _with_ratio(doc: dict[str, Any], baseline: str, value: float | None) -> dict[str, Any]:
-    new = json.loads(json.dumps(doc))
+def _copy(doc: dict[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(doc))
+    return copied
+
+
+def _with_ratio(
+    doc: dict[str, Any], baseline: str, value: float | None, spread: float | None = None
+) -> dict[str, Any]:
+    """``doc`` with W1's ratio vs ``baseline`` set to ``value``; its per-rep range is
+    ``value`` +- ``spread`` (relative), or the old range scaled along."""
+    new = _copy(doc)
     for r in _workload(new, "W1")["ratios"]:
-        if r["baseline"] == baseline:
-            r["ratio"] = value
+        if r["baseline"] != baseline:
+            continue
+        if value is None:
+            r["ratio"] = r["min"] = r["max"] = None
+        elif spread is not None:
+            r["ratio"], r["min"], r["max"] = value, value * (1 - spread), value * (1 + spread)
+        else:
+            scale = value / r["ratio"]
+            r["ratio"], r["min"], r["max"] = value, r["min"] * scale, r["max"] * scale
     return new
 
 
-def test_compare_flags_only_falls_beyond_threshold() -> None:
-    old = _run()  # W1 vs fast 1.5x, vs slow 3.0x, W2 vs base 0.5x
-    ok = h.compare_documents(old, _with_ratio(old, "fast", 1.5 * 0.85))
-    assert not ok.failed
-    assert any("-15.0%" in line for line in ok.lines)
-    bad = h.compare_documents(old, _with_ratio(old, "fast", 1.5 * 0.75))
-    assert bad.failed
-    assert bad.regressions == ["W1 actr_trio vs fast (msgs_per_s)"]
-    better = h.compare_documents(old, _with_ratio(old, "slow", 6.0))
-    assert not better.failed
+FAST = "W1 actr_trio vs fast (msgs_per_s)"  # 1.5x, every rep 1.5x: spread 0
+SLOW = "W1 actr_trio vs slow (msgs_per_s)"  # 3.0x, reps 2.7..3.3: spread 10 %
+
+
+def _row(result: h.Comparison, key: str) -> str:
+    return next(line for line in result.lines if line.startswith(f"| {key} |"))
+
+
+def test_compare_threshold_is_the_spread_of_both_runs() -> None:
+    old = _run()
+    # slow: spreads 10 % + 10 % -> a fall counts beyond 20 %
+    assert not h.compare_documents(old, _with_ratio(old, "slow", 2.5)).failed  # -16.7 %
+    fell = h.compare_documents(old, _with_ratio(old, "slow", 2.3))  # -23.3 %
+    assert fell.regressions == [SLOW]
+    assert "| -23.3% | 20% | **REGRESSION** |" in _row(fell, SLOW)
+    # fast: both runs' reps agree exactly, so the floor applies: 5 %
+    steady = h.compare_documents(old, _with_ratio(old, "fast", 1.4))  # -6.7 %
+    assert steady.regressions == [FAST]
+    assert "| 1.50x (1.50..1.50) | 1.40x (1.40..1.40) | -6.7% | 5% |" in _row(steady, FAST)
+    assert not h.compare_documents(old, _with_ratio(old, "fast", 1.45)).failed  # -3.3 %
+    # the same fall in a noisy new run (reps 1.0..1.8) is within its noise: not a regression
+    noisy = h.compare_documents(old, _with_ratio(old, "fast", 1.4, spread=0.3))
+    assert not noisy.failed
+    assert "| -6.7% | 30% |" in _row(noisy, FAST)
+    # improvements never regress
+    assert not h.compare_documents(old, _with_ratio(old, "slow", 6.0)).failed
+    # a lower floor is honoured
+    lower = h.compare_documents(old, _with_ratio(old, "fast", 1.45), min_threshold=0.01)
+    assert lower.regressions == [FAST]
+
+
+def test_compare_a_fixed_threshold_would_be_wrong_both_ways() -> None:
+    """A noisy row (like W6 here: per-rep ratios 1.09..1.36) falling 23 % in a noisier run is
+    noise; a steady row falling 10 % is real. A fixed 20 % gets both wrong."""
+    old = _with_ratio(_run(), "slow", 1.17, spread=0.115)
+    new = _with_ratio(_with_ratio(old, "slow", 0.9, spread=0.39), "fast", 1.35)
+    result = h.compare_documents(old, new)
+    assert result.regressions == [FAST]
+    assert _row(result, SLOW).endswith("| -23.1% | 50% |  |")
+
+
+def test_compare_gates_on_ratios_only() -> None:
+    """Absolute figures halved (a busier machine) and targets no longer met, ratios unchanged:
+    nothing regresses. Ratios fallen with absolute figures unchanged: a regression."""
+    old = _run()
+    slower = _copy(old)
+    for w in slower["workloads"]:
+        for s in w["subjects"]:
+            for m in s["metrics"].values():
+                for part in ("median", "min", "max", "q1", "q3"):
+                    m[part] /= 2
+        for t in w["targets"]:
+            t["met"] = False
+    result = h.compare_documents(old, slower)
+    assert not result.failed
+    assert all("msgs_per_s >=" not in line for line in result.lines)  # targets are not rows
+    assert h.compare_documents(old, _with_ratio(old, "slow", 2.0)).regressions == [SLOW]
+
+
+def test_compare_lost_ratios_and_partial_runs() -> None:
+    old = _run()
     lost = h.compare_documents(old, _with_ratio(old, "fast", None))
-    assert lost.regressions == ["W1 actr_trio vs fast (msgs_per_s)"]
+    assert lost.regressions == [FAST]
+    assert "| lost | — | **REGRESSION** |" in _row(lost, FAST)
     never = h.compare_documents(_with_ratio(old, "fast", None), _with_ratio(old, "fast", None))
     assert not never.failed
-    assert any(
-        "| W1 actr_trio vs fast (msgs_per_s) | n/a | n/a | n/a | |" in ln for ln in never.lines
-    )
+    assert _row(never, FAST) == f"| {FAST} | n/a | n/a | n/a | — |  |"
     only_w2 = {**old, "workloads": [_workload(old, "W2")]}
     assert not h.compare_documents(old, only_w2).failed  # --only runs skip absent workloads
+    no_range = _copy(old)
+    for r in _workload(no_range, "W1")["ratios"]:
+        r.pop("min")
+        r.pop("max")
+    unknown = h.compare_documents(no_range, _with_ratio(old, "fast", 0.5))
+    assert not unknown.failed
+    assert "| -66.7% | unknown (no per-rep range) | not gated |" in _row(unknown, FAST)
+
+
+def test_compare_refuses_quick_against_full_and_single_reps() -> None:
+    quick = _run()
+    full = {**_copy(quick), "quick": False, "reps_per_subject": 5}
+    with pytest.raises(h.IncomparableRuns, match=r"quick run .* with a full run"):
+        h.compare_documents(quick, full)
+    with pytest.raises(h.IncomparableRuns, match=r"full run .* with a quick run"):
+        h.compare_documents(full, quick)
+    with pytest.raises(h.IncomparableRuns, match="1 repetition"):
+        h.compare_documents(quick, {**quick, "reps_per_subject": 1})
 
 
 def test_cli_compare_against_exit_status(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = _run()
-    old_path, same_path, worse_path = (
-        tmp_path / "old.json",
-        tmp_path / "same.json",
-        tmp_path / "worse.json",
-    )
-    old_path.write_text(json.dumps(old))
-    same_path.write_text(json.dumps(old))
-    worse_path.write_text(json.dumps(_with_ratio(old, "slow", 2.0)))
-    assert bench_run.main(["--compare", str(old_path), "--against", str(same_path)]) == 0
-    assert bench_run.main(["--compare", str(old_path), "--against", str(worse_path)]) == 1
+    paths = {name: tmp_path / f"{name}.json" for name in ("old", "same", "worse", "full")}
+    paths["old"].write_text(json.dumps(old))
+    paths["same"].write_text(json.dumps(old))
+    paths["worse"].write_text(json.dumps(_with_ratio(old, "slow", 2.0)))
+    paths["full"].write_text(json.dumps({**old, "quick": False}))
+
+    def main(*args: str) -> int:
+        return bench_run.main([*args])
+
+    assert main("--compare", str(paths["old"]), "--against", str(paths["same"])) == 0
+    assert main("--compare", str(paths["old"]), "--against", str(paths["worse"])) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out
     assert "-33.3%" in out
-    assert bench_run.main(["--against", str(worse_path)]) == 2
+    assert main("--against", str(paths["worse"])) == 2
+    assert main("--compare", str(paths["full"]), "--against", str(paths["old"])) == 2
+    assert "refusing to compare a full run" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_measure_a_quick_run_against_a_full_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps({**_run(), "quick": False}))
+
+    def must_not_measure(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("refused before measuring")
+
+    monkeypatch.setattr(bench_run, "load_registry", must_not_measure)
+    monkeypatch.setattr(bench_run, "run_suite", must_not_measure)
+    assert bench_run.main(["--quick", "--compare", str(full), "--out", str(tmp_path)]) == 2
+    assert "refusing to compare a full run" in capsys.readouterr().err
 
 
 def test_compare_to_limits_pairs_and_keeps_unknown_names_visible() -> None:
