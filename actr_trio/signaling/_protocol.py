@@ -75,6 +75,7 @@ _RELAY_KINDS: Final[Mapping[str, Frame.RelayKind]] = {
     "offer": Frame.OFFER,
     "answer": Frame.ANSWER,
     "ice": Frame.ICE,
+    "refuse": Frame.REFUSE,
 }
 _RELAY_NAMES: Final[Mapping[int, str]] = {v: k for k, v in _RELAY_KINDS.items()}
 

@@ -16,10 +16,12 @@ class SignalingFrame(_message.Message):
         OFFER: _ClassVar[SignalingFrame.RelayKind]
         ANSWER: _ClassVar[SignalingFrame.RelayKind]
         ICE: _ClassVar[SignalingFrame.RelayKind]
+        REFUSE: _ClassVar[SignalingFrame.RelayKind]
     RELAY_KIND_UNSPECIFIED: SignalingFrame.RelayKind
     OFFER: SignalingFrame.RelayKind
     ANSWER: SignalingFrame.RelayKind
     ICE: SignalingFrame.RelayKind
+    REFUSE: SignalingFrame.RelayKind
     class Hello(_message.Message):
         __slots__ = ("realm", "version")
         REALM_FIELD_NUMBER: _ClassVar[int]
