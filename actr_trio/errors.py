@@ -28,7 +28,9 @@
             │   ├── IdentityTaken              that ActrId is not this node key's to have
             │   └── IssuerKeyMismatch          the server's issuer key is not the pinned one
             ├── ServerCertificateError         the wss:// server's TLS certificate did not verify
-            └── SessionTakenOver               another connection registered with our ActrId
+            ├── SessionTakenOver               another connection registered with our ActrId
+            ├── SignalingOverloaded            over the server's budget for this node (retry later)
+            └── RelayTooLarge                  a relay payload over the server's size cap
 
 Errors a peer sent us come from the wire as an ``ErrorPayload`` and are mapped back to the same
 classes by :func:`error_from_wire`, so ``except RouteNotFound`` works for remote failures.
@@ -57,6 +59,7 @@ __all__ = [
     "PeerNotAuthenticated",
     "PeerUnavailable",
     "PermissionDenied",
+    "RelayTooLarge",
     "RemoteError",
     "RemoteShuttingDown",
     "Retryable",
@@ -65,6 +68,7 @@ __all__ = [
     "SessionTakenOver",
     "ShuttingDown",
     "SignalingError",
+    "SignalingOverloaded",
     "StreamIncomplete",
     "TransportError",
     "WrongTarget",
@@ -281,6 +285,21 @@ class SessionTakenOver(SignalingError):
     The node stops instead of reconnecting: two nodes sharing an identity would otherwise keep
     taking it from each other.
     """
+
+
+class SignalingOverloaded(SignalingError):
+    """The signaling server refused a request because this node is over one of its budgets:
+    messages per second on its connection, discovery answers per second, relays to one
+    target, or the target is not reading the relays already queued for it.
+
+    Nothing was done; the request may be retried later (a node's link setup does). The
+    message says which budget. See docs/operations.md ("Budgets and limits").
+    """
+
+
+class RelayTooLarge(SignalingError):
+    """The signaling server refused a relay (offer, answer, ICE) whose payload is over its
+    size cap (32 KiB by default); it was not forwarded."""
 
 
 _BY_WIRE_KIND: Final[dict[int, type[CallError]]] = {

@@ -5,8 +5,10 @@
 ``await nursery.start(SignalingServer(...).run)``. Nodes use :class:`SignalingClient`, the
 WebSocket implementation of ``actr_trio.transport.SignalingConnector``.
 
-Layout: ``_protocol.py`` (sans-IO sessions and the frame codec), ``_server.py`` and
-``_client.py`` (Trio shells, trio-websocket), ``_store.py`` (SQLite), ``_cli.py``.
+Layout: ``_protocol.py`` (the frame codec and the rules), ``_server_protocol.py`` and
+``_client_protocol.py`` (sans-IO sessions), ``_directory.py`` (who holds which id),
+``_limits.py`` and ``_throttle.py`` (sans-IO budgets), ``_server.py`` and ``_client.py``
+(Trio shells, trio-websocket), ``_store.py`` (SQLite), ``_cli.py``.
 The names below are imported lazily (PEP 562), so that building the ``actr-trio`` command line
 (which imports ``_cli``) does not import trio-websocket or sqlite-utils.
 """
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._client import SignalingClient as SignalingClient
     from ._client import SignalingClientStatistics as SignalingClientStatistics
+    from ._limits import SignalingLimits as SignalingLimits
     from ._server import SignalingServer as SignalingServer
     from ._server import SignalingServerStatistics as SignalingServerStatistics
     from ._server import serve as serve
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SignalingClient",
     "SignalingClientStatistics",
+    "SignalingLimits",
     "SignalingServer",
     "SignalingServerStatistics",
     "serve",
@@ -34,6 +38,7 @@ __all__ = [
 _MODULES = {
     "SignalingClient": "._client",
     "SignalingClientStatistics": "._client",
+    "SignalingLimits": "._limits",
     "SignalingServer": "._server",
     "SignalingServerStatistics": "._server",
     "serve": "._server",

@@ -16,8 +16,95 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import ssl
 
+    from ._limits import SignalingLimits
+
 #: Environment variable holding realms as ``NAME:SECRET`` entries (comma or space separated).
 REALMS_ENV: Final = "ACTR_SIGNALING_REALMS"
+
+#: The budget options: flag, SignalingLimits field, type, metavar, help (with the default,
+#: which a unit test keeps equal to SignalingLimits'). Not imported from ``_limits`` here:
+#: building the command line must stay light.
+LIMIT_OPTIONS: Final[tuple[tuple[str, str, type, str, str], ...]] = (
+    (
+        "--max-connections",
+        "max_connections",
+        int,
+        "N",
+        "open connections at most; more are closed on accept (default 4096)",
+    ),
+    (
+        "--max-connections-per-address",
+        "max_connections_per_address",
+        int,
+        "N",
+        "open connections from one address (IPv6: one /64) at most (default 256)",
+    ),
+    (
+        "--hello-timeout",
+        "hello_timeout",
+        float,
+        "S",
+        "seconds a connection has to complete its handshake and register (default 5)",
+    ),
+    (
+        "--rate",
+        "message_rate",
+        float,
+        "R",
+        "frames per second one connection may send; more are refused (default 50)",
+    ),
+    (
+        "--burst",
+        "message_burst",
+        int,
+        "B",
+        "frames one connection may send at once; a connection refused this many more "
+        "than the rate pays back is closed (default 200)",
+    ),
+    (
+        "--discovery-rate",
+        "discovery_rate",
+        float,
+        "PEERS",
+        "peers per second discovery answers to one connection may hold (default 2000)",
+    ),
+    (
+        "--discovery-burst",
+        "discovery_burst",
+        int,
+        "PEERS",
+        "peers one connection may be sent at once in discovery answers (default 10000)",
+    ),
+    (
+        "--relay-rate",
+        "relay_rate",
+        float,
+        "R",
+        "relays (offers, answers) per second from one node to one target (default 1)",
+    ),
+    (
+        "--relay-burst",
+        "relay_burst",
+        int,
+        "B",
+        "relays from one node to one target at once (default 10)",
+    ),
+    (
+        "--max-relay-size",
+        "max_relay_payload",
+        int,
+        "BYTES",
+        "largest relay payload forwarded; larger ones are refused (default 32768)",
+    ),
+    (
+        "--outbox-bytes",
+        "outbox_bytes",
+        int,
+        "BYTES",
+        "bytes queued for one connection at most; a quarter for relays from others "
+        "(default 1048576)",
+    ),
+)
 
 DESCRIPTION = f"""\
 Run the signaling server until SIGINT or SIGTERM. Nodes register with it (it
@@ -115,6 +202,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds of silence before a node disappears from discovery (default 15)",
     )
+    budgets = parser.add_argument_group(
+        "budgets", "limits on connections, rates and sizes (docs/operations.md)"
+    )
+    for flag, field, kind, metavar, text in LIMIT_OPTIONS:
+        budgets.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=text)
+
+
+def limits_from_args(args: argparse.Namespace) -> SignalingLimits:
+    """The server's budgets: SignalingLimits' defaults, with the options given.
+
+    Raises:
+        ConfigError: an option out of range (named by its field).
+    """
+    from ._limits import SignalingLimits
+
+    given = {field: getattr(args, field) for _, field, *_ in LIMIT_OPTIONS}
+    return SignalingLimits(**{k: v for k, v in given.items() if v is not None})
 
 
 def parse_realm(text: str) -> tuple[str, str]:
@@ -266,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
             ssl_context=ssl_context,
             issuer_key_path=args.issuer_key,
             credential_lifetime=args.credential_lifetime,
+            limits=limits_from_args(args),
         )
     except ConfigError as exc:
         sys.stderr.write(f"actr-trio signaling: {exc}\n")

@@ -39,7 +39,7 @@ from .._identity import (
     write_pinned_issuer,
 )
 from .._ids import ActrId, ActrType
-from .._logging import SIGNALING
+from .._logging import SIGNALING, RateLimiter
 from ..errors import (
     AuthError,
     ConfigError,
@@ -81,6 +81,12 @@ CONNECT_TIMEOUT: Final = 10.0
 UNREGISTER_GRACE: Final = 1.0
 # Heartbeats per presence_timeout the server announced: 3 tolerates two lost or late ones.
 _HEARTBEATS_PER_TIMEOUT: Final = 3
+#: Most peers one discover() returns (it follows the server's pages up to this many): the
+#: server's default discovery burst, so one call never waits on the budget it spends.
+MAX_DISCOVERED: Final = 10_000
+
+# A request's answer: a discovery page and its next cursor ((), 0 for a relay).
+_Answer = tuple[tuple[ActrId, ...], int]
 
 
 class _ConnectionLost(Exception):
@@ -113,9 +119,9 @@ class _Pending:
     """A request waiting for its answer (filled once, by the reader or by a disconnect)."""
 
     done: trio.Event = attrs.field(factory=trio.Event)
-    result: outcome.Outcome[tuple[ActrId, ...]] | None = None
+    result: outcome.Outcome[_Answer] | None = None
 
-    def resolve(self, result: outcome.Outcome[tuple[ActrId, ...]]) -> None:
+    def resolve(self, result: outcome.Outcome[_Answer]) -> None:
         if self.result is None:
             self.result = result
             self.done.set()
@@ -178,18 +184,37 @@ class _Session:
         return self._relays
 
     async def discover(self, actr_type: ActrType) -> list[ActrId]:
-        """Nodes of ``actr_type`` present in this node's realm (including this node).
+        """Nodes of ``actr_type`` present in this node's realm (including this node), by
+        serial; the server's pages followed up to :data:`MAX_DISCOVERED` peers (a WARNING
+        says when more were left out).
 
         Raises:
             SignalingError: not connected right now (the client is reconnecting: it does not
                 wait), or the connection dropped before the answer came.
+            SignalingOverloaded: over the server's discovery budget for this node.
 
         Cancellation:
             Safe at any point; a late answer is ignored.
         """
-        link = self._client._require_link()
-        request_id, frame = link.protocol.discover(actr_type)
-        return list(await self._client._request(link, request_id, frame))
+        found: list[ActrId] = []
+        cursor = 0
+        while True:
+            # Each page on the current connection: pages are by serial, so a page asked on a
+            # new connection after a reconnection continues where the last one ended.
+            link = self._client._require_link()
+            request_id, frame = link.protocol.discover(actr_type, cursor)
+            page, next_cursor = await self._client._request(link, request_id, frame)
+            found.extend(page)
+            if not next_cursor:
+                return found
+            if next_cursor <= cursor:
+                raise SignalingError(
+                    f"signaling server sent discovery cursor {next_cursor} after {cursor}"
+                )
+            if len(found) >= MAX_DISCOVERED:
+                self._client._truncated(actr_type)
+                return found[:MAX_DISCOVERED]
+            cursor = next_cursor
 
     async def send_relay(self, target: ActrId, kind: str, payload: str) -> None:
         """Relay an offer/answer/ICE ``payload`` to ``target``; returns once the server handed
@@ -253,6 +278,7 @@ class SignalingClient:
         self._renewals = 0
         self._changed = trio.Event()
         self._running = False
+        self._log = RateLimiter(trio.current_time)
 
     def __repr__(self) -> str:
         return f"<SignalingClient {self._actr_id or 'unregistered'} via {self._url}>"
@@ -486,14 +512,15 @@ class SignalingClient:
                                 "relay from %s dropped: nobody reads relays", event.relay.source
                             )
                     elif isinstance(event, PeersFound):
-                        self._resolve(link, event.request_id, outcome.Value(event.peers))
+                        page = (event.peers, event.next_cursor)
+                        self._resolve(link, event.request_id, outcome.Value(page))
                     elif isinstance(event, CredentialRenewed):
                         self._credential = event.credential
                         self._renewals += 1
                         self._notify()
                         logger.debug("credential of %s renewed", self._actr_id)
                     elif isinstance(event, RelayDelivered):
-                        self._resolve(link, event.request_id, outcome.Value(()))
+                        self._resolve(link, event.request_id, outcome.Value(((), 0)))
                     elif isinstance(event, RequestFailed):
                         self._resolve(link, event.request_id, outcome.Error(event.error))
                     elif isinstance(event, SessionFailed):
@@ -562,7 +589,7 @@ class SignalingClient:
             raise SignalingError(f"not connected to signaling server {self._url} (reconnecting)")
         return link
 
-    async def _request(self, link: _Link, request_id: int, frame: Frame) -> tuple[ActrId, ...]:
+    async def _request(self, link: _Link, request_id: int, frame: Frame) -> _Answer:
         pending = _Pending()
         link.pending[request_id] = pending
         try:
@@ -577,7 +604,7 @@ class SignalingClient:
         return pending.result.unwrap()
 
     @staticmethod
-    def _resolve(link: _Link, request_id: int, result: outcome.Outcome[tuple[ActrId, ...]]) -> None:
+    def _resolve(link: _Link, request_id: int, result: outcome.Outcome[_Answer]) -> None:
         pending = link.pending.get(request_id)
         if pending is not None:
             pending.resolve(result)
@@ -585,6 +612,16 @@ class SignalingClient:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    def _truncated(self, actr_type: ActrType) -> None:
+        self._log.log(
+            logger,
+            logging.WARNING,
+            ("truncated", actr_type),
+            "discovery of %s stopped at %d peers (MAX_DISCOVERED); more are registered",
+            actr_type,
+            MAX_DISCOVERED,
+        )
 
 
 def _client_ssl_context(config: Config, *, secure: bool) -> ssl.SSLContext | None:

@@ -35,6 +35,7 @@ from ._protocol import (
     _RELAY_KINDS,
     _RELAY_NAMES,
     AUTH,
+    MAX_PAGE_SIZE,
     PEER_UNAVAILABLE,
     PROTOCOL_VERSION,
     Frame,
@@ -73,10 +74,12 @@ class CredentialRenewed:
 
 @attrs.frozen
 class PeersFound:
-    """Answer to the ``Discover`` sent with ``request_id``."""
+    """Answer to the ``Discover`` sent with ``request_id``: one page of peers, and the cursor
+    to ask the next page with (0: this was the last)."""
 
     request_id: int
     peers: tuple[ActrId, ...]
+    next_cursor: int = 0
 
 
 @attrs.frozen
@@ -212,17 +215,23 @@ class ClientProtocol:
                     peers = tuple(ActrId.from_proto(p) for p in frame.peers.peers)
                 except ConfigError as exc:
                     raise FrameError(f"invalid peer id: {exc}") from exc
-                return [PeersFound(frame.peers.request_id, peers)]
+                return [PeersFound(frame.peers.request_id, peers, frame.peers.next_cursor)]
             if body == "relayed":
                 return [RelayDelivered(frame.relayed.request_id)]
             if body == "relay":
                 return [RelayReceived(self._relay_from_wire(frame.relay))]
         raise FrameError(f"unexpected {body} from server while {self._phase.value}")
 
-    def discover(self, actr_type: ActrType) -> tuple[int, Frame]:
-        """A ``Discover`` request and its request id."""
+    def discover(self, actr_type: ActrType, cursor: int = 0) -> tuple[int, Frame]:
+        """A ``Discover`` request for the page after ``cursor`` (0: the first), as large as
+        the server allows, and its request id."""
         request_id = self._request_id()
-        discover = Frame.Discover(request_id=request_id, actr_type=actr_type.to_proto())
+        discover = Frame.Discover(
+            request_id=request_id,
+            actr_type=actr_type.to_proto(),
+            cursor=cursor,
+            page_size=MAX_PAGE_SIZE,
+        )
         return request_id, Frame(discover=discover)
 
     def relay(self, target: ActrId, kind: str, payload: str) -> tuple[int, Frame]:

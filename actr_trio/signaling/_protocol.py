@@ -19,6 +19,11 @@ only read, write, wait and persist. Invariants the server machine keeps:
   assigned, or out of range is refused (``identity``) and whoever holds it is left alone.
 * Rule 6: a registered node holds a credential (claims signed by the issuer key), renewed on
   the first heartbeat after two thirds of its lifetime.
+* Rule 7: every connection has budgets (``_limits.py``): it must register within the hello
+  timeout; its frames, the discovery answers it gets and its relays to each target are
+  rate-limited; relay payloads are capped. A request over a budget is refused with a typed
+  error (``overloaded``, ``too_large``), never queued; a connection far over its message rate
+  is closed. Discovery answers come in pages that always fit :data:`MAX_FRAME_SIZE`.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from ..errors import (
     AuthError,
     ConfigError,
     IdentityTaken,
+    RelayTooLarge,
     SessionTakenOver,
     SignalingError,
+    SignalingOverloaded,
 )
 
 Frame = signaling_pb2.SignalingFrame
@@ -58,6 +65,11 @@ MAX_SERIAL: Final = 2**63 - 1
 CREDENTIAL_LIFETIME: Final = 3600.0
 #: A credential is renewed once this fraction of its lifetime has passed.
 RENEW_AT: Final = 2 / 3
+#: Most peers in one discovery page. The largest ActrId (three 64-character names, a 10-byte
+#: serial) encodes in 214 bytes with its field header, so 256 of them always fit one frame.
+MAX_PAGE_SIZE: Final = 256
+#: Default cap on a relay's payload (UTF-8 bytes). A sealed aiortc offer is a few KiB.
+MAX_RELAY_PAYLOAD: Final = 32 * 1024
 
 # Error codes carried by Error frames.
 AUTH: Final = "auth"
@@ -69,7 +81,9 @@ BAD_REQUEST: Final = "bad_request"
 PEER_UNAVAILABLE: Final = "peer_unavailable"
 TAKEOVER: Final = "takeover"
 PRESENCE_TIMEOUT: Final = "presence_timeout"
-OVERLOADED: Final = "overloaded"
+REGISTER_TIMEOUT: Final = "register_timeout"  # not registered within the hello timeout
+OVERLOADED: Final = "overloaded"  # over a budget (rate, discovery, relays); retry later
+TOO_LARGE: Final = "too_large"  # a relay payload over the server's cap
 
 _RELAY_KINDS: Final[Mapping[str, Frame.RelayKind]] = {
     "offer": Frame.OFFER,
@@ -147,6 +161,10 @@ def error_from_code(code: str, message: str) -> SignalingError:
         return IdentityTaken(message)
     if code == TAKEOVER:
         return SessionTakenOver(message)
+    if code == OVERLOADED:
+        return SignalingOverloaded(f"signaling server: {message}")
+    if code == TOO_LARGE:
+        return RelayTooLarge(f"signaling server: {message}")
     return SignalingError(f"signaling server refused: {message} ({code})")
 
 

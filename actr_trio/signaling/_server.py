@@ -1,11 +1,17 @@
 """The signaling server: trio-websocket around the sans-IO :class:`ServerProtocol`.
 
-One task per connection reads frames and applies the machine's effects; one writer task per
-connection is the only one that writes to its WebSocket, fed by a bounded outbox, so a relay
-from another connection never waits on a slow receiver (a receiver whose outbox overflows is
-disconnected). A failure in one connection is logged and closes that connection only.
-Connections from an address whose authentications failed wait their turn first
-(:class:`~._throttle.AuthThrottle`); with an ``ssl_context`` the server speaks ``wss://``.
+Each accepted TCP connection is counted against the server's caps before anything else
+(:class:`~._limits.ConnectionCaps`: over one, it is closed at once). One task per connection
+reads frames and applies the machine's effects; one writer task per connection is the only one
+that writes to its WebSocket, fed by an outbox bounded in frames and bytes
+(:class:`~._limits.OutboxBudget`), so a relay from another connection never waits on a slow
+receiver: relays beyond the receiver's share are refused to their sender, and only a
+connection that does not read its own answers is disconnected. A failure in one connection is
+logged and closes that connection only. Connections from an address whose authentications
+failed wait their turn first (:class:`~._throttle.AuthThrottle`); with an ``ssl_context`` the
+server speaks ``wss://``. Refusals of malformed or abusive input are logged at WARNING, one
+line per kind every 10 s (the next says how many were suppressed), and counted in
+:meth:`SignalingServer.statistics`.
 """
 
 from __future__ import annotations
@@ -22,24 +28,38 @@ from typing import Final, TypeVar, TypeVarTuple, Unpack, final
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from .._config import secret_problem
 from .._identity import IssuerKey
 from .._logging import SIGNALING, RateLimiter
 from ..errors import ConfigError
+from ._limits import OUTBOX_FRAMES, Admission, ConnectionCaps, OutboxBudget, SignalingLimits
 from ._protocol import (
     AUTH,
+    BAD_FRAME,
+    BAD_REQUEST,
     CREDENTIAL_LIFETIME,
     IDENTITY,
     KEY,
     MAX_FRAME_SIZE,
     OVERLOADED,
+    PEER_UNAVAILABLE,
+    PROTOCOL,
+    REGISTER_TIMEOUT,
+    TOO_LARGE,
+    Frame,
     encode_frame,
     error_frame,
 )
 from ._server_protocol import (
     Close,
+    Forward,
     LookupBinding,
     PersistDeparture,
     PersistRegistration,
@@ -57,15 +77,18 @@ ISSUER_KEY_SUFFIX: Final = ".issuer_key"
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
 
-# Frames queued for one connection: its own answers plus relays from other nodes. A node that
-# lets this many pile up is not reading; it is disconnected rather than buffered without bound.
-_OUTBOX_SIZE: Final = 256
+# Error codes that mean malformed or abusive input: logged at WARNING (rate-limited). Others
+# (peer_unavailable, presence_timeout, takeover...) are part of normal life: INFO.
+_WARN_CODES: Final = frozenset(
+    {BAD_FRAME, PROTOCOL, BAD_REQUEST, TOO_LARGE, OVERLOADED, REGISTER_TIMEOUT}
+)
 # trio-websocket's own limit (it closes with 1009 above it). Larger than MAX_FRAME_SIZE so that
 # moderately oversized frames reach the protocol and get an explanatory Error frame.
 _WS_MAX_MESSAGE: Final = 4 * MAX_FRAME_SIZE
 # Seconds a closing connection may take to flush its last frames (e.g. the Error frame).
 _CLOSE_GRACE: Final = 1.0
-# Seconds a client has to complete the WebSocket handshake, and to complete the close handshake.
+# Seconds a client has to complete the close handshake (and at most to complete the opening
+# one, which the hello timeout may shorten).
 _WS_TIMEOUT: Final = 5.0
 
 
@@ -75,15 +98,29 @@ class SignalingServerStatistics:
     """Snapshot of a running server.
 
     Attributes:
-        connections: open WebSocket connections, in any phase.
+        connections: open connections, in any phase (from TCP accept to close).
         registered: connections holding an ``ActrId``.
         realms: realms with at least one registered connection.
-        accepted: connections accepted since start.
-        rejected_frames: frames refused as undecodable, oversized or out of order.
+        accepted: connections accepted since start (within the caps).
+        rejected_frames: frames refused as undecodable or oversized.
         auth_failures: connections refused because their realm proof failed.
         auth_throttled: connections made to wait because their address failed before.
         auth_turned_away: connections refused at once because their address failed so often
             that their turn was more than the longest delay away.
+        refused_server_full: connections closed on accept: ``max_connections`` were open.
+        refused_address_full: connections closed on accept: their address had
+            ``max_connections_per_address`` open.
+        register_timeouts: connections closed for not completing the WebSocket handshake and
+            registration within ``hello_timeout``.
+        rate_limited: frames refused over their connection's message rate.
+        rate_closed: connections closed for going on far over their message rate.
+        discovery_limited: discovery requests refused over their connection's budget.
+        relays_limited: relays refused over the budget of their (source, target) pair.
+        relays_too_large: relays refused because their payload was over ``max_relay_payload``.
+        relays_busy: relays refused because their target's queue of relays was full (it
+            does not read them as fast as they come).
+        slow_readers: connections disconnected because their own answers overflowed their
+            outbox (they do not read).
     """
 
     connections: int
@@ -94,18 +131,34 @@ class SignalingServerStatistics:
     auth_failures: int
     auth_throttled: int
     auth_turned_away: int
+    refused_server_full: int = 0
+    refused_address_full: int = 0
+    register_timeouts: int = 0
+    rate_limited: int = 0
+    rate_closed: int = 0
+    discovery_limited: int = 0
+    relays_limited: int = 0
+    relays_too_large: int = 0
+    relays_busy: int = 0
+    slow_readers: int = 0
+
+
+# An outbox entry: the encoded frame and whether it is a relay from another connection;
+# ``None`` means: close now.
+_Outgoing = tuple[bytes, bool] | None
 
 
 @attrs.define(eq=False)
 class _Peer:
-    """One accepted WebSocket and its outbox (``None`` in the outbox means: close now)."""
+    """One accepted WebSocket and its outbox."""
 
     id: int
     ws: WebSocketConnection
-    source: str  # the throttle's key for the remote address
-    outbox_send: trio.MemorySendChannel[bytes | None]
-    outbox_receive: trio.MemoryReceiveChannel[bytes | None]
+    source: str  # the throttle's and the caps' key for the remote address
+    outbox_send: trio.MemorySendChannel[_Outgoing]
+    outbox_receive: trio.MemoryReceiveChannel[_Outgoing]
     cancel_scope: trio.CancelScope
+    budget: OutboxBudget
     closing: bool = False
 
 
@@ -130,6 +183,8 @@ class SignalingServer:
         ssl_context: serve ``wss://`` with this server-side context (e.g.
             ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
             ``load_cert_chain(cert, key)``); ``None`` serves plain, unencrypted ``ws://``.
+        limits: the budgets of connections, addresses and the server
+            (:class:`SignalingLimits`; ``None``: the defaults).
 
     Raises:
         ConfigError: an invalid argument (bad realm name, secret shorter than 16 bytes,
@@ -147,6 +202,7 @@ class SignalingServer:
         ssl_context: ssl.SSLContext | None = None,
         issuer_key_path: str | os.PathLike[str] | None = None,
         credential_lifetime: float = CREDENTIAL_LIFETIME,
+        limits: SignalingLimits | None = None,
     ) -> None:
         if not presence_timeout > 0:
             raise ConfigError(f"presence_timeout={presence_timeout!r} must be > 0")
@@ -177,6 +233,11 @@ class SignalingServer:
         self._ssl_context = ssl_context
         self._throttle = AuthThrottle()
         self._refusals = RateLimiter(trio.current_time)
+        # Malformed and abusive input: one line per kind per interval, whoever sends it (an
+        # attacker with many addresses must not flood the log either).
+        self._abuse_log = RateLimiter(trio.current_time)
+        self._limits = SignalingLimits() if limits is None else limits
+        self._caps = ConnectionCaps(self._limits)
         self._url: str | None = None
         self._protocol: ServerProtocol | None = None
         self._store: SignalingStore | None = None
@@ -185,6 +246,10 @@ class SignalingServer:
         self._ids = itertools.count(1)
         self._accepted = 0
         self._rejected_frames = 0
+        self._refused: dict[Admission, int] = dict.fromkeys(Admission, 0)
+        self._handshake_timeouts = 0
+        self._relays_busy = 0
+        self._slow_readers = 0
 
     def __repr__(self) -> str:
         return f"<SignalingServer {self._url or 'not listening'}>"
@@ -212,12 +277,17 @@ class SignalingServer:
             raise RuntimeError("the signaling server has not started yet")
         return self._issuer.public_bytes()
 
+    @property
+    def limits(self) -> SignalingLimits:
+        """The budgets this server enforces."""
+        return self._limits
+
     def statistics(self) -> SignalingServerStatistics:
-        """A snapshot of connections and registrations."""
+        """A snapshot of connections, registrations and refusals."""
         core = self._protocol.statistics() if self._protocol is not None else None
         throttle = self._throttle.statistics()
         return SignalingServerStatistics(
-            connections=len(self._peers),
+            connections=self._caps.open_connections,
             registered=core.registered if core else 0,
             realms=core.realms if core else 0,
             accepted=self._accepted,
@@ -225,6 +295,16 @@ class SignalingServer:
             auth_failures=throttle.failures,
             auth_throttled=throttle.delayed,
             auth_turned_away=throttle.turned_away,
+            refused_server_full=self._refused[Admission.SERVER_FULL],
+            refused_address_full=self._refused[Admission.ADDRESS_FULL],
+            register_timeouts=self._handshake_timeouts + (core.register_timeouts if core else 0),
+            rate_limited=core.rate_limited if core else 0,
+            rate_closed=core.rate_closed if core else 0,
+            discovery_limited=core.discovery_limited if core else 0,
+            relays_limited=core.relays_limited if core else 0,
+            relays_too_large=core.relays_too_large if core else 0,
+            relays_busy=self._relays_busy,
+            slow_readers=self._slow_readers,
         )
 
     async def run(
@@ -257,6 +337,7 @@ class SignalingServer:
                 next_serials=serials,
                 issuer=self._issuer,
                 credential_lifetime=self._credential_lifetime,
+                limits=self._limits,
             )
             _log_issuer(self._issuer, self._issuer_key_path)
             if self._realms is None:
@@ -268,17 +349,13 @@ class SignalingServer:
             # as itself, not wrapped in an exception group.
             listeners = await trio.open_tcp_listeners(self._port, host=self._host)
             try:
-                ws_server = WebSocketServer(
-                    self._handle,
-                    self._secure(listeners),
-                    max_message_size=_WS_MAX_MESSAGE,
-                    connect_timeout=_WS_TIMEOUT,
-                    disconnect_timeout=_WS_TIMEOUT,
-                )
+                port = listeners[0].socket.getsockname()[1]
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(ws_server.run)
+                    await nursery.start(
+                        trio.serve_listeners, self._serve_stream, self._secure(listeners)
+                    )
                     scheme = "ws" if self._ssl_context is None else "wss"
-                    self._url = f"{scheme}://{self._host}:{ws_server.port}"
+                    self._url = f"{scheme}://{self._host}:{port}"
                     logger.info("signaling server listening on %s", self._url)
                     task_status.started(self)
             finally:
@@ -303,25 +380,98 @@ class SignalingServer:
 
     # -- one connection -------------------------------------------------------------------------
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _serve_stream(self, stream: trio.abc.Stream) -> None:
+        """One accepted TCP (or TLS) connection: within the caps, served; else closed at once.
+        The socket is always closed when this returns."""
+        source = _stream_source(stream)
+        try:
+            admission = self._caps.open(source)
+            if admission is not Admission.OPEN:
+                self._refused[admission] += 1
+                self._abuse_log.log(
+                    logger,
+                    logging.WARNING,
+                    ("cap", admission),
+                    "signaling connection from %s closed on accept: %s (%d) reached",
+                    source,
+                    admission.value,
+                    self._cap_value(admission),
+                )
+                return
+            try:
+                await self._serve_admitted(stream, source)
+            except Exception:
+                # One connection's failure (a bug, or trio-websocket's reader on odd input)
+                # never ends the server; Cancelled is not an Exception and passes through.
+                logger.exception("signaling connection from %s failed; closing it", source)
+            finally:
+                self._caps.release(source)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def _cap_value(self, admission: Admission) -> int:
+        if admission is Admission.SERVER_FULL:
+            return self._limits.max_connections
+        return self._limits.max_connections_per_address
+
+    async def _serve_admitted(self, stream: trio.abc.Stream, source: str) -> None:
+        """The WebSocket handshake (within the hello timeout), then the session."""
+        timeout = min(_WS_TIMEOUT, self._limits.hello_timeout)
+        async with trio.open_nursery() as nursery:
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(timeout) as handshake:
+                try:
+                    # max_message_size: above it trio-websocket closes with 1009 itself.
+                    request = await wrap_server_stream(
+                        nursery, stream, max_message_size=_WS_MAX_MESSAGE
+                    )
+                except (ConnectionClosed, trio.BrokenResourceError) as exc:
+                    logger.debug("WebSocket handshake from %s failed: %r", source, exc)
+            if handshake.cancelled_caught:
+                self._handshake_timed_out(source, timeout)
+            elif request is not None:
+                await self._handle(request, source)
+            # Stops trio-websocket's reader task.
+            nursery.cancel_scope.cancel(reason="signaling connection finished")
+
+    def _handshake_timed_out(self, source: str, timeout: float) -> None:
+        self._handshake_timeouts += 1
+        self._abuse_log.log(
+            logger,
+            logging.WARNING,
+            ("handshake", source),
+            "signaling connection from %s closed: no WebSocket handshake within %.1fs",
+            source,
+            timeout,
+        )
+
+    async def _handle(self, request: WebSocketRequest, source: str) -> None:
         # Never let one connection's failure crash the server: bugs are logged, cancellation
         # passes through (Exception does not catch trio.Cancelled).
         try:
             ws = await request.accept()
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            logger.debug("WebSocket handshake from %s failed: %r", request.remote, exc)
+            logger.debug("WebSocket handshake from %s failed: %r", source, exc)
             return
+        try:
+            await self._session(ws, source)
+        finally:
+            with trio.move_on_after(_CLOSE_GRACE, shield=True):
+                await ws.aclose()
+
+    async def _session(self, ws: WebSocketConnection, source: str) -> None:
         peer_id = next(self._ids)
         self._accepted += 1
-        source = _source(ws)
         if not await self._wait_turn(ws, peer_id, source):
             return
         protocol = self._protocol
         assert protocol is not None
-        send, receive = trio.open_memory_channel[bytes | None](_OUTBOX_SIZE)
+        # Never full: OutboxBudget admits at most OUTBOX_FRAMES; one more slot for the None.
+        send, receive = trio.open_memory_channel[_Outgoing](OUTBOX_FRAMES + 1)
         try:
             async with trio.open_nursery() as nursery:
-                peer = _Peer(peer_id, ws, source, send, receive, nursery.cancel_scope)
+                budget = OutboxBudget(self._limits.outbox_bytes)
+                peer = _Peer(peer_id, ws, source, send, receive, nursery.cancel_scope, budget)
                 self._peers[peer_id] = peer
                 protocol.connect(peer_id, trio.current_time())
                 logger.debug("connection %d from %s", peer_id, ws.remote)
@@ -369,7 +519,10 @@ class SignalingServer:
     async def _read_loop(self, peer: _Peer, protocol: ServerProtocol) -> None:
         """Read frames until the connection is lost (cancel the writer) or is closing."""
         while not peer.closing:
-            with trio.move_on_after(self._presence_timeout) as idle:
+            deadline = protocol.deadline(peer.id)
+            if deadline is None:
+                return
+            with trio.move_on_at(deadline) as idle:
                 try:
                     data = await peer.ws.get_message()
                 except ConnectionClosed:
@@ -384,10 +537,12 @@ class SignalingServer:
     async def _write_loop(self, peer: _Peer) -> None:
         """The only writer of ``peer.ws``: send the outbox in order; ``None`` means stop."""
         try:
-            async for data in peer.outbox_receive:
-                if data is None:
+            async for item in peer.outbox_receive:
+                if item is None:
                     break
+                data, relay = item
                 await peer.ws.send_message(data)
+                peer.budget.sent(len(data), relay=relay)
         except ConnectionClosed:
             pass
         # Ends the connection's nursery: the reader stops and trio-websocket closes the socket.
@@ -399,16 +554,10 @@ class SignalingServer:
         for effect in effects:
             if isinstance(effect, Send):
                 if effect.frame.WhichOneof("body") == "error":
-                    error = effect.frame.error
-                    if error.code == "bad_frame":
-                        self._rejected_frames += 1
-                    logger.info(
-                        "signaling connection %d: error %s: %s",
-                        effect.conn,
-                        error.code,
-                        error.message,
-                    )
+                    self._log_error(effect.conn, effect.frame.error)
                 self._enqueue(effect.conn, encode_frame(effect.frame))
+            elif isinstance(effect, Forward):
+                self._forward(effect)
             elif isinstance(effect, Close):
                 if effect.reason.startswith(f"{AUTH}:"):
                     self._auth_failed(effect.conn, effect.reason)
@@ -462,16 +611,74 @@ class SignalingServer:
             delay,
         )
 
-    def _enqueue(self, peer_id: int, data: bytes | None) -> None:
+    def _log_error(self, peer_id: int, error: Frame.Error) -> None:
+        """An Error frame the server sends: malformed or abusive input at WARNING, the rest at
+        INFO; one line per code per interval (the next says how many were suppressed)."""
+        if error.code == BAD_FRAME:
+            self._rejected_frames += 1
+        peer = self._peers.get(peer_id)
+        source = peer.source if peer is not None else "?"
+        level = logging.WARNING if error.code in _WARN_CODES else logging.INFO
+        self._abuse_log.log(
+            logger,
+            level,
+            ("error", error.code),
+            "signaling connection %d from %s: %s: %s",
+            peer_id,
+            source,
+            error.code,
+            error.message,
+        )
+
+    def _forward(self, effect: Forward) -> None:
+        """A relay to ``effect.conn``, within the share of its outbox that relays may take;
+        its sender learns whether it was handed over."""
+        if effect.conn not in self._peers:
+            answer = error_frame(PEER_UNAVAILABLE, "the target disconnected", effect.request_id)
+        elif self._enqueue(effect.conn, encode_frame(effect.frame), relay=True):
+            answer = Frame(relayed=Frame.Relayed(request_id=effect.request_id))
+        else:
+            self._relays_busy += 1
+            answer = error_frame(
+                OVERLOADED,
+                "the target is not reading the relays queued for it; retry later",
+                effect.request_id,
+            )
+            self._log_error(effect.origin, answer.error)
+        self._enqueue(effect.origin, encode_frame(answer))
+
+    def _enqueue(self, peer_id: int, data: bytes | None, *, relay: bool = False) -> bool:
+        """Queue ``data`` for ``peer_id`` (``None``: close after what is queued); True if
+        queued. A relay that does not fit is refused; a connection whose own frames do not fit
+        is not reading them, and is disconnected."""
         peer = self._peers.get(peer_id)
         if peer is None:
-            return
-        try:
-            peer.outbox_send.send_nowait(data)
-        except trio.WouldBlock:
-            logger.warning("signaling connection %d is not reading; disconnecting it", peer_id)
+            return False
+        if data is None:
+            try:
+                peer.outbox_send.send_nowait(None)
+            except trio.WouldBlock:  # pragma: no cover - the budget keeps a slot for it
+                peer.cancel_scope.cancel(reason="closing")
+            return True
+        if peer.budget.admit(len(data), relay=relay):
+            peer.outbox_send.send_nowait((data, relay))
+            return True
+        if not relay and not peer.closing:
+            self._slow_readers += 1
+            self._abuse_log.log(
+                logger,
+                logging.WARNING,
+                ("slow reader",),
+                "signaling connection %d from %s is not reading (%d frames, %d bytes queued); "
+                "disconnecting it",
+                peer_id,
+                peer.source,
+                peer.budget.queued_frames,
+                peer.budget.queued_bytes,
+            )
             peer.closing = True
             peer.cancel_scope.cancel(reason="outbox overflow")
+        return False
 
     async def _persist(
         self, method: Callable[[SignalingStore, Unpack[_Args]], _T], *args: *_Args
@@ -495,6 +702,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     issuer_key_path: str | os.PathLike[str] | None = None,
     credential_lifetime: float = CREDENTIAL_LIFETIME,
+    limits: SignalingLimits | None = None,
 ) -> AsyncIterator[SignalingServer]:
     """Run a :class:`SignalingServer` for the duration of an ``async with`` block.
 
@@ -517,6 +725,7 @@ async def serve(
         ssl_context=ssl_context,
         issuer_key_path=issuer_key_path,
         credential_lifetime=credential_lifetime,
+        limits=limits,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
@@ -524,12 +733,16 @@ async def serve(
         nursery.cancel_scope.cancel(reason="signaling server block exited")
 
 
-def _source(ws: WebSocketConnection) -> str:
-    """The throttle's key for the connection's remote address."""
-    remote = ws.remote
-    if isinstance(remote, str):  # not a socket (never on TCP listeners); one shared key
-        return remote
-    return source_key(str(remote.address))
+def _stream_source(stream: trio.abc.Stream) -> str:
+    """The throttle's and the caps' key for the remote address of an accepted stream."""
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if not isinstance(transport, trio.SocketStream):  # never on TCP listeners; one shared key
+        return "unknown"
+    try:
+        address = transport.socket.getpeername()[0]
+    except OSError:  # the peer is already gone
+        return "unknown"
+    return source_key(str(address))
 
 
 def issuer_key_file(

@@ -27,6 +27,8 @@ from .._ids import ActrId, ActrType, check_name
 from ..errors import (
     ConfigError,
 )
+from ._directory import Directory
+from ._limits import ConnectionBudget, SignalingLimits, Verdict
 from ._protocol import (
     _RELAY_NAMES,
     AUTH,
@@ -35,6 +37,7 @@ from ._protocol import (
     CREDENTIAL_LIFETIME,
     IDENTITY,
     KEY,
+    MAX_PAGE_SIZE,
     MAX_SERIAL,
     NONCE_SIZE,
     OVERLOADED,
@@ -42,8 +45,10 @@ from ._protocol import (
     PRESENCE_TIMEOUT,
     PROTOCOL,
     PROTOCOL_VERSION,
+    REGISTER_TIMEOUT,
     RENEW_AT,
     TAKEOVER,
+    TOO_LARGE,
     Frame,
     FrameError,
     Phase,
@@ -71,6 +76,18 @@ class Close:
 
 
 @attrs.frozen
+class Forward:
+    """Queue ``frame`` (a relay from connection ``origin``) for connection ``conn``, within the
+    share of its outbox that relays may fill; then answer ``origin``'s request ``request_id``
+    with ``Relayed``, or with ``Error("overloaded")`` if it did not fit."""
+
+    conn: int
+    frame: Frame
+    origin: int
+    request_id: int
+
+
+@attrs.frozen
 class PersistRegistration:
     """Record that ``actr_id`` registered with ``public_key`` (bound to it for good), and that
     its realm's serials are taken up to it."""
@@ -95,13 +112,15 @@ class PersistDeparture:
     actr_id: ActrId
 
 
-ServerEffect = Send | Close | PersistRegistration | PersistDeparture | LookupBinding
+ServerEffect = Send | Forward | Close | PersistRegistration | PersistDeparture | LookupBinding
 
 
 @attrs.define(eq=False)
 class _Connection:
     phase: Phase
     last_seen: float
+    connected_at: float
+    budget: ConnectionBudget
     realm: str = ""
     nonce: bytes = b""
     actr_id: ActrId | None = None
@@ -120,11 +139,23 @@ class ServerProtocolStatistics:
         connections: open connections, in any phase.
         registered: connections holding an ``ActrId``.
         realms: realms with at least one registered connection.
+        register_timeouts: connections closed for not registering within the hello timeout.
+        rate_limited: frames refused over their connection's message rate.
+        rate_closed: connections closed for going on far over their message rate.
+        discovery_limited: discovery requests refused over their connection's discovery budget.
+        relays_limited: relays refused over the budget of their (source, target) pair.
+        relays_too_large: relays refused because their payload was over the size cap.
     """
 
     connections: int
     registered: int
     realms: int
+    register_timeouts: int = 0
+    rate_limited: int = 0
+    rate_closed: int = 0
+    discovery_limited: int = 0
+    relays_limited: int = 0
+    relays_too_large: int = 0
 
 
 def _random_nonce() -> bytes:
@@ -148,6 +179,7 @@ class ServerProtocol:
         credential_lifetime: seconds a credential is valid; at least twice
             ``presence_timeout``, so that a heartbeat always comes between renewal and expiry.
         wall_clock: Unix time for credentials (``now`` arguments are a monotonic clock).
+        limits: the per-connection budgets (hello timeout, rates, relay size cap).
     """
 
     def __init__(
@@ -160,6 +192,7 @@ class ServerProtocol:
         issuer: IssuerKey | None = None,
         credential_lifetime: float = CREDENTIAL_LIFETIME,
         wall_clock: Callable[[], float] = time.time,
+        limits: SignalingLimits | None = None,
     ) -> None:
         if not presence_timeout > 0:
             raise ConfigError(f"presence_timeout={presence_timeout!r} must be > 0")
@@ -175,9 +208,16 @@ class ServerProtocol:
         self._issuer = IssuerKey.generate() if issuer is None else issuer
         self._credential_lifetime = credential_lifetime
         self._wall_clock = wall_clock
+        self._limits = SignalingLimits() if limits is None else limits
         self._connections: dict[int, _Connection] = {}
-        # ActrId -> connection holding it (Rule 3).
-        self._holders: dict[ActrId, int] = {}
+        # ActrId -> connection holding it (Rule 3), indexed by realm and type for discovery.
+        self._directory = Directory()
+        self._register_timeouts = 0
+        self._rate_limited = 0
+        self._rate_closed = 0
+        self._discovery_limited = 0
+        self._relays_limited = 0
+        self._relays_too_large = 0
 
     @property
     def presence_timeout(self) -> float:
@@ -189,11 +229,32 @@ class ServerProtocol:
         """The raw public key that signs this server's credentials (nodes pin it)."""
         return self._issuer.public_bytes()
 
+    @property
+    def limits(self) -> SignalingLimits:
+        """The per-connection budgets."""
+        return self._limits
+
     def connect(self, conn: int, now: float) -> None:
-        """A WebSocket connection ``conn`` was accepted; it must send ``Hello`` first."""
+        """A WebSocket connection ``conn`` was accepted; it must send ``Hello`` first, and be
+        registered within ``limits.hello_timeout`` seconds."""
         if conn in self._connections:
             raise ValueError(f"connection {conn} is already known")
-        self._connections[conn] = _Connection(Phase.HELLO, last_seen=now)
+        budget = ConnectionBudget(self._limits, now)
+        self._connections[conn] = _Connection(
+            Phase.HELLO, last_seen=now, connected_at=now, budget=budget
+        )
+
+    def deadline(self, conn: int) -> float | None:
+        """When (``now``'s clock) the shell must call :meth:`timeout` for ``conn`` unless a
+        frame comes first: the end of its hello timeout until it is registered, then
+        ``presence_timeout`` after its last frame. ``None`` for a connection that is gone."""
+        state = self._connections.get(conn)
+        if state is None or state.phase is Phase.CLOSED:
+            return None
+        presence = state.last_seen + self._presence_timeout
+        if state.phase is Phase.REGISTERED:
+            return presence
+        return min(presence, state.connected_at + self._limits.hello_timeout)
 
     def receive(self, conn: int, data: bytes | str, now: float) -> list[ServerEffect]:
         """Handle one raw WebSocket message from ``conn`` (decoding it first)."""
@@ -209,6 +270,12 @@ class ServerProtocol:
         if state is None or state.phase is Phase.CLOSED:
             return []
         state.last_seen = now
+        # Before registration a connection gets three frames in order (anything else closes
+        # it) within the hello timeout: only registered connections need a rate.
+        if state.phase is Phase.REGISTERED:
+            verdict = state.budget.message(now)
+            if verdict is not Verdict.ALLOW:
+                return self._over_rate(conn, frame, verdict)
         body = frame.WhichOneof("body")
         if state.phase is Phase.HELLO and body == "hello":
             return self._on_hello(conn, state, frame.hello)
@@ -228,10 +295,18 @@ class ServerProtocol:
         return self._fail(conn, PROTOCOL, f"unexpected {body} while {state.phase.value}")
 
     def timeout(self, conn: int, now: float) -> list[ServerEffect]:
-        """``conn`` sent nothing for ``presence_timeout`` seconds: drop it."""
+        """``conn``'s :meth:`deadline` passed: it was not registered within the hello timeout,
+        or it sent nothing for ``presence_timeout`` seconds. Drop it."""
         state = self._connections.get(conn)
         if state is None or state.phase is Phase.CLOSED:
             return []
+        if state.phase is not Phase.REGISTERED:
+            hello_timeout = self._limits.hello_timeout
+            if now - state.connected_at >= hello_timeout:
+                self._register_timeouts += 1
+                return self._fail(
+                    conn, REGISTER_TIMEOUT, f"not registered within {hello_timeout} seconds"
+                )
         return self._fail(conn, PRESENCE_TIMEOUT, f"no frame for {self._presence_timeout} seconds")
 
     def disconnect(self, conn: int) -> list[ServerEffect]:
@@ -246,14 +321,33 @@ class ServerProtocol:
     ) -> list[ActrId]:
         """Registered, present nodes of ``actr_type`` in ``realm``, by serial; with ``asker``,
         only those whose ACLs let a node of that type see them."""
-        return sorted(
+        return [
             actr_id
-            for actr_id, conn in self._holders.items()
-            if actr_id.realm == realm
-            and actr_id.type == actr_type
-            and self._present(conn, now)
-            and (asker is None or self._visible(conn, asker))
-        )
+            for actr_id, conn in self._directory.members(realm, actr_type, 0)
+            if self._present(conn, now) and (asker is None or self._visible(conn, asker))
+        ]
+
+    def page(
+        self,
+        realm: str,
+        actr_type: ActrType,
+        now: float,
+        *,
+        asker: ActrType | None = None,
+        cursor: int = 0,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> tuple[list[ActrId], int]:
+        """One page of :meth:`discoverable`: at most ``page_size`` (capped at
+        ``MAX_PAGE_SIZE``) of those with a serial above ``cursor``, and the cursor of the next
+        page (0 when this is the last)."""
+        size = min(max(page_size, 1), MAX_PAGE_SIZE)
+        found: list[ActrId] = []
+        for actr_id, conn in self._directory.members(realm, actr_type, cursor):
+            if len(found) == size:
+                return found, found[-1].serial  # someone follows: there is a next page
+            if self._present(conn, now) and (asker is None or self._visible(conn, asker)):
+                found.append(actr_id)
+        return found, 0
 
     def _visible(self, conn: int, asker: ActrType) -> bool:
         return all(v.admits(asker) for v in self._connections[conn].visibility)
@@ -262,8 +356,14 @@ class ServerProtocol:
         """A snapshot of connection and registration counts."""
         return ServerProtocolStatistics(
             connections=len(self._connections),
-            registered=len(self._holders),
-            realms=len({actr_id.realm for actr_id in self._holders}),
+            registered=len(self._directory),
+            realms=self._directory.realms(),
+            register_timeouts=self._register_timeouts,
+            rate_limited=self._rate_limited,
+            rate_closed=self._rate_closed,
+            discovery_limited=self._discovery_limited,
+            relays_limited=self._relays_limited,
+            relays_too_large=self._relays_too_large,
         )
 
     # -- handlers -----------------------------------------------------------------------------
@@ -338,7 +438,7 @@ class ServerProtocol:
             return self._assign(conn, state, now)  # another realm's or type's id: a new one
         if serial >= self._next_serial.get(state.realm, 1):
             return self._refuse_identity(conn, f"{previous} was never assigned")
-        holder = self._holders.get(previous)
+        holder = self._directory.holder(previous)
         if holder is not None:
             holder_key = self._connections[holder].public_key
             return self._claim(conn, state, previous, holder_key, now)
@@ -362,7 +462,7 @@ class ServerProtocol:
             )
         # Someone may have registered it while the database answered: then its holder's key
         # is the bound one too (both came from the same binding).
-        holder = self._holders.get(actr_id)
+        holder = self._directory.holder(actr_id)
         bound = self._connections[holder].public_key if holder is not None else public_key
         return self._claim(conn, state, actr_id, bound, now)
 
@@ -374,8 +474,27 @@ class ServerProtocol:
         except ConfigError as exc:
             return [Send(conn, error_frame(BAD_REQUEST, str(exc), discover.request_id))]
         assert state.actr_id is not None
-        found = self.discoverable(state.realm, actr_type, now, asker=state.actr_id.type)
-        peers = Frame.Peers(request_id=discover.request_id, peers=[p.to_proto() for p in found])
+        request_id = discover.request_id
+        if not state.budget.discovery(now):
+            self._discovery_limited += 1
+            limits = self._limits
+            message = (
+                f"discovery budget exceeded ({limits.discovery_rate:g} peers/s, burst "
+                f"{limits.discovery_burst}); retry later"
+            )
+            return [Send(conn, error_frame(OVERLOADED, message, request_id))]
+        found, next_cursor = self.page(
+            state.realm,
+            actr_type,
+            now,
+            asker=state.actr_id.type,
+            cursor=discover.cursor,
+            page_size=discover.page_size or MAX_PAGE_SIZE,
+        )
+        state.budget.charge_discovery(now, len(found))
+        peers = Frame.Peers(
+            request_id=request_id, peers=[p.to_proto() for p in found], next_cursor=next_cursor
+        )
         return [Send(conn, Frame(peers=peers))]
 
     def _on_relay(
@@ -389,22 +508,33 @@ class ServerProtocol:
             target = ActrId.from_proto(relay.target)
         except ConfigError as exc:
             return [Send(conn, error_frame(BAD_REQUEST, str(exc), request_id))]
-        holder = self._holders.get(target)
+        cap = self._limits.max_relay_payload
+        # len() first: a payload of fewer characters than the cap's quarter fits whatever it holds.
+        if len(relay.payload) * 4 > cap and len(relay.payload.encode()) > cap:
+            self._relays_too_large += 1
+            message = f"relay payload over {cap} bytes; not forwarded"
+            return [Send(conn, error_frame(TOO_LARGE, message, request_id))]
+        holder = self._directory.holder(target)
         # Rule 2: another realm's node is "unavailable", exactly like an unknown one.
         if target.realm != state.realm or holder is None or not self._present(holder, now):
             return [
                 Send(conn, error_frame(PEER_UNAVAILABLE, f"{target} is not registered", request_id))
             ]
+        if not state.budget.relay(now, target):
+            self._relays_limited += 1
+            limits = self._limits
+            message = (
+                f"relays to {target} over {limits.relay_rate:g}/s (burst {limits.relay_burst}); "
+                "retry later"
+            )
+            return [Send(conn, error_frame(OVERLOADED, message, request_id))]
         forwarded = Frame.RelayMessage(
             source=state.actr_id.to_proto(),
             target=relay.target,
             kind=relay.kind,
             payload=relay.payload,
         )
-        return [
-            Send(holder, Frame(relay=forwarded)),
-            Send(conn, Frame(relayed=Frame.Relayed(request_id=request_id))),
-        ]
+        return [Forward(holder, Frame(relay=forwarded), origin=conn, request_id=request_id)]
 
     # -- registration -------------------------------------------------------------------------
 
@@ -424,7 +554,7 @@ class ServerProtocol:
         if not hmac.compare_digest(bound, state.public_key):
             return self._refuse_identity(conn, f"{actr_id} is bound to another node key")
         effects: list[ServerEffect] = []
-        holder = self._holders.get(actr_id)
+        holder = self._directory.holder(actr_id)
         if holder is not None and holder != conn:
             # Same key: the node restarted or reconnected; the holder is its stale session.
             effects.extend(self._take_over(holder, actr_id))
@@ -433,7 +563,7 @@ class ServerProtocol:
     def _complete(
         self, conn: int, state: _Connection, actr_id: ActrId, now: float
     ) -> list[ServerEffect]:
-        self._holders[actr_id] = conn
+        self._directory.hold(actr_id, conn)
         state.actr_id = actr_id
         state.phase = Phase.REGISTERED
         registered = Frame.Registered(
@@ -486,17 +616,32 @@ class ServerProtocol:
         if old is not None:
             old.phase = Phase.CLOSED
             old.actr_id = None
-        del self._holders[actr_id]
+        self._directory.release(actr_id)
         message = f"{actr_id} registered again from another connection"
         return [Send(holder, error_frame(TAKEOVER, message)), Close(holder, "taken over")]
 
     def _leave(self, conn: int, state: _Connection) -> list[ServerEffect]:
         state.phase = Phase.CLOSED
         actr_id, state.actr_id = state.actr_id, None
-        if actr_id is not None and self._holders.get(actr_id) == conn:
-            del self._holders[actr_id]
+        if actr_id is not None and self._directory.holder(actr_id) == conn:
+            self._directory.release(actr_id)
             return [PersistDeparture(actr_id)]
         return []
+
+    def _over_rate(self, conn: int, frame: Frame, verdict: Verdict) -> list[ServerEffect]:
+        """A frame over ``conn``'s message rate: refused (answering its request, if it is one)
+        or, far over it, the connection closed."""
+        limits = self._limits
+        rate = f"{limits.message_rate:g} frames/s, burst {limits.message_burst}"
+        if verdict is Verdict.CLOSE:
+            self._rate_closed += 1
+            return self._fail(conn, OVERLOADED, f"far over the message rate ({rate}); closing")
+        self._rate_limited += 1
+        request_id = _request_id(frame)
+        if not request_id:
+            return []  # a heartbeat: dropped (it still showed the node is there)
+        message = f"over the message rate ({rate}); retry later"
+        return [Send(conn, error_frame(OVERLOADED, message, request_id))]
 
     def _fail(
         self, conn: int, code: str, message: str, *, reason: str | None = None
@@ -507,6 +652,16 @@ class ServerProtocol:
             return []
         effects = self._leave(conn, state)
         return [*effects, Send(conn, error_frame(code, message)), Close(conn, reason or code)]
+
+
+def _request_id(frame: Frame) -> int:
+    """The request id a frame carries (0 for frames that are not requests)."""
+    body = frame.WhichOneof("body")
+    if body == "discover":
+        return frame.discover.request_id
+    if body == "relay":
+        return frame.relay.request_id
+    return 0
 
 
 def _auth_failure(realm: str, *, known: bool, proof: bytes) -> str:

@@ -30,6 +30,7 @@ ERRORS = {
     "CredentialError", "IdentityTaken", "IssuerKeyMismatch",
     "PermissionDenied",
     "ServerCertificateError",
+    "SignalingOverloaded", "RelayTooLarge",
     "RemoteShuttingDown", "Retryable", "RouteNotFound", "SessionTakenOver", "ShuttingDown",
     "SignalingError", "StreamIncomplete", "TransportError", "WrongTarget",
 }  # fmt: skip

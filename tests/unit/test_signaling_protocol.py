@@ -40,6 +40,7 @@ from actr_trio.signaling._protocol import (
 )
 from actr_trio.signaling._server_protocol import (
     Close,
+    Forward,
     LookupBinding,
     PersistDeparture,
     PersistRegistration,
@@ -407,12 +408,15 @@ def test_relay_between_peers_of_a_realm() -> None:
     request_id, frame = a.relay(b.actr_id, "offer", "v=0")
     frame.relay.source.serial = 999  # the server never trusts the claimed source
     effects = server.handle(1, frame, 0.0)
-    (to_b,) = frames_to(2, effects)
-    assert b.receive(encode_frame(to_b)) == [
+    # The shell queues the relay for b within its outbox's relay share, then answers a.
+    (forward,) = effects
+    assert isinstance(forward, Forward)
+    assert (forward.conn, forward.origin, forward.request_id) == (2, 1, request_id)
+    assert b.receive(encode_frame(forward.frame)) == [
         RelayReceived(Relay(a.actr_id, b.actr_id, "offer", "v=0"))
     ]
-    (to_a,) = frames_to(1, effects)
-    assert a.receive(encode_frame(to_a)) == [RelayDelivered(request_id)]
+    relayed = Frame(relayed=Frame.Relayed(request_id=forward.request_id))
+    assert a.receive(encode_frame(relayed)) == [RelayDelivered(request_id)]
 
 
 def test_relay_to_unknown_or_other_realm_is_peer_unavailable() -> None:

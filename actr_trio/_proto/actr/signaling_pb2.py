@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from actr_trio._proto.actr import types_pb2 as actr_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x63tr/signaling.proto\x12\x04\x61\x63tr\x1a\x10\x61\x63tr/types.proto\"\x8d\r\n\x0eSignalingFrame\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.actr.SignalingFrame.HelloH\x00\x12\x33\n\tchallenge\x18\x02 \x01(\x0b\x32\x1e.actr.SignalingFrame.ChallengeH\x00\x12\x39\n\x0c\x61uthenticate\x18\x03 \x01(\x0b\x32!.actr.SignalingFrame.AuthenticateH\x00\x12\x31\n\x08register\x18\x04 \x01(\x0b\x32\x1d.actr.SignalingFrame.RegisterH\x00\x12\x35\n\nregistered\x18\x05 \x01(\x0b\x32\x1f.actr.SignalingFrame.RegisteredH\x00\x12\x31\n\x08\x64iscover\x18\x06 \x01(\x0b\x32\x1d.actr.SignalingFrame.DiscoverH\x00\x12+\n\x05peers\x18\x07 \x01(\x0b\x32\x1a.actr.SignalingFrame.PeersH\x00\x12\x32\n\x05relay\x18\x08 \x01(\x0b\x32!.actr.SignalingFrame.RelayMessageH\x00\x12/\n\x07relayed\x18\t \x01(\x0b\x32\x1c.actr.SignalingFrame.RelayedH\x00\x12\x33\n\theartbeat\x18\n \x01(\x0b\x32\x1e.actr.SignalingFrame.HeartbeatH\x00\x12:\n\rheartbeat_ack\x18\x0b \x01(\x0b\x32!.actr.SignalingFrame.HeartbeatAckH\x00\x12\x35\n\nunregister\x18\x0c \x01(\x0b\x32\x1f.actr.SignalingFrame.UnregisterH\x00\x12+\n\x05\x65rror\x18\r \x01(\x0b\x32\x1a.actr.SignalingFrame.ErrorH\x00\x1a\'\n\x05Hello\x12\r\n\x05realm\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x1a\x31\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rauth_required\x18\x02 \x01(\x08\x1a\x1d\n\x0c\x41uthenticate\x12\r\n\x05proof\x18\x01 \x01(\x0c\x1a+\n\x0c\x43\x61llerFilter\x12\r\n\x05\x61llow\x18\x01 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x02 \x03(\t\x1a\xae\x01\n\x08Register\x12!\n\tactr_type\x18\x01 \x01(\x0b\x32\x0e.actr.ActrType\x12!\n\x0bprevious_id\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x35\n\nvisible_to\x18\n \x03(\x0b\x32!.actr.SignalingFrame.CallerFilter\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x1am\n\nRegistered\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\x18\n\x10presence_timeout\x18\x02 \x01(\x01\x12\x12\n\ncredential\x18\x03 \x01(\x0c\x12\x12\n\nissuer_key\x18\x04 \x01(\x0c\x1a\x41\n\x08\x44iscover\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12!\n\tactr_type\x18\x02 \x01(\x0b\x32\x0e.actr.ActrType\x1a\x38\n\x05Peers\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1b\n\x05peers\x18\x02 \x03(\x0b\x32\x0c.actr.ActrId\x1a\x9d\x01\n\x0cRelayMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1c\n\x06source\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x1c\n\x06target\x18\x03 \x01(\x0b\x32\x0c.actr.ActrId\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.actr.SignalingFrame.RelayKind\x12\x0f\n\x07payload\x18\x05 \x01(\t\x1a\x1d\n\x07Relayed\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x1a\x0b\n\tHeartbeat\x1a\"\n\x0cHeartbeatAck\x12\x12\n\ncredential\x18\x01 \x01(\x0c\x1a\x0c\n\nUnregister\x1a:\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"S\n\tRelayKind\x12\x1a\n\x16RELAY_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05OFFER\x10\x01\x12\n\n\x06\x41NSWER\x10\x02\x12\x07\n\x03ICE\x10\x03\x12\n\n\x06REFUSE\x10\x04\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x63tr/signaling.proto\x12\x04\x61\x63tr\x1a\x10\x61\x63tr/types.proto\"\xc5\r\n\x0eSignalingFrame\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.actr.SignalingFrame.HelloH\x00\x12\x33\n\tchallenge\x18\x02 \x01(\x0b\x32\x1e.actr.SignalingFrame.ChallengeH\x00\x12\x39\n\x0c\x61uthenticate\x18\x03 \x01(\x0b\x32!.actr.SignalingFrame.AuthenticateH\x00\x12\x31\n\x08register\x18\x04 \x01(\x0b\x32\x1d.actr.SignalingFrame.RegisterH\x00\x12\x35\n\nregistered\x18\x05 \x01(\x0b\x32\x1f.actr.SignalingFrame.RegisteredH\x00\x12\x31\n\x08\x64iscover\x18\x06 \x01(\x0b\x32\x1d.actr.SignalingFrame.DiscoverH\x00\x12+\n\x05peers\x18\x07 \x01(\x0b\x32\x1a.actr.SignalingFrame.PeersH\x00\x12\x32\n\x05relay\x18\x08 \x01(\x0b\x32!.actr.SignalingFrame.RelayMessageH\x00\x12/\n\x07relayed\x18\t \x01(\x0b\x32\x1c.actr.SignalingFrame.RelayedH\x00\x12\x33\n\theartbeat\x18\n \x01(\x0b\x32\x1e.actr.SignalingFrame.HeartbeatH\x00\x12:\n\rheartbeat_ack\x18\x0b \x01(\x0b\x32!.actr.SignalingFrame.HeartbeatAckH\x00\x12\x35\n\nunregister\x18\x0c \x01(\x0b\x32\x1f.actr.SignalingFrame.UnregisterH\x00\x12+\n\x05\x65rror\x18\r \x01(\x0b\x32\x1a.actr.SignalingFrame.ErrorH\x00\x1a\'\n\x05Hello\x12\r\n\x05realm\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x1a\x31\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rauth_required\x18\x02 \x01(\x08\x1a\x1d\n\x0c\x41uthenticate\x12\r\n\x05proof\x18\x01 \x01(\x0c\x1a+\n\x0c\x43\x61llerFilter\x12\r\n\x05\x61llow\x18\x01 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x02 \x03(\t\x1a\xae\x01\n\x08Register\x12!\n\tactr_type\x18\x01 \x01(\x0b\x32\x0e.actr.ActrType\x12!\n\x0bprevious_id\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x35\n\nvisible_to\x18\n \x03(\x0b\x32!.actr.SignalingFrame.CallerFilter\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x1am\n\nRegistered\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\x18\n\x10presence_timeout\x18\x02 \x01(\x01\x12\x12\n\ncredential\x18\x03 \x01(\x0c\x12\x12\n\nissuer_key\x18\x04 \x01(\x0c\x1a\x64\n\x08\x44iscover\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12!\n\tactr_type\x18\x02 \x01(\x0b\x32\x0e.actr.ActrType\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x04\x12\x11\n\tpage_size\x18\x04 \x01(\r\x1aM\n\x05Peers\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1b\n\x05peers\x18\x02 \x03(\x0b\x32\x0c.actr.ActrId\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\x04\x1a\x9d\x01\n\x0cRelayMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1c\n\x06source\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x1c\n\x06target\x18\x03 \x01(\x0b\x32\x0c.actr.ActrId\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.actr.SignalingFrame.RelayKind\x12\x0f\n\x07payload\x18\x05 \x01(\t\x1a\x1d\n\x07Relayed\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x1a\x0b\n\tHeartbeat\x1a\"\n\x0cHeartbeatAck\x12\x12\n\ncredential\x18\x01 \x01(\x0c\x1a\x0c\n\nUnregister\x1a:\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"S\n\tRelayKind\x12\x1a\n\x16RELAY_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05OFFER\x10\x01\x12\n\n\x06\x41NSWER\x10\x02\x12\x07\n\x03ICE\x10\x03\x12\n\n\x06REFUSE\x10\x04\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'actr.signaling_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNALINGFRAME']._serialized_start=49
-  _globals['_SIGNALINGFRAME']._serialized_end=1726
+  _globals['_SIGNALINGFRAME']._serialized_end=1782
   _globals['_SIGNALINGFRAME_HELLO']._serialized_start=740
   _globals['_SIGNALINGFRAME_HELLO']._serialized_end=779
   _globals['_SIGNALINGFRAME_CHALLENGE']._serialized_start=781
@@ -47,21 +47,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNALINGFRAME_REGISTERED']._serialized_start=1085
   _globals['_SIGNALINGFRAME_REGISTERED']._serialized_end=1194
   _globals['_SIGNALINGFRAME_DISCOVER']._serialized_start=1196
-  _globals['_SIGNALINGFRAME_DISCOVER']._serialized_end=1261
-  _globals['_SIGNALINGFRAME_PEERS']._serialized_start=1263
-  _globals['_SIGNALINGFRAME_PEERS']._serialized_end=1319
-  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_start=1322
-  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_end=1479
-  _globals['_SIGNALINGFRAME_RELAYED']._serialized_start=1481
-  _globals['_SIGNALINGFRAME_RELAYED']._serialized_end=1510
-  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_start=1512
-  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_end=1523
-  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_start=1525
-  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_end=1559
-  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_start=1561
-  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_end=1573
-  _globals['_SIGNALINGFRAME_ERROR']._serialized_start=1575
-  _globals['_SIGNALINGFRAME_ERROR']._serialized_end=1633
-  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_start=1635
-  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_end=1718
+  _globals['_SIGNALINGFRAME_DISCOVER']._serialized_end=1296
+  _globals['_SIGNALINGFRAME_PEERS']._serialized_start=1298
+  _globals['_SIGNALINGFRAME_PEERS']._serialized_end=1375
+  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_start=1378
+  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_end=1535
+  _globals['_SIGNALINGFRAME_RELAYED']._serialized_start=1537
+  _globals['_SIGNALINGFRAME_RELAYED']._serialized_end=1566
+  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_start=1568
+  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_end=1579
+  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_start=1581
+  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_end=1615
+  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_start=1617
+  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_end=1629
+  _globals['_SIGNALINGFRAME_ERROR']._serialized_start=1631
+  _globals['_SIGNALINGFRAME_ERROR']._serialized_end=1689
+  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_start=1691
+  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_end=1774
 # @@protoc_insertion_point(module_scope)

@@ -73,19 +73,25 @@ class SignalingFrame(_message.Message):
         issuer_key: bytes
         def __init__(self, actr_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., presence_timeout: _Optional[float] = ..., credential: _Optional[bytes] = ..., issuer_key: _Optional[bytes] = ...) -> None: ...
     class Discover(_message.Message):
-        __slots__ = ("request_id", "actr_type")
+        __slots__ = ("request_id", "actr_type", "cursor", "page_size")
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
         ACTR_TYPE_FIELD_NUMBER: _ClassVar[int]
+        CURSOR_FIELD_NUMBER: _ClassVar[int]
+        PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
         request_id: int
         actr_type: _types_pb2.ActrType
-        def __init__(self, request_id: _Optional[int] = ..., actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ...) -> None: ...
+        cursor: int
+        page_size: int
+        def __init__(self, request_id: _Optional[int] = ..., actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., cursor: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
     class Peers(_message.Message):
-        __slots__ = ("request_id", "peers")
+        __slots__ = ("request_id", "peers", "next_cursor")
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
         PEERS_FIELD_NUMBER: _ClassVar[int]
+        NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
         request_id: int
         peers: _containers.RepeatedCompositeFieldContainer[_types_pb2.ActrId]
-        def __init__(self, request_id: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[_types_pb2.ActrId, _Mapping]]] = ...) -> None: ...
+        next_cursor: int
+        def __init__(self, request_id: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[_types_pb2.ActrId, _Mapping]]] = ..., next_cursor: _Optional[int] = ...) -> None: ...
     class RelayMessage(_message.Message):
         __slots__ = ("request_id", "source", "target", "kind", "payload")
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
