@@ -111,6 +111,23 @@ def _positive_seconds() -> _Rule:
     return _Rule("a number of seconds > 0", problem, parse)
 
 
+def _positive_rate(unit: str) -> _Rule:
+    def problem(value: Any) -> Problem:
+        if type(value) not in (int, float):
+            return "is not a number"
+        if not math.isfinite(value) or value <= 0:
+            return f"must be a finite number of {unit} > 0"
+        return None
+
+    def parse(raw: str) -> object:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+
+    return _Rule(f"a number of {unit} > 0", problem, parse)
+
+
 def _choice(*options: str) -> _Rule:
     listed = " or ".join(repr(o) for o in options)
 
@@ -477,6 +494,68 @@ class Config:
         validator=_validate,
         metadata=_meta(_SECONDS, "Seconds between signaling heartbeats."),
     )
+    max_links: int = attrs.field(
+        default=128,
+        validator=_validate,
+        metadata=_meta(
+            _integer(1, 65536),
+            "WebRTC links (peer connections) the node holds at once, open, being negotiated or "
+            "closing, whoever offered: an offer beyond it is refused (``links``; a peer that "
+            "holds a link may always offer again) and opening one more itself raises "
+            "``LinkRefused``. Each costs about half a MB; existing links are never closed for "
+            "it.",
+        ),
+    )
+    max_negotiating_links: int = attrs.field(
+        default=16,
+        validator=_validate,
+        metadata=_meta(
+            _integer(1, 65536),
+            "WebRTC links being negotiated at once (offered or answered, not open yet; at most "
+            "``max_links``): an offer beyond it is refused with reason ``negotiating``. It "
+            "bounds the aiortc work a flood of offers can cause.",
+        ),
+    )
+    offers_per_peer_rate: float = attrs.field(
+        default=1.0,
+        converter=_to_float,
+        validator=_validate,
+        metadata=_meta(
+            _positive_rate("offers per second"),
+            "Offers one peer (``ActrId``) may send this node per second, on average (a token "
+            "bucket, see ``offers_per_peer_burst``); beyond it they are refused with reason "
+            "``peer_rate``. An honest peer offers once per link.",
+        ),
+    )
+    offers_per_peer_burst: int = attrs.field(
+        default=4,
+        validator=_validate,
+        metadata=_meta(
+            _integer(1, 65536),
+            "Offers one peer may send at once before ``offers_per_peer_rate`` applies.",
+        ),
+    )
+    offers_total_rate: float = attrs.field(
+        default=10.0,
+        converter=_to_float,
+        validator=_validate,
+        metadata=_meta(
+            _positive_rate("offers per second"),
+            "Offers per second the node reads from all peers together (its signaling "
+            "connection), up to ``max_negotiating_links`` at once; beyond it offers are "
+            "refused with reason ``total_rate``.",
+        ),
+    )
+    max_relay_payload: int = attrs.field(
+        default=32 * 1024,
+        validator=_validate,
+        metadata=_meta(
+            _integer(1024, 64 * 1024),
+            "Largest WebRTC offer or answer (characters of its relay payload) the node reads; "
+            "a larger one is refused unread (reason ``too_large``). An offer is ~5.5 KB with "
+            "one ICE candidate.",
+        ),
+    )
     acl: Acl | None = attrs.field(
         default=None,
         converter=_to_acl,
@@ -491,6 +570,13 @@ class Config:
             "member of the realm. A workload's own ``acl`` applies as well.",
         ),
     )
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_negotiating_links > self.max_links:
+            raise ConfigError(
+                f"Config.max_negotiating_links={self.max_negotiating_links!r} must be <= "
+                f"max_links={self.max_links!r}"
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:

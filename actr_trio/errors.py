@@ -21,7 +21,8 @@
     │   └── RemoteShuttingDown                 the receiver is shutting down (also ShuttingDown)
     └── TransportError                         the *world* broke something
         ├── PeerUnavailable                    cannot reach that node
-        │   └── PeerNotAuthenticated           its offer/answer did not prove its identity
+        │   ├── PeerNotAuthenticated           its offer/answer did not prove its identity
+        │   └── LinkRefused                    a link was not admitted (the reason travels back)
         └── SignalingError                     the signaling server failed or refused
             ├── AuthError                      realm credentials rejected
             │   ├── CredentialError            a credential is malformed, forged, foreign or expired
@@ -54,6 +55,7 @@ __all__ = [
     "EnvelopeTooLarge",
     "IdentityTaken",
     "IssuerKeyMismatch",
+    "LinkRefused",
     "MalformedEnvelope",
     "Overloaded",
     "PeerNotAuthenticated",
@@ -235,6 +237,27 @@ class PeerNotAuthenticated(PeerUnavailable):
     peer or role). The message says which. Something on the signaling path (or the peer
     itself) is not what it claims; the node logs it at WARNING.
     """
+
+
+class LinkRefused(PeerUnavailable):
+    """No link: it was not admitted (docs/security.md, "Link admission").
+
+    Either the peer refused our WebRTC offer and said why (``reason`` ``"negotiating"``: too
+    many links being negotiated; ``"links"``: too many links; ``"peer_rate"`` or
+    ``"total_rate"``: too many offers; ``"too_large"``: the offer was over its size limit;
+    ``"unknown"``), or this node holds ``Config.max_links`` links already (``"links"``). Nothing
+    was queued: try again later. The message names the peer and the reason.
+
+    Attributes:
+        reason: the refusal's code.
+    """
+
+    def __init__(self, message: str, reason: str = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.reason))
 
 
 class SignalingError(TransportError):

@@ -83,7 +83,7 @@ class Relay:
 
     source: ActrId
     target: ActrId
-    kind: str  # "offer" | "answer" | "ice"
+    kind: str  # "offer" | "answer" | "ice" | "refuse"
     payload: str
 
 

@@ -48,8 +48,9 @@ Kind = Literal["offer", "answer"]
 
 #: Prefix of every binding signature: a node key's signature for anything else never verifies.
 BINDING_DOMAIN: Final = b"actr-dtls-binding-v1\0"
-#: Largest relay payload opened (base64 text). A signaling frame is at most 64 KiB, and the
-#: in-memory service has no frame limit: bound the work before decoding anything.
+#: Largest relay payload ever opened (base64 text), whatever ``max_size`` says. A signaling
+#: frame is at most 64 KiB, and the in-memory service has no frame limit: bound the work before
+#: decoding anything. Nodes use ``Config.max_relay_payload`` (32 KiB by default) below it.
 MAX_SIGNED_DESCRIPTION: Final = 64 * 1024
 #: Digest algorithms aiortc checks a peer certificate with (``X509_DIGEST_ALGORITHMS``): an SDP
 #: with none of them binds nothing, since aiortc would accept no certificate for it.
@@ -165,6 +166,7 @@ def open_description(
     local: ActrId,
     issuer_key: bytes,
     now: float,
+    max_size: int = MAX_SIGNED_DESCRIPTION,
 ) -> VerifiedDescription:
     """Verify a relayed offer or answer; return its SDP only if its binding holds.
 
@@ -175,11 +177,13 @@ def open_description(
         local: our own ``ActrId`` (the signature must be for us; the credential for our realm).
         issuer_key: the issuer public key we pinned.
         now: wall-clock Unix seconds (credential expiry).
+        max_size: the longest ``payload`` read (characters; ``Config.max_relay_payload``): a
+            longer one is refused before anything is decoded.
 
     Raises:
         PeerNotAuthenticated: saying which check failed (the module docstring lists them).
     """
-    message = _decode(payload)
+    message = _decode(payload, max_size)
     try:
         claims = verify_credential(message.credential, issuer_key, now=now)
     except CredentialError as exc:
@@ -202,10 +206,11 @@ def open_description(
     return VerifiedDescription(sdp=message.sdp, claims=claims, fingerprints=fingerprints)
 
 
-def _decode(payload: str) -> binding_pb2.SignedDescription:
-    if len(payload) > MAX_SIGNED_DESCRIPTION:
+def _decode(payload: str, max_size: int) -> binding_pb2.SignedDescription:
+    if len(payload) > min(max_size, MAX_SIGNED_DESCRIPTION):
         raise PeerNotAuthenticated(
-            f"signed description of {len(payload)} characters (max {MAX_SIGNED_DESCRIPTION})"
+            f"signed description of {len(payload)} characters"
+            f" (max {min(max_size, MAX_SIGNED_DESCRIPTION)})"
         )
     try:
         raw = base64.b64decode(payload.encode("ascii"), validate=True)

@@ -1,8 +1,12 @@
 """WebRTC transport: aiortc peer connections driven from Trio through trio-asyncio.
 
-The only module of actr_trio that imports asyncio, aiortc or trio_asyncio. ``run`` opens one
-asyncio loop (``trio_asyncio.open_loop``) and owns every peer connection; aiortc callbacks do
-nothing but hand data to Trio (set an event, ``send_nowait`` on a bounded channel).
+The only modules of actr_trio that import asyncio, aiortc or trio_asyncio are this one and its
+parts: ``_webrtc_link`` (a link's state: outboxes, credits, decoders, the CONTROL messages, the
+counters), ``_webrtc_peer`` (creating a peer connection, its callbacks, and keeping aiortc's
+errors inside the link they concern). The admission policy is sans-IO, in ``_admission``.
+``run`` opens one asyncio loop (``trio_asyncio.open_loop``) and owns every peer connection;
+aiortc callbacks do nothing but hand data to Trio (set an event, ``send_nowait`` on a bounded
+channel).
 
 Links. One ``RTCPeerConnection`` per remote node, opened by the first ``send``/``publish_track``
 (offer relayed through signaling once ICE gathering finished: no trickle) and reused. When both
@@ -12,12 +16,30 @@ is dropped from the table (the next ``send`` opens a new one) and its senders ge
 ``PeerUnavailable``. A fresh offer from a peer we are linked to replaces the link (the peer lost
 its end, e.g. it restarted).
 
+Admission. Offers are admitted, not just accepted (``_admission``): before anything is decoded,
+an offer is checked against ``max_relay_payload``, the sender's offer rate
+(``offers_per_peer_rate``/``offers_per_peer_burst``), the node's (``offers_total_rate``), and
+the caps on links being negotiated (``max_negotiating_links``) and held (``max_links``, which
+also bounds the links this node opens itself: ``LinkRefused``). An offer that fails is refused,
+never queued: the node sends a "refuse" relay naming the reason (paced: a flood gets few), so
+the offerer's senders fail at once with ``LinkRefused`` instead of at ``connect_timeout``.
+Admission never closes a link: a flood of offers costs existing links nothing, and a peer that
+holds a link may always offer again (it restarted). Refusals are logged at WARNING, once per
+reason per 10 s with the count of the lines suppressed, and counted in ``statistics()``.
+
 Binding. Every offer and answer travels sealed (``_binding``): the SDP with our credential and
-our node key's signature over its DTLS fingerprints. A received one is opened (verified) before
-anything else happens: an offer that does not verify is not answered and replaces no link; an
-answer that does not verify fails the link with ``PeerNotAuthenticated``. Both are logged at
-WARNING (rate-limited per peer). aiortc then holds the DTLS handshake to the verified
-fingerprints, so the peer at the other end of an open link is the node its credential names.
+our node key's signature over its DTLS fingerprints. A received one is opened (verified) after
+admission and before any aiortc work: an offer that does not verify is not answered and
+replaces no link; an answer that does not verify fails the link with ``PeerNotAuthenticated``.
+Both are logged at WARNING (rate-limited per peer). aiortc then holds the DTLS handshake to the
+verified fingerprints, so the peer at the other end of an open link is the node its credential
+names.
+
+Containment. Any exception on a link (an aiortc callback, its negotiation, a flusher, a track
+reader, an aiortc task whose object belongs to the link) closes that link and is logged at
+WARNING (rate-limited) and counted; it never reaches the transport's nursery. The asyncio
+loop's exception handler is replaced, since trio-asyncio's default one re-raises into the
+loop's nursery (see ``_webrtc_peer``).
 
 Lanes. Four *negotiated* data channels with fixed ids, so neither side announces anything in
 band: SIGNAL (ordered, fully reliable), RELIABLE (ordered, maxRetransmits=8), LATENCY_FIRST
@@ -52,7 +74,11 @@ Backpressure. aiortc's ``send`` never blocks and its receiver buffers without bo
   of many peers). LatencyFirst batches and media frames are only accepted while it is less than
   half full (else dropped and counted), so they can never crowd out reliable data. If reliable
   data still finds it full (more peers than it was sized for), that peer's link is closed with a
-  logged error rather than dropping silently: the runtime's end-to-end acks and resends recover.
+  logged warning rather than dropping silently: the runtime's end-to-end acks and resends
+  recover.
+
+Malformed input (a frame that does not decode, a bad CONTROL message) is logged at WARNING,
+once per peer per 10 s with the count of lines suppressed meanwhile, and counted.
 
 Media. Each link is created with pre-provisioned ``sendrecv`` transceivers (``media_slots``,
 default one video and one audio), so ``publish_track`` never renegotiates: it announces
@@ -66,14 +92,11 @@ Shutdown. Cancelling ``run`` cancels every link task; each closes its peer conne
 
 from __future__ import annotations
 
-import asyncio
-import enum
+import contextlib
 import logging
-import struct
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeVar
+from typing import Final
 
 import attrs
 import trio
@@ -81,17 +104,9 @@ import trio_asyncio
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
-    RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpTransceiver,
-    RTCSessionDescription,
-)
-from aiortc.exceptions import (
-    InternalError,
-    InvalidAccessError,
-    InvalidStateError,
-    OperationError,
 )
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
@@ -99,39 +114,41 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from .._config import Config
 from .._ids import ActrId
 from .._lanes import Lane
-from .._logging import TRANSPORT, RateLimiter
-from ..errors import PeerNotAuthenticated, PeerUnavailable, ShuttingDown, TransportError
-from . import _binding, _ice
-from ._abc import Inbound, InboundFrame, InboundPackets, MediaSource, Relay, SignalingSession
-from ._frames import (
-    DEFAULT_MAX_FRAME_SIZE,
-    PACKET_OVERHEAD,
-    FrameDecoder,
-    FrameEncoder,
-    FrameError,
+from .._logging import TRANSPORT
+from ..errors import (
+    LinkRefused,
+    PeerNotAuthenticated,
+    PeerUnavailable,
+    ShuttingDown,
+    TransportError,
 )
+from . import _binding, _ice
+from ._abc import Inbound, InboundFrame, MediaSource, Relay, SignalingSession
+from ._admission import Admission, AdmissionStatistics, Refusal, decode_refusal, encode_refusal
+from ._frames import DEFAULT_MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
+from ._webrtc_link import (
+    CHANNEL_OF_LANE,
+    CREDITED,
+    DATA_LANES,
+    FRAME_OVERHEAD,
+    HIGH_WATER,
+    INBOUND_BUFFER,
+    PROBE,
+    TRACK_KINDS,
+    Channel,
+    Counters,
+    InboundChannel,
+    Link,
+    Outbox,
+    aio,
+    stop_decoder_threads,
+)
+from ._webrtc_peer import PeerConnections
 
 __all__ = ["WebRTCStatistics", "WebRTCTransport"]
 
 log = logging.getLogger(TRANSPORT)
 
-T = TypeVar("T")
-
-#: Frames per SIGNAL/RELIABLE lane a sender may have in flight before the receiving runtime
-#: consumed them (credit window).
-WINDOW: Final = 8
-#: Consumed frames the receiver collects before granting them back in one CONTROL message.
-CREDIT_BATCH: Final = 4
-#: Inbound batches buffered for the runtime. Reliable data never exceeds ``WINDOW`` frames per
-#: lane and peer (2 * 8 per peer), so this is room for hundreds of busy peers; LatencyFirst and
-#: media only ever fill half of it.
-INBOUND_BUFFER: Final = 4096
-#: Sender waits (reliable) or drops (LatencyFirst) while a channel buffers more than this.
-HIGH_WATER: Final = 1 << 20
-#: ... and resumes once aiortc's buffer drained below this (``bufferedAmountLowThreshold``).
-LOW_WATER: Final = 1 << 18
-#: Bytes of packets waiting in one lane's outbox before ``send`` waits (or LatencyFirst drops).
-OUTBOX_LIMIT: Final = 1 << 20
 #: Quiet scheduling rounds after which a lane counts as idle and is flushed (``_wait_idle``).
 IDLE_ROUNDS: Final = 3
 #: Scheduling rounds a flusher waits at most for a busy sender to fill a frame.
@@ -142,44 +159,8 @@ STALL_PROBE: Final = 0.5
 CONNECT_TIMEOUT: Final = 10.0
 #: Seconds ``pc.close()`` may take at link teardown (shielded).
 CLOSE_GRACE: Final = 5.0
-
-_DATA_LANES: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
-_CREDITED: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
-
-# CONTROL messages: b"C" lane:u8 frames:u32 (credit grant), b"T" kind:u8 mid\0track_id (track).
-# b"P" lane:u8 next_sequence:u32 (a stalled sender's probe: frames before it are lost).
-_CREDIT: Final = struct.Struct(">cBI")
-# Frame header bytes, and bytes a packet costs in a frame beyond its own (record header; a
-# little more for a fragment's total), for budgeting packets against credit.
-_FRAME_OVERHEAD: Final = 5
-_RECORD_COST: Final = 9
-_PROBE: Final = struct.Struct(">cBI")
-_TRACK_KINDS: Final = {"video": 1, "audio": 2}
-_TRACK_KIND_NAMES: Final = {v: k for k, v in _TRACK_KINDS.items()}
-
-
-class _Channel(enum.IntEnum):
-    """Negotiated data-channel ids (both sides create them; nothing is announced in band)."""
-
-    SIGNAL = 0
-    RELIABLE = 1
-    LATENCY_FIRST = 2
-    CONTROL = 3
-
-
-# (ordered, maxRetransmits) per channel, as docs/architecture.md names the lanes' reliability.
-_CHANNEL_RELIABILITY: Final[dict[_Channel, tuple[bool, int | None]]] = {
-    _Channel.SIGNAL: (True, None),
-    _Channel.RELIABLE: (True, 8),
-    _Channel.LATENCY_FIRST: (False, 4),
-    _Channel.CONTROL: (True, None),
-}
-
-_CHANNEL_OF_LANE: Final = {
-    Lane.SIGNAL: _Channel.SIGNAL,
-    Lane.RELIABLE: _Channel.RELIABLE,
-    Lane.LATENCY_FIRST: _Channel.LATENCY_FIRST,
-}
+#: Refusals waiting to be relayed; beyond it a refusal is not sent (the offerer times out).
+REFUSAL_QUEUE: Final = 16
 
 
 @attrs.frozen
@@ -201,6 +182,11 @@ class WebRTCStatistics:
         overflows: links closed because reliable data found the inbound buffer full.
         bindings_refused: offers and answers refused because their DTLS binding did not verify
             (``PeerNotAuthenticated``).
+        malformed: malformed frames and CONTROL messages received.
+        link_errors: links closed by an exception raised on them (aiortc or ours).
+        asyncio_errors: errors the asyncio loop reported (its exception handler).
+        admission: offers admitted and refused, by reason, and the links counted against the
+            caps (see ``_admission``).
     """
 
     peers: int
@@ -218,183 +204,10 @@ class WebRTCStatistics:
     media_frames_dropped: int
     overflows: int
     bindings_refused: int
-
-
-async def _aio(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run asyncio-flavoured ``fn()`` from Trio (typed wrapper around ``aio_as_trio``)."""
-    result: T = await trio_asyncio.aio_as_trio(fn)()
-    return result
-
-
-def _stop_decoder_threads(pc: RTCPeerConnection) -> None:
-    """Stop the codec threads of every receiver of ``pc`` now (idempotent, thread-safe).
-
-    aiortc starts a non-daemon "audio-decoder"/"video-decoder" thread per receiving transceiver
-    and joins it only in ``RTCRtpReceiver.stop()``, which ``pc.close()`` reaches after every
-    sender has stopped. A sender whose RTP task never started (a link torn down before DTLS
-    connected) makes ``close()`` wait until its bound runs out, and the thread then outlives the
-    node and keeps the interpreter from exiting. ``_handle_disconnect`` (aiortc 1.16, pinned) is
-    the receiver's own "stop the decoder" step: it queues the end marker and joins the thread.
-    """
-    for transceiver in pc.getTransceivers():
-        transceiver.receiver._handle_disconnect()
-
-
-class _Outbox:
-    """Packets waiting for one lane's flusher; bounded in bytes (``send`` waits when full)."""
-
-    def __init__(self) -> None:
-        self.pending: deque[bytes] = deque()
-        self.size = 0
-        self.error: ShuttingDown | PeerUnavailable | None = None
-        self._data = trio.lowlevel.ParkingLot()
-        self._room = trio.lowlevel.ParkingLot()
-
-    @property
-    def full(self) -> bool:
-        return self.size >= OUTBOX_LIMIT
-
-    async def put(self, packets: Sequence[bytes]) -> None:
-        while self.full and self.error is None:
-            await self._room.park()
-        if self.error is not None:
-            raise type(self.error)(str(self.error))  # a fresh exception for every caller
-        self.pending.extend(packets)
-        self.size += sum(len(p) for p in packets)
-        self._data.unpark_all()
-        await trio.lowlevel.checkpoint()
-
-    async def wait_pending(self) -> None:
-        while not self.pending:
-            await self._data.park()
-
-    def take(self, budget: int) -> list[bytes]:
-        """Pop packets in order while their encoded size fits ``budget`` (always at least one)."""
-        pending = self.pending
-        packets = [pending.popleft()]
-        used = len(packets[0]) + _RECORD_COST
-        while pending and used + len(pending[0]) + _RECORD_COST <= budget:
-            packet = pending.popleft()
-            used += len(packet) + _RECORD_COST
-            packets.append(packet)
-        self.size -= sum(len(p) for p in packets)
-        self._room.unpark_all()
-        return packets
-
-    def fail(self, error: ShuttingDown | PeerUnavailable) -> None:
-        self.error = error
-        self._room.unpark_all()
-
-
-class _Link:
-    """One peer connection and its per-lane state. Owned by its ``_run_link`` task."""
-
-    def __init__(self, peer: ActrId, offerer: bool, max_frame_size: int, max_packet: int) -> None:
-        self.peer = peer
-        self.offerer = offerer
-        self.pc: RTCPeerConnection | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.channels: dict[_Channel, RTCDataChannel] = {}
-        self.encoders = {lane: FrameEncoder(max_frame_size) for lane in _DATA_LANES}
-        self.decoders = {lane: FrameDecoder(max_packet) for lane in _DATA_LANES}
-        self.outboxes = {lane: _Outbox() for lane in _DATA_LANES}
-        self.credits = dict.fromkeys(_CREDITED, WINDOW)
-        self.credit_lot = {lane: trio.lowlevel.ParkingLot() for lane in _CREDITED}
-        self.consumed = dict.fromkeys(_CREDITED, 0)
-        self.drained = {lane: trio.lowlevel.ParkingLot() for lane in _DATA_LANES}
-        self.track_names: dict[str, tuple[str, str]] = {}
-        self.new_tracks_send, self.new_tracks_recv = trio.open_memory_channel[
-            tuple[str, MediaStreamTrack]
-        ](8)
-        self.answer: str | None = None
-        self.answered = trio.Event()
-        self.ready = trio.Event()
-        self.broken = trio.Event()
-        self.failure: str | None = None
-        # PeerNotAuthenticated once the peer's answer failed its binding (see ``refuse``).
-        self.error_type: type[PeerUnavailable] = PeerUnavailable
-        self.superseded = False
-        self.open_channels = 0
-        # Unparked on every state change the link task may wait for (open, answer, broken).
-        self.wakeup = trio.lowlevel.ParkingLot()
-
-    def __repr__(self) -> str:
-        role = "offerer" if self.offerer else "answerer"
-        return f"<_Link {self.peer} {role} ready={self.ready.is_set()} failure={self.failure!r}>"
-
-    def break_(self, reason: str) -> None:
-        """Ask the link task to close the connection (safe from aiortc callbacks)."""
-        if self.failure is None:
-            self.failure = reason
-        self.broken.set()
-        self.wakeup.unpark_all()
-
-    def refuse(self, reason: str) -> None:
-        """Fail the link because the peer did not prove its identity (its senders get
-        ``PeerNotAuthenticated``)."""
-        if self.failure is None:
-            self.error_type = PeerNotAuthenticated
-        self.break_(reason)
-
-    def send_control(self, message: bytes, then: Callable[[], object] | None = None) -> None:
-        """Write ``message`` on CONTROL, then call ``then``; from any Trio task.
-
-        aiortc's ``send`` schedules asyncio work, which needs the loop's context: tasks outside
-        ``run`` (the runtime reading ``inbound``, a ``publish_track`` caller) lack it, so the
-        write is queued on the loop with ``call_soon`` (FIFO, so CONTROL stays ordered).
-        """
-        if self.loop is None:
-            return
-
-        def write() -> None:
-            channel = self.channels.get(_Channel.CONTROL)
-            if channel is not None and channel.readyState == "open" and not self.broken.is_set():
-                channel.send(message)
-                if then is not None:
-                    then()
-
-        self.loop.call_soon(write)
-
-
-class _InboundChannel(trio.abc.ReceiveChannel[Inbound]):
-    """``transport.inbound``: grants flow-control credits as the runtime takes batches."""
-
-    def __init__(self, recv: trio.MemoryReceiveChannel[tuple[_Link | None, Inbound]]) -> None:
-        self._recv = recv
-
-    def __repr__(self) -> str:
-        return f"<WebRTC inbound {self._recv.statistics().current_buffer_used} waiting>"
-
-    async def receive(self) -> Inbound:
-        link, item = await self._recv.receive()
-        _consumed(link, item)
-        return item
-
-    def receive_nowait(self) -> Inbound:
-        """Take one item without waiting (raises ``trio.WouldBlock`` when none waits)."""
-        link, item = self._recv.receive_nowait()
-        _consumed(link, item)
-        return item
-
-    def close(self) -> None:
-        self._recv.close()
-
-    async def aclose(self) -> None:
-        self._recv.close()
-        await trio.lowlevel.checkpoint()
-
-
-def _consumed(link: _Link | None, item: Inbound) -> None:
-    if link is not None and isinstance(item, InboundPackets) and item.lane in _CREDITED:
-        _grant(link, item.lane, 1)
-
-
-def _grant(link: _Link, lane: Lane, frames: int, *, now: bool = False) -> None:
-    """Give ``frames`` credits back to the sender, batched by ``CREDIT_BATCH`` unless ``now``."""
-    link.consumed[lane] += frames
-    if link.consumed[lane] >= CREDIT_BATCH or (now and link.consumed[lane] > 0):
-        grant, link.consumed[lane] = link.consumed[lane], 0
-        link.send_control(_CREDIT.pack(b"C", int(lane), grant))
+    malformed: int
+    link_errors: int
+    asyncio_errors: int
+    admission: AdmissionStatistics
 
 
 class WebRTCTransport:
@@ -402,8 +215,10 @@ class WebRTCTransport:
 
     Args:
         config: ``ice_servers`` (none by default: nothing leaves the host), ``ice_addresses``
-            (restrict host candidates, e.g. ``("127.0.0.1",)``) and ``max_payload`` (largest
-            packet reassembled: ``max_payload + PACKET_OVERHEAD``) are used.
+            (restrict host candidates, e.g. ``("127.0.0.1",)``), ``max_payload`` (largest
+            packet reassembled: ``max_payload + PACKET_OVERHEAD``) and the admission limits
+            (``max_links``, ``max_negotiating_links``, ``offers_per_peer_rate``,
+            ``offers_per_peer_burst``, ``offers_total_rate``, ``max_relay_payload``) are used.
         connect_timeout: seconds a new link may take to open before ``PeerUnavailable``.
         max_frame_size: largest data-channel message written (see ``_frames``).
         media_slots: kinds of the pre-provisioned media transceivers of every link: how many
@@ -419,7 +234,7 @@ class WebRTCTransport:
         media_slots: tuple[str, ...] = ("video", "audio"),
     ) -> None:
         for kind in media_slots:
-            if kind not in _TRACK_KINDS:
+            if kind not in TRACK_KINDS:
                 raise ValueError(f"media_slots entry {kind!r} must be 'video' or 'audio'")
         FrameEncoder(max_frame_size)  # validates the size
         self._config = config
@@ -430,27 +245,31 @@ class WebRTCTransport:
         self._session: SignalingSession | None = None
         self._local: ActrId | None = None
         self._closed = False
-        self._links: dict[ActrId, _Link] = {}
-        self._spawn_send, self._spawn_recv = trio.open_memory_channel[tuple[_Link, str | None]](16)
-        self._inbound_send, inbound_recv = trio.open_memory_channel[tuple[_Link | None, Inbound]](
+        self._nursery: trio.Nursery | None = None
+        self._links: dict[ActrId, Link] = {}
+        self._spawn_send, self._spawn_recv = trio.open_memory_channel[tuple[Link, str | None]](16)
+        self._refusal_send, self._refusal_recv = trio.open_memory_channel[tuple[ActrId, str]](
+            REFUSAL_QUEUE
+        )
+        self._inbound_send, inbound_recv = trio.open_memory_channel[tuple[Link | None, Inbound]](
             INBOUND_BUFFER
         )
-        self._inbound = _InboundChannel(inbound_recv)
-        self._links_opened = 0
-        self._links_failed = 0
-        self._links_forgotten = 0
-        self._frames_sent = 0
-        self._packets_sent = 0
-        self._frames_received = 0
-        self._packets_received = 0
-        self._dropped_latency_first = 0
-        self._credit_waits = 0
-        self._media_received = 0
-        self._media_dropped = 0
-        self._overflows = 0
-        self._bindings_refused = 0
-        # A hostile relay could send a refused offer per message: one WARNING per peer per 10 s.
-        self._rate = RateLimiter(trio.current_time)
+        self._inbound = InboundChannel(inbound_recv)
+        self._counters = Counters()
+        self._peers = PeerConnections(
+            self._counters, self._inbound_send, media_slots, lambda: list(self._links.values())
+        )
+        self._admission = Admission(
+            max_links=config.max_links,
+            max_negotiating=config.max_negotiating_links,
+            peer_rate=config.offers_per_peer_rate,
+            peer_burst=config.offers_per_peer_burst,
+            total_rate=config.offers_total_rate,
+            max_payload=config.max_relay_payload,
+            now=time.monotonic(),
+        )
+        # A hostile relay could send a refused offer per message: one WARNING per key per 10 s.
+        self._rate = self._peers.rate
 
     def __repr__(self) -> str:
         return f"<WebRTCTransport {self._local} peers={len(self._links)} closed={self._closed}>"
@@ -463,22 +282,27 @@ class WebRTCTransport:
     def statistics(self) -> WebRTCStatistics:
         """A snapshot of this transport's counters."""
         lost = sum(d.lost for link in self._links.values() for d in link.decoders.values())
+        c = self._counters
         return WebRTCStatistics(
             peers=len(self._links),
-            links_opened=self._links_opened,
-            links_failed=self._links_failed,
-            links_forgotten=self._links_forgotten,
-            frames_sent=self._frames_sent,
-            packets_sent=self._packets_sent,
-            frames_received=self._frames_received,
-            packets_received=self._packets_received,
-            dropped_latency_first=self._dropped_latency_first,
+            links_opened=c.links_opened,
+            links_failed=c.links_failed,
+            links_forgotten=c.links_forgotten,
+            frames_sent=c.frames_sent,
+            packets_sent=c.packets_sent,
+            frames_received=c.frames_received,
+            packets_received=c.packets_received,
+            dropped_latency_first=c.dropped_latency_first,
             lost_packets=lost,
-            credit_waits=self._credit_waits,
-            media_frames_received=self._media_received,
-            media_frames_dropped=self._media_dropped,
-            overflows=self._overflows,
-            bindings_refused=self._bindings_refused,
+            credit_waits=c.credit_waits,
+            media_frames_received=c.media_received,
+            media_frames_dropped=c.media_dropped,
+            overflows=c.overflows,
+            bindings_refused=c.bindings_refused,
+            malformed=c.malformed,
+            link_errors=c.link_errors,
+            asyncio_errors=c.asyncio_errors,
+            admission=self._admission.statistics(),
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -499,44 +323,124 @@ class WebRTCTransport:
         self._session = session
         self._local = session.actr_id
         try:
-            with _ice.hooked(), self._inbound_send, self._spawn_recv:
-                async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            with _ice.hooked(), self._inbound_send, self._spawn_recv, self._refusal_recv:
+                async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:
+                    # trio-asyncio's default handler re-raises into the loop's nursery.
+                    loop.set_exception_handler(self._peers.on_asyncio_error)
+                    self._nursery = nursery
                     nursery.start_soon(self._serve_relays, session)
+                    nursery.start_soon(self._send_refusals, session)
                     task_status.started()
                     async for link, offer in self._spawn_recv:
                         nursery.start_soon(self._run_link, link, offer)
         finally:
             self._closed = True
+            self._nursery = None
             for link in self._links.values():
                 for outbox in link.outboxes.values():
                     outbox.fail(ShuttingDown("transport is closed"))
             self._links.clear()
 
+    # ------------------------------------------------------------------ relays and admission
+
     async def _serve_relays(self, session: SignalingSession) -> None:
+        """Handle what signaling relays to us. Never waits on anything but the next relay: a
+        flood of relays is refused at the rate it arrives, so signaling never sees us stall."""
         async for relay in session.relays:
             if relay.kind == "offer":
-                try:
-                    offer = self._open(session, relay, "offer")
-                except PeerNotAuthenticated as exc:
-                    # Not answered, and no link is replaced: a forged offer cannot even cut
-                    # the link we have with the node it names.
-                    self._refused(relay, exc)
-                    continue
-                await self._on_offer(relay.source, offer)
+                self._on_offer(session, relay)
             elif relay.kind == "answer":
-                link = self._links.get(relay.source)
-                if link is not None and link.offerer and not link.answered.is_set():
-                    try:
-                        link.answer = self._open(session, relay, "answer")
-                    except PeerNotAuthenticated as exc:
-                        self._refused(relay, exc)
-                        link.refuse(f"answer refused: {exc}")
-                        continue
-                    link.answered.set()
-                    link.wakeup.unpark_all()
-                else:
-                    log.debug("stale answer from %s ignored", relay.source)
+                self._on_answer(session, relay)
+            elif relay.kind == "refuse":
+                self._on_refusal(relay)
             # "ice": candidates travel inside the SDP (non-trickle), nothing to do.
+            await trio.lowlevel.checkpoint()
+
+    def _on_offer(self, session: SignalingSession, relay: Relay) -> None:
+        assert self._local is not None
+        assert self._nursery is not None
+        peer = relay.source
+        current = self._links.get(peer)
+        if current is not None and current.offerer and not current.ready.is_set():
+            if self._local < peer:
+                log.debug("glare with %s: we stay the offerer", peer)
+                return
+            log.debug("glare with %s: dropping our offer, answering theirs", peer)
+        replaces = None if current is None else current.ready.is_set()
+        now = time.monotonic()
+        refusal = self._admission.check_offer(peer, len(relay.payload), now, replaces=replaces)
+        if refusal is not None:
+            self._refuse_offer(peer, refusal, now)
+            return
+        try:
+            offer = self._open(session, relay, "offer")
+        except PeerNotAuthenticated as exc:
+            # Not answered, and no link is replaced: a forged offer cannot even cut the link we
+            # have with the node it names.
+            self._refused(relay, exc)
+            return
+        if current is not None:
+            current.superseded = True
+            current.break_("superseded by a new offer from the peer")
+        link = Link(peer, False, self._max_frame_size, self._max_packet)
+        self._links[peer] = link
+        self._admission.link_started()
+        self._nursery.start_soon(self._run_link, link, offer)
+
+    def _on_answer(self, session: SignalingSession, relay: Relay) -> None:
+        link = self._links.get(relay.source)
+        if link is None or not link.offerer or link.answered.is_set():
+            log.debug("stale answer from %s ignored", relay.source)
+            return
+        try:
+            link.answer = self._open(session, relay, "answer")
+        except PeerNotAuthenticated as exc:
+            self._refused(relay, exc)
+            link.refuse(f"answer refused: {exc}")
+            return
+        link.answered.set()
+        link.wakeup.unpark_all()
+
+    def _on_refusal(self, relay: Relay) -> None:
+        """The peer refused our offer: its senders fail now, with the peer's reason."""
+        link = self._links.get(relay.source)
+        if link is None or not link.offerer or link.answered.is_set() or link.ready.is_set():
+            log.debug("stale refusal from %s ignored", relay.source)
+            return
+        refusal = decode_refusal(relay.payload)
+        self._rate.log(
+            log,
+            logging.INFO,
+            (relay.source, "refused us"),
+            "%s refused our offer (%s): %s",
+            relay.source,
+            refusal.code,
+            refusal.message,
+        )
+        link.refused_by_peer(refusal)
+
+    def _refuse_offer(self, peer: ActrId, refusal: Refusal, now: float) -> None:
+        self._rate.log(
+            log,
+            logging.WARNING,
+            ("offer refused", refusal.code),
+            "refused an offer from %s: %s",
+            peer,
+            refusal.message,
+        )
+        if self._admission.refusal_due(peer, now):
+            # A full queue: the offerer times out instead of failing fast.
+            with contextlib.suppress(
+                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+            ):
+                self._refusal_send.send_nowait((peer, encode_refusal(refusal)))
+
+    async def _send_refusals(self, session: SignalingSession) -> None:
+        async for peer, payload in self._refusal_recv:
+            try:
+                await session.send_relay(peer, "refuse", payload)
+            except TransportError as exc:  # gone, or signaling busy or away: it times out
+                log.debug("refusal to %s not relayed: %s", peer, exc)
 
     def _open(self, session: SignalingSession, relay: Relay, kind: _binding.Kind) -> str:
         """The relayed SDP once its binding verified (see ``_binding.open_description``)."""
@@ -547,6 +451,7 @@ class WebRTCTransport:
             local=session.actr_id,
             issuer_key=session.issuer_key,
             now=time.time(),
+            max_size=self._config.max_relay_payload,
         )
         return verified.sdp
 
@@ -562,7 +467,7 @@ class WebRTCTransport:
         )
 
     def _refused(self, relay: Relay, error: PeerNotAuthenticated) -> None:
-        self._bindings_refused += 1
+        self._counters.bindings_refused += 1
         self._rate.log(
             log,
             logging.WARNING,
@@ -572,21 +477,6 @@ class WebRTCTransport:
             relay.source,
             error,
         )
-
-    async def _on_offer(self, peer: ActrId, sdp: str) -> None:
-        assert self._local is not None
-        current = self._links.get(peer)
-        if current is not None and current.offerer and not current.ready.is_set():
-            if self._local < peer:
-                log.debug("glare with %s: we stay the offerer", peer)
-                return
-            log.debug("glare with %s: dropping our offer, answering theirs", peer)
-        if current is not None:
-            current.superseded = True
-            current.break_("superseded by a new offer from the peer")
-        link = _Link(peer, False, self._max_frame_size, self._max_packet)
-        self._links[peer] = link
-        await self._spawn_send.send((link, sdp))
 
     # ------------------------------------------------------------------ sending
 
@@ -598,10 +488,11 @@ class WebRTCTransport:
 
         Raises:
             PeerUnavailable: the peer is unknown to signaling, or the link failed or did not
-                open within ``connect_timeout``.
+                open within ``connect_timeout``; ``LinkRefused`` when the peer refused it, or
+                this node holds ``max_links`` links already.
             ShuttingDown: the transport is closed.
         """
-        if lane not in _CHANNEL_OF_LANE:
+        if lane not in CHANNEL_OF_LANE:
             raise ValueError(f"lane={lane!r} is not a data lane (use publish_track for media)")
         link = await self._link_for(peer)
         await link.outboxes[lane].put(packets)
@@ -616,30 +507,35 @@ class WebRTCTransport:
         """
         link = self._links.pop(peer, None)
         if link is not None:
-            self._links_forgotten += 1
+            self._counters.links_forgotten += 1
             link.superseded = True
             link.break_("forgotten: the peer stopped acknowledging or said goodbye")
 
-    async def _link_for(self, peer: ActrId) -> _Link:
+    async def _link_for(self, peer: ActrId) -> Link:
         while True:
             if self._closed or self._local is None:
                 raise ShuttingDown("transport is closed")
             link = self._links.get(peer)
             if link is None:
-                link = _Link(peer, True, self._max_frame_size, self._max_packet)
+                refusal = self._admission.check_outbound()
+                if refusal is not None:
+                    raise LinkRefused(f"{peer}: not linked: {refusal.message}", refusal.code)
+                link = Link(peer, True, self._max_frame_size, self._max_packet)
                 self._links[peer] = link
+                self._admission.link_started()
                 try:
                     await self._spawn_send.send((link, None))
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    self._admission.link_ended(was_ready=False)
                     raise ShuttingDown("transport is closed") from None
             if not link.ready.is_set():
                 await link.ready.wait()
             if link.failure is None:
                 return link
             if not link.superseded:
-                raise link.error_type(f"{peer}: {link.failure}")
+                raise link.error()
 
-    async def _flush(self, link: _Link, lane: Lane) -> None:
+    async def _flush(self, link: Link, lane: Lane) -> None:
         """Write the lane's outbox as frames, whenever there is credit and buffer room.
 
         Waiting for credit and room happens *before* taking from the outbox, so packets that
@@ -651,10 +547,11 @@ class WebRTCTransport:
         """
         outbox = link.outboxes[lane]
         encoder = link.encoders[lane]
-        channel = link.channels[_CHANNEL_OF_LANE[lane]]
+        channel = link.channels[CHANNEL_OF_LANE[lane]]
         drained = link.drained[lane]
-        credited = lane in _CREDITED
-        payload_per_frame = self._max_frame_size - _FRAME_OVERHEAD
+        credited = lane in CREDITED
+        payload_per_frame = self._max_frame_size - FRAME_OVERHEAD
+        counters = self._counters
         while True:
             await outbox.wait_pending()
             await self._wait_idle(outbox)
@@ -672,23 +569,23 @@ class WebRTCTransport:
                     await self._wait_credit(link, lane, encoder)
                     link.credits[lane] -= 1
                 channel.send(frame)
-                self._frames_sent += 1
-            self._packets_sent += len(packets)
+                counters.frames_sent += 1
+            counters.packets_sent += len(packets)
 
-    async def _wait_credit(self, link: _Link, lane: Lane, encoder: FrameEncoder) -> None:
+    async def _wait_credit(self, link: Link, lane: Lane, encoder: FrameEncoder) -> None:
         """Return once ``lane`` has credit; probe the receiver while starved."""
         if link.credits[lane] > 0:
             return
-        self._credit_waits += 1
+        self._counters.credit_waits += 1
         while link.credits[lane] <= 0:
             with trio.move_on_after(STALL_PROBE):
                 await link.credit_lot[lane].park()
                 continue
             # No credit for a while: frames may have been lost at the tail of a burst (no
             # later frame reveals the gap). Tell the receiver where we are.
-            link.send_control(_PROBE.pack(b"P", int(lane), encoder.next_sequence))
+            link.send_control(PROBE.pack(b"P", int(lane), encoder.next_sequence))
 
-    async def _wait_idle(self, outbox: _Outbox) -> None:
+    async def _wait_idle(self, outbox: Outbox) -> None:
         """Let busy senders fill the frame: return once ``IDLE_ROUNDS`` rounds added nothing.
 
         Flush when idle or full (issue 3 §6): a sender that is still producing adds packets
@@ -731,7 +628,7 @@ class WebRTCTransport:
             raise TransportError(
                 f"no free {track.kind} slot to {peer} (media_slots={self._media_slots})"
             )
-        announce = b"T" + bytes([_TRACK_KINDS[track.kind]]) + f"{slot.mid}\0{track.id}".encode()
+        announce = b"T" + bytes([TRACK_KINDS[track.kind]]) + f"{slot.mid}\0{track.id}".encode()
         sender = slot.sender
         link.send_control(announce, then=lambda: sender.replaceTrack(track))
         await trio.lowlevel.checkpoint()
@@ -749,16 +646,17 @@ class WebRTCTransport:
                 return transceiver
         return None
 
-    async def _receive_track(self, link: _Link, mid: str, track: MediaStreamTrack) -> None:
+    async def _receive_track(self, link: Link, mid: str, track: MediaStreamTrack) -> None:
         sequence = 0
+        counters = self._counters
         while True:
             try:
-                frame = await _aio(track.recv)
+                frame = await aio(track.recv)
             except MediaStreamError:
                 return
             name = link.track_names.get(mid)
             if name is None:
-                self._media_dropped += 1
+                counters.media_dropped += 1
                 continue
             track_id, kind = name
             sequence += 1
@@ -772,106 +670,112 @@ class WebRTCTransport:
                 height=int(getattr(frame, "height", 0)),
                 frame=frame,
             )
-            if not self._offer_lossy((None, item)):
-                self._media_dropped += 1
+            if not self._peers.offer_lossy((None, item)):
+                counters.media_dropped += 1
             else:
-                self._media_received += 1
-
-    def _offer_lossy(self, entry: tuple[_Link | None, Inbound]) -> bool:
-        """Put a droppable item on inbound while it is less than half full."""
-        stats = self._inbound_send.statistics()
-        if stats.current_buffer_used * 2 >= stats.max_buffer_size:
-            return False
-        try:
-            self._inbound_send.send_nowait(entry)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        return True
+                counters.media_received += 1
 
     # ------------------------------------------------------------------ links
 
-    async def _run_link(self, link: _Link, offer: str | None) -> None:
-        """Open, serve and close one link (the link task; see the module docstring)."""
+    async def _run_link(self, link: Link, offer: str | None) -> None:
+        """Open, serve and close one link (the link task; see the module docstring).
+
+        Whatever is raised on the link ends here: the link closes, nothing else does.
+        """
         assert self._session is not None
+        ready = False
         try:
             with trio.move_on_after(self._connect_timeout) as connecting:
                 await self._negotiate(self._session, link, offer)
-                while link.open_channels < len(_Channel) and not link.broken.is_set():
+                while link.open_channels < len(Channel) and not link.broken.is_set():
                     await link.wakeup.park()
             if connecting.cancelled_caught:
                 link.break_(f"did not connect within {self._connect_timeout} s")
             if not link.broken.is_set():
-                self._links_opened += 1
+                self._counters.links_opened += 1
+                self._admission.link_ready()
+                ready = True
                 link.ready.set()
                 log.info(
                     "linked to %s over WebRTC (%s)",
                     link.peer,
                     "we offered" if link.offerer else "it offered",
                 )
-                async with trio.open_nursery() as nursery:
-                    for lane in _DATA_LANES:
-                        nursery.start_soon(self._flush, link, lane)
-                    nursery.start_soon(self._accept_tracks, link, nursery)
-                    await link.broken.wait()
-                    nursery.cancel_scope.cancel(reason="link closed")
+                await self._serve_link(link)
         except PeerUnavailable as exc:
             link.break_(str(exc))
-        except (
-            TransportError,
-            InternalError,
-            InvalidAccessError,
-            InvalidStateError,
-            OperationError,
-            ValueError,
-            ConnectionError,
-        ) as exc:
-            # aiortc's errors on a bad or unexpected SDP, or a socket error: the link failed.
-            log.warning("link to %s failed: %r", link.peer, exc)
-            link.break_(f"link failed: {exc!r}")
+        except Exception as exc:
+            # aiortc's errors on a bad or unexpected SDP, a socket error, a bug: this link only.
+            self._peers.link_error(link, exc, "negotiation" if not ready else "the link")
         finally:
-            if link.failure is None:
-                link.break_("transport closed")
-            if not link.superseded and not self._closed:
-                self._links_failed += 1
-            if self._links.get(link.peer) is link:
-                del self._links[link.peer]
-            error: ShuttingDown | PeerUnavailable = (
-                ShuttingDown("transport is closed")
-                if self._closed
-                else link.error_type(f"{link.peer}: {link.failure}")
-            )
-            for outbox in link.outboxes.values():
-                outbox.fail(error)
-            link.ready.set()
-            link.new_tracks_send.close()
-            if link.pc is not None:
-                _stop_decoder_threads(link.pc)
-                with trio.move_on_after(CLOSE_GRACE, shield=True):
-                    await _aio(link.pc.close)
-                # setRemoteDescription may have started a receiver after the first stop.
-                _stop_decoder_threads(link.pc)
-            # A link that closes while we run is news (the peer left or the path broke); our
-            # own shutdown closing every link is not.
-            quiet = self._closed or link.superseded or link.failure == "transport closed"
-            log.log(
-                logging.DEBUG if quiet else logging.INFO,
-                "link to %s closed: %s",
-                link.peer,
-                link.failure,
-            )
+            await self._close_link(link)
+            self._admission.link_ended(was_ready=ready)
 
-    async def _accept_tracks(self, link: _Link, nursery: trio.Nursery) -> None:
+    async def _serve_link(self, link: Link) -> None:
+        async with trio.open_nursery() as nursery:
+            for lane in DATA_LANES:
+                nursery.start_soon(self._guarded, link, f"{lane.name} flusher", self._flush, lane)
+            nursery.start_soon(self._guarded, link, "track reader", self._accept_tracks, nursery)
+            await link.broken.wait()
+            nursery.cancel_scope.cancel(reason="link closed")
+
+    async def _guarded(
+        self, link: Link, where: str, fn: Callable[..., Awaitable[None]], *args: object
+    ) -> None:
+        """Run one of ``link``'s tasks: an exception in it closes the link, nothing more."""
+        try:
+            await fn(link, *args)
+        except Exception as exc:
+            self._peers.link_error(link, exc, where)
+
+    async def _close_link(self, link: Link) -> None:
+        """Fail the link's senders, close its peer connection (shielded, bounded)."""
+        if link.failure is None:
+            link.break_("transport closed")
+        if not link.superseded and not self._closed:
+            self._counters.links_failed += 1
+        if self._links.get(link.peer) is link:
+            del self._links[link.peer]
+        error: ShuttingDown | PeerUnavailable = (
+            ShuttingDown("transport is closed") if self._closed else link.error()
+        )
+        for outbox in link.outboxes.values():
+            outbox.fail(error)
+        link.ready.set()
+        link.new_tracks_send.close()
+        pc = link.pc
+        if pc is not None:
+            with trio.move_on_after(CLOSE_GRACE, shield=True):
+                try:
+                    stop_decoder_threads(pc)
+                    await aio(pc.close)
+                    # setRemoteDescription may have started a receiver after the first stop.
+                    stop_decoder_threads(pc)
+                except Exception as exc:
+                    log.debug("closing the connection to %s raised %r", link.peer, exc)
+        # A link that closes while we run is news (the peer left or the path broke); our own
+        # shutdown closing every link is not.
+        quiet = self._closed or link.superseded or link.failure == "transport closed"
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "link to %s closed: %s",
+            link.peer,
+            link.failure,
+        )
+
+    async def _accept_tracks(self, link: Link, nursery: trio.Nursery) -> None:
         async for mid, track in link.new_tracks_recv:
-            nursery.start_soon(self._receive_track, link, mid, track)
+            nursery.start_soon(self._guarded, link, "track reader", self._receive_track, mid, track)
 
-    async def _negotiate(self, session: SignalingSession, link: _Link, offer: str | None) -> None:
+    async def _negotiate(self, session: SignalingSession, link: Link, offer: str | None) -> None:
         servers = [RTCIceServer(url) for url in self._config.ice_servers]
         configuration = RTCConfiguration(
             iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
         )
+        peers = self._peers
         with _ice.host_addresses(self._config.ice_addresses):
             if offer is None:
-                local = await _aio(lambda: self._aio_offer(configuration, link))
+                local = await aio(lambda: peers.offer(configuration, link))
                 await session.send_relay(
                     link.peer, "offer", self._seal(session, "offer", link.peer, local)
                 )
@@ -880,167 +784,9 @@ class WebRTCTransport:
                 if link.answer is None:
                     return
                 answer = link.answer
-                await _aio(lambda: self._aio_accept_answer(link, answer))
+                await aio(lambda: peers.accept_answer(link, answer))
             else:
-                local = await _aio(lambda: self._aio_answer(configuration, link, offer))
+                local = await aio(lambda: peers.answer(configuration, link, offer))
                 await session.send_relay(
                     link.peer, "answer", self._seal(session, "answer", link.peer, local)
                 )
-
-    # The _aio_* coroutines run on the asyncio loop (called through _aio). Everything they
-    # register on aiortc's emitters only hands data to Trio.
-
-    def _aio_setup(self, configuration: RTCConfiguration, link: _Link) -> RTCPeerConnection:
-        pc = RTCPeerConnection(configuration)
-        link.pc = pc
-        link.loop = asyncio.get_running_loop()
-        # Transceivers before the data channels: with MAX_BUNDLE aiortc then bundles the SCTP
-        # transport onto the first transceiver's from the start. The other order makes
-        # setRemoteDescription "unbundle" the SCTP transport by stopping the shared transport.
-        for kind in self._media_slots:
-            pc.addTransceiver(kind, direction="sendrecv")
-        for which in _Channel:
-            ordered, max_retransmits = _CHANNEL_RELIABILITY[which]
-            channel = pc.createDataChannel(
-                which.name.lower(),
-                ordered=ordered,
-                maxRetransmits=max_retransmits,
-                negotiated=True,
-                id=int(which),
-            )
-            channel.bufferedAmountLowThreshold = LOW_WATER
-            link.channels[which] = channel
-            self._watch_channel(link, which, channel)
-
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                link.break_(f"connection {pc.connectionState}")
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            for transceiver in pc.getTransceivers():
-                if transceiver.receiver.track is track and transceiver.mid is not None:
-                    try:
-                        link.new_tracks_send.send_nowait((transceiver.mid, track))
-                    except (trio.WouldBlock, trio.ClosedResourceError):
-                        log.warning("track from %s not received: no room", link.peer)
-
-        return pc
-
-    def _watch_channel(self, link: _Link, which: _Channel, channel: RTCDataChannel) -> None:
-        @channel.on("open")
-        def on_open() -> None:
-            link.open_channels += 1
-            link.wakeup.unpark_all()
-
-        @channel.on("close")
-        def on_close() -> None:
-            link.break_(f"data channel {which.name} closed")
-
-        if which is _Channel.CONTROL:
-
-            @channel.on("message")
-            def on_control(message: bytes | str) -> None:
-                self._on_control(link, message)
-
-            return
-        lane = _lane_of_channel(which)
-        decoder = link.decoders[lane]
-        drained = link.drained[lane]
-
-        @channel.on("bufferedamountlow")
-        def on_low() -> None:
-            drained.unpark_all()
-
-        @channel.on("message")
-        def on_message(message: bytes | str) -> None:
-            if isinstance(message, str) or link.broken.is_set():
-                return
-            skipped = decoder.skipped_frames
-            try:
-                packets = decoder.feed(message)
-            except FrameError as exc:
-                log.error("malformed frame from %s on %s: %s", link.peer, lane.name, exc)
-                link.break_(f"malformed frame: {exc}")
-                return
-            self._frames_received += 1
-            if lane in _CREDITED:
-                # Credits count frames: those that never reach the runtime as a batch (lost
-                # on the lossy lane, or a fragment that completes no packet) come back now.
-                unbatched = decoder.skipped_frames - skipped + (0 if packets else 1)
-                if unbatched:
-                    _grant(link, lane, unbatched)
-            if not packets:
-                return
-            self._packets_received += len(packets)
-            entry = (link, InboundPackets(link.peer, lane, packets))
-            if lane is Lane.LATENCY_FIRST:
-                if not self._offer_lossy(entry):
-                    self._dropped_latency_first += len(packets)
-                    _grant(link, lane, 1)  # never reaches the runtime: its credit comes back now
-                return
-            try:
-                self._inbound_send.send_nowait(entry)
-            except trio.WouldBlock:
-                self._overflows += 1
-                log.error(
-                    "inbound buffer full (%d batches) for %s data from %s: closing the link; "
-                    "end-to-end resends will recover",
-                    INBOUND_BUFFER,
-                    lane.name,
-                    link.peer,
-                )
-                link.break_("inbound buffer overflow")
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                link.break_("transport closed")
-
-    def _on_control(self, link: _Link, message: bytes | str) -> None:
-        if isinstance(message, str) or not message:
-            return
-        if message[:1] == b"C" and len(message) == _CREDIT.size:
-            _, lane_value, grant = _CREDIT.unpack(message)
-            try:
-                lane = Lane(lane_value)
-            except ValueError:
-                lane = Lane.MEDIA_TRACK
-            if lane in _CREDITED:
-                link.credits[lane] += grant
-                link.credit_lot[lane].unpark_all()
-                return
-        elif message[:1] == b"P" and len(message) == _PROBE.size:
-            _, lane_value, sequence = _PROBE.unpack(message)
-            if lane_value in (int(Lane.SIGNAL), int(Lane.RELIABLE), int(Lane.LATENCY_FIRST)):
-                lane = Lane(lane_value)
-                written_off = link.decoders[lane].skip_to(sequence)
-                _grant(link, lane, written_off, now=True)
-                return
-        elif message[:1] == b"T" and len(message) > 2:
-            kind = _TRACK_KIND_NAMES.get(message[1])
-            mid, sep, track_id = message[2:].decode("utf-8", "replace").partition("\0")
-            if kind is not None and sep:
-                link.track_names[mid] = (track_id, kind)
-                return
-        log.warning("ignoring malformed control message from %s", link.peer)
-
-    async def _aio_offer(self, configuration: RTCConfiguration, link: _Link) -> str:
-        pc = self._aio_setup(configuration, link)
-        await pc.setLocalDescription(await pc.createOffer())
-        return pc.localDescription.sdp
-
-    async def _aio_accept_answer(self, link: _Link, answer: str) -> None:
-        assert link.pc is not None
-        await link.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-
-    async def _aio_answer(self, configuration: RTCConfiguration, link: _Link, offer: str) -> str:
-        pc = self._aio_setup(configuration, link)
-        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-        return pc.localDescription.sdp
-
-
-def _lane_of_channel(which: _Channel) -> Lane:
-    for lane, channel in _CHANNEL_OF_LANE.items():
-        if channel is which:
-            return lane
-    raise AssertionError(which)

@@ -109,6 +109,14 @@ SHORT_SECRET = (
         ({"realm_secret": "s3cret"}, f"Config.realm_secret=<hidden> {SHORT_SECRET}"),
         ({"signaling_ca": ""}, "Config.signaling_ca='' is empty (None means the system trust store)"),
         ({"signaling_ca": 3}, "Config.signaling_ca=3 is not a path"),
+        ({"max_links": 0}, "Config.max_links=0 must be > 0"),
+        ({"max_negotiating_links": 1 << 20}, "Config.max_negotiating_links=1048576 must be <= 65536"),
+        ({"max_negotiating_links": 20, "max_links": 10}, "Config.max_negotiating_links=20 must be <= max_links=10"),
+        ({"offers_per_peer_rate": 0}, "Config.offers_per_peer_rate=0.0 must be a finite number of offers per second > 0"),
+        ({"offers_total_rate": float("inf")}, "Config.offers_total_rate=inf must be a finite number of offers per second > 0"),
+        ({"offers_per_peer_burst": 0.5}, "Config.offers_per_peer_burst=0.5 is not an integer"),
+        ({"max_relay_payload": 100}, "Config.max_relay_payload=100 must be >= 1024"),
+        ({"max_relay_payload": 1 << 17}, "Config.max_relay_payload=131072 must be <= 65536"),
     ],
 )  # fmt: skip
 def test_wrong_values_from_code_name_the_field(options: dict[str, Any], message: str) -> None:
@@ -179,6 +187,12 @@ def test_fields_are_annotated_with_their_real_types() -> None:
         "aging": "int | None",
         "stream_buffer": "int",
         "heartbeat_interval": "float",
+        "max_links": "int",
+        "max_negotiating_links": "int",
+        "offers_per_peer_rate": "float",
+        "offers_per_peer_burst": "int",
+        "offers_total_rate": "float",
+        "max_relay_payload": "int",
         "acl": "Acl | None",
     }
 
@@ -225,6 +239,7 @@ def test_file_numbers_and_lists_are_accepted(tmp_path: Path) -> None:
         ("ACTR_REALM", "", "ACTR_REALM='' must be 1-64 characters of A-Z a-z 0-9 . _ -"),
         ("ACTR_SIGNALING_URL", "localhost:8765", "ACTR_SIGNALING_URL='localhost:8765' has no scheme: write 'ws://localhost:8765'"),
         ("ACTR_ICE_ADDRESSES", "127.0.0.1,nowhere", "ACTR_ICE_ADDRESSES='127.0.0.1,nowhere' has 'nowhere', which is not an IP address"),
+        ("ACTR_OFFERS_TOTAL_RATE", "fast", "ACTR_OFFERS_TOTAL_RATE='fast' is not a number"),
     ],
 )  # fmt: skip
 def test_wrong_values_from_the_environment_name_the_variable(
@@ -378,3 +393,20 @@ def test_the_committed_reference_matches_the_generator() -> None:
         "docs/config-reference.md is out of date: regenerate it with "
         "ACTR_UPDATE_GOLDEN=1 pytest tests/unit/test_config.py -k reference"
     )
+
+
+def test_link_admission_limits_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "Actr.toml"
+    path.write_text("max_links = 8\n")
+    environ = {
+        "ACTR_MAX_NEGOTIATING_LINKS": "2",
+        "ACTR_OFFERS_PER_PEER_RATE": "0.5",
+        "ACTR_OFFERS_PER_PEER_BURST": "3",
+        "ACTR_OFFERS_TOTAL_RATE": "4",
+        "ACTR_MAX_RELAY_PAYLOAD": "16384",
+    }
+    config = Config.from_file(path, environ=environ)
+    assert (config.max_links, config.max_negotiating_links) == (8, 2)
+    assert (config.offers_per_peer_rate, config.offers_per_peer_burst) == (0.5, 3)
+    assert config.offers_total_rate == 4.0
+    assert config.max_relay_payload == 16384

@@ -1,0 +1,305 @@
+"""The state of one WebRTC link: its lanes' outboxes, credits, decoders and lifecycle events.
+
+Part of the WebRTC transport (``_webrtc.py`` has the overview): a :class:`Link` is owned by its
+link task (``WebRTCTransport._run_link``); aiortc callbacks (``_webrtc_peer``) and the runtime's
+reads of ``inbound`` (:class:`InboundChannel`) only touch it through the methods here, which
+never block. Also the flow-control messages on CONTROL and the transport's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import enum
+import struct
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
+
+import attrs
+import trio
+import trio_asyncio
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
+
+from .._ids import ActrId
+from .._lanes import Lane
+from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable, ShuttingDown
+from ._abc import Inbound, InboundPackets
+from ._admission import Refusal
+from ._frames import FrameDecoder, FrameEncoder
+
+T = TypeVar("T")
+
+#: Frames per SIGNAL/RELIABLE lane a sender may have in flight before the receiving runtime
+#: consumed them (credit window).
+WINDOW: Final = 8
+#: Consumed frames the receiver collects before granting them back in one CONTROL message.
+CREDIT_BATCH: Final = 4
+#: Inbound batches buffered for the runtime. Reliable data never exceeds ``WINDOW`` frames per
+#: lane and peer (2 * 8 per peer), so this is room for hundreds of busy peers; LatencyFirst and
+#: media only ever fill half of it.
+INBOUND_BUFFER: Final = 4096
+#: Sender waits (reliable) or drops (LatencyFirst) while a channel buffers more than this.
+HIGH_WATER: Final = 1 << 20
+#: ... and resumes once aiortc's buffer drained below this (``bufferedAmountLowThreshold``).
+LOW_WATER: Final = 1 << 18
+#: Bytes of packets waiting in one lane's outbox before ``send`` waits (or LatencyFirst drops).
+OUTBOX_LIMIT: Final = 1 << 20
+
+DATA_LANES: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
+CREDITED: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
+
+# CONTROL messages: b"C" lane:u8 frames:u32 (credit grant), b"T" kind:u8 mid\0track_id (track).
+# b"P" lane:u8 next_sequence:u32 (a stalled sender's probe: frames before it are lost).
+CREDIT: Final = struct.Struct(">cBI")
+PROBE: Final = struct.Struct(">cBI")
+# Frame header bytes, and bytes a packet costs in a frame beyond its own (record header; a
+# little more for a fragment's total), for budgeting packets against credit.
+FRAME_OVERHEAD: Final = 5
+RECORD_COST: Final = 9
+TRACK_KINDS: Final = {"video": 1, "audio": 2}
+TRACK_KIND_NAMES: Final = {v: k for k, v in TRACK_KINDS.items()}
+
+
+class Channel(enum.IntEnum):
+    """Negotiated data-channel ids (both sides create them; nothing is announced in band)."""
+
+    SIGNAL = 0
+    RELIABLE = 1
+    LATENCY_FIRST = 2
+    CONTROL = 3
+
+
+# (ordered, maxRetransmits) per channel, as docs/architecture.md names the lanes' reliability.
+CHANNEL_RELIABILITY: Final[dict[Channel, tuple[bool, int | None]]] = {
+    Channel.SIGNAL: (True, None),
+    Channel.RELIABLE: (True, 8),
+    Channel.LATENCY_FIRST: (False, 4),
+    Channel.CONTROL: (True, None),
+}
+
+CHANNEL_OF_LANE: Final = {
+    Lane.SIGNAL: Channel.SIGNAL,
+    Lane.RELIABLE: Channel.RELIABLE,
+    Lane.LATENCY_FIRST: Channel.LATENCY_FIRST,
+}
+LANE_OF_CHANNEL: Final = {channel: lane for lane, channel in CHANNEL_OF_LANE.items()}
+
+
+@attrs.define
+class Counters:
+    """The transport's running counters (``WebRTCTransport.statistics`` snapshots them)."""
+
+    links_opened: int = 0
+    links_failed: int = 0
+    links_forgotten: int = 0
+    frames_sent: int = 0
+    packets_sent: int = 0
+    frames_received: int = 0
+    packets_received: int = 0
+    dropped_latency_first: int = 0
+    credit_waits: int = 0
+    media_received: int = 0
+    media_dropped: int = 0
+    overflows: int = 0
+    bindings_refused: int = 0
+    malformed: int = 0
+    link_errors: int = 0
+    asyncio_errors: int = 0
+
+
+async def aio(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run asyncio-flavoured ``fn()`` from Trio (typed wrapper around ``aio_as_trio``)."""
+    result: T = await trio_asyncio.aio_as_trio(fn)()
+    return result
+
+
+def stop_decoder_threads(pc: RTCPeerConnection) -> None:
+    """Stop the codec threads of every receiver of ``pc`` now (idempotent, thread-safe).
+
+    aiortc starts a non-daemon "audio-decoder"/"video-decoder" thread per receiving transceiver
+    and joins it only in ``RTCRtpReceiver.stop()``, which ``pc.close()`` reaches after every
+    sender has stopped. A sender whose RTP task never started (a link torn down before DTLS
+    connected) makes ``close()`` wait until its bound runs out, and the thread then outlives the
+    node and keeps the interpreter from exiting. ``_handle_disconnect`` (aiortc 1.16, pinned) is
+    the receiver's own "stop the decoder" step: it queues the end marker and joins the thread.
+    """
+    for transceiver in pc.getTransceivers():
+        transceiver.receiver._handle_disconnect()
+
+
+class Outbox:
+    """Packets waiting for one lane's flusher; bounded in bytes (``send`` waits when full)."""
+
+    def __init__(self) -> None:
+        self.pending: deque[bytes] = deque()
+        self.size = 0
+        self.error: ShuttingDown | PeerUnavailable | None = None
+        self._data = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+
+    @property
+    def full(self) -> bool:
+        return self.size >= OUTBOX_LIMIT
+
+    async def put(self, packets: Sequence[bytes]) -> None:
+        while self.full and self.error is None:
+            await self._room.park()
+        if self.error is not None:
+            raise copy.copy(self.error)  # a fresh exception (same type and fields) per caller
+        self.pending.extend(packets)
+        self.size += sum(len(p) for p in packets)
+        self._data.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_pending(self) -> None:
+        while not self.pending:
+            await self._data.park()
+
+    def take(self, budget: int) -> list[bytes]:
+        """Pop packets in order while their encoded size fits ``budget`` (always at least one)."""
+        pending = self.pending
+        packets = [pending.popleft()]
+        used = len(packets[0]) + RECORD_COST
+        while pending and used + len(pending[0]) + RECORD_COST <= budget:
+            packet = pending.popleft()
+            used += len(packet) + RECORD_COST
+            packets.append(packet)
+        self.size -= sum(len(p) for p in packets)
+        self._room.unpark_all()
+        return packets
+
+    def fail(self, error: ShuttingDown | PeerUnavailable) -> None:
+        self.error = error
+        self._room.unpark_all()
+
+
+class Link:
+    """One peer connection and its per-lane state. Owned by its ``_run_link`` task."""
+
+    def __init__(self, peer: ActrId, offerer: bool, max_frame_size: int, max_packet: int) -> None:
+        self.peer = peer
+        self.offerer = offerer
+        self.pc: RTCPeerConnection | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.channels: dict[Channel, RTCDataChannel] = {}
+        self.encoders = {lane: FrameEncoder(max_frame_size) for lane in DATA_LANES}
+        self.decoders = {lane: FrameDecoder(max_packet) for lane in DATA_LANES}
+        self.outboxes = {lane: Outbox() for lane in DATA_LANES}
+        self.credits = dict.fromkeys(CREDITED, WINDOW)
+        self.credit_lot = {lane: trio.lowlevel.ParkingLot() for lane in CREDITED}
+        self.consumed = dict.fromkeys(CREDITED, 0)
+        self.drained = {lane: trio.lowlevel.ParkingLot() for lane in DATA_LANES}
+        self.track_names: dict[str, tuple[str, str]] = {}
+        self.new_tracks_send, self.new_tracks_recv = trio.open_memory_channel[
+            tuple[str, MediaStreamTrack]
+        ](8)
+        self.answer: str | None = None
+        self.answered = trio.Event()
+        self.ready = trio.Event()
+        self.broken = trio.Event()
+        self.failure: str | None = None
+        # PeerNotAuthenticated once the peer's answer failed its binding (see ``refuse``).
+        self.error_type: type[PeerUnavailable] = PeerUnavailable
+        # The peer's refusal of our offer, if it sent one (see ``refused_by_peer``).
+        self.refusal: Refusal | None = None
+        self.superseded = False
+        self.open_channels = 0
+        # Unparked on every state change the link task may wait for (open, answer, broken).
+        self.wakeup = trio.lowlevel.ParkingLot()
+
+    def __repr__(self) -> str:
+        role = "offerer" if self.offerer else "answerer"
+        return f"<Link {self.peer} {role} ready={self.ready.is_set()} failure={self.failure!r}>"
+
+    def break_(self, reason: str) -> None:
+        """Ask the link task to close the connection (safe from aiortc callbacks)."""
+        if self.failure is None:
+            self.failure = reason
+        self.broken.set()
+        self.wakeup.unpark_all()
+
+    def refuse(self, reason: str) -> None:
+        """Fail the link because the peer did not prove its identity (its senders get
+        ``PeerNotAuthenticated``)."""
+        if self.failure is None:
+            self.error_type = PeerNotAuthenticated
+        self.break_(reason)
+
+    def refused_by_peer(self, refusal: Refusal) -> None:
+        """Fail the link because the peer refused our offer (its senders get ``LinkRefused``)."""
+        if self.failure is None:
+            self.refusal = refusal
+        self.break_(f"peer refused the link: {refusal.message}")
+
+    def error(self) -> PeerUnavailable:
+        """What the link's senders get now that it failed."""
+        message = f"{self.peer}: {self.failure}"
+        if self.refusal is not None:
+            return LinkRefused(message, self.refusal.code)
+        return self.error_type(message)
+
+    def send_control(self, message: bytes, then: Callable[[], object] | None = None) -> None:
+        """Write ``message`` on CONTROL, then call ``then``; from any Trio task.
+
+        aiortc's ``send`` schedules asyncio work, which needs the loop's context: tasks outside
+        ``run`` (the runtime reading ``inbound``, a ``publish_track`` caller) lack it, so the
+        write is queued on the loop with ``call_soon`` (FIFO, so CONTROL stays ordered). An
+        error writing breaks this link only.
+        """
+        if self.loop is None:
+            return
+
+        def write() -> None:
+            channel = self.channels.get(Channel.CONTROL)
+            if channel is None or channel.readyState != "open" or self.broken.is_set():
+                return
+            try:
+                channel.send(message)
+                if then is not None:
+                    then()
+            except Exception as exc:  # aiortc's, on a channel closing under us
+                self.break_(f"writing on CONTROL failed: {exc!r}")
+
+        self.loop.call_soon(write)
+
+
+class InboundChannel(trio.abc.ReceiveChannel[Inbound]):
+    """``transport.inbound``: grants flow-control credits as the runtime takes batches."""
+
+    def __init__(self, recv: trio.MemoryReceiveChannel[tuple[Link | None, Inbound]]) -> None:
+        self._recv = recv
+
+    def __repr__(self) -> str:
+        return f"<WebRTC inbound {self._recv.statistics().current_buffer_used} waiting>"
+
+    async def receive(self) -> Inbound:
+        link, item = await self._recv.receive()
+        consumed(link, item)
+        return item
+
+    def receive_nowait(self) -> Inbound:
+        """Take one item without waiting (raises ``trio.WouldBlock`` when none waits)."""
+        link, item = self._recv.receive_nowait()
+        consumed(link, item)
+        return item
+
+    def close(self) -> None:
+        self._recv.close()
+
+    async def aclose(self) -> None:
+        self._recv.close()
+        await trio.lowlevel.checkpoint()
+
+
+def consumed(link: Link | None, item: Inbound) -> None:
+    if link is not None and isinstance(item, InboundPackets) and item.lane in CREDITED:
+        grant(link, item.lane, 1)
+
+
+def grant(link: Link, lane: Lane, frames: int, *, now: bool = False) -> None:
+    """Give ``frames`` credits back to the sender, batched by ``CREDIT_BATCH`` unless ``now``."""
+    link.consumed[lane] += frames
+    if link.consumed[lane] >= CREDIT_BATCH or (now and link.consumed[lane] > 0):
+        granted, link.consumed[lane] = link.consumed[lane], 0
+        link.send_control(CREDIT.pack(b"C", int(lane), granted))
