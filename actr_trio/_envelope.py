@@ -18,7 +18,7 @@ import attrs
 from google.protobuf.message import DecodeError
 
 from ._ids import ActrId, ActrType
-from ._lanes import Lane, Priority
+from ._lanes import LANE_OF, PRIORITY_OF, Lane, Priority
 from ._proto.actr import types_pb2, wire_pb2
 from .errors import ActrError, CallError, EnvelopeTooLarge, MalformedEnvelope, error_from_wire
 
@@ -33,6 +33,7 @@ PACKET_OVERHEAD: Final = 16 * 1024
 # ActrId construction validates with a regex; packets repeat the same few ids, so remember them.
 _ID_CACHE_LIMIT: Final = 4096
 _id_cache: dict[tuple[str, int, str, str], ActrId] = {}
+_field_cache: dict[tuple[bytes, ActrId], bytes] = {}
 
 
 @attrs.frozen
@@ -141,6 +142,21 @@ def actr_id_from_proto(msg: types_pb2.ActrId) -> ActrId:
     return found
 
 
+def _id_field(tag: bytes, actr_id: ActrId) -> bytes:
+    """``actr_id`` as an encoded ``ActrId`` field (tag, length, body), remembered: the same few
+    ids are in every envelope, and building their protobuf messages each time was most of
+    the encoding's cost."""
+    key = (tag, actr_id)
+    found = _field_cache.get(key)
+    if found is None:
+        body = actr_id.to_proto().SerializeToString()
+        found = tag + _varint(len(body)) + body
+        if len(_field_cache) >= _ID_CACHE_LIMIT:
+            _field_cache.clear()
+        _field_cache[key] = found
+    return found
+
+
 def encode_envelope(env: Envelope) -> bytes:
     """Serialize an :class:`Envelope` to ``RpcEnvelope`` bytes."""
     msg = wire_pb2.RpcEnvelope(
@@ -153,13 +169,30 @@ def encode_envelope(env: Envelope) -> bytes:
         lane=int(env.lane),  # type: ignore[arg-type]
         deadline_ms=env.deadline_ms,
     )
-    if env.caller is not None:
-        msg.caller.CopyFrom(env.caller.to_proto())
-    if env.target is not None:
-        msg.target.CopyFrom(env.target.to_proto())
     if env.error is not None:
         msg.error.CopyFrom(env.error.to_proto())
-    return msg.SerializeToString()
+    data = msg.SerializeToString()
+    # Serialized protobuf fields concatenate: the ids are appended as encoded fields.
+    if env.caller is not None:
+        data += _id_field(_CALLER_TAG, env.caller)
+    if env.target is not None:
+        data += _id_field(_TARGET_TAG, env.target)
+    return data
+
+
+def encode_response(request_id: str, payload: bytes, error: WireError | None) -> bytes:
+    """A RESPONSE envelope with only what its caller reads (request id, payload or error).
+
+    The in-process route stores this as a request's answer for the dedupe window (a retry
+    gets it back, in process or over the wire): a tenth of a full envelope's encoding cost.
+    """
+    if error is not None:
+        msg = wire_pb2.RpcEnvelope(kind=RESPONSE, request_id=request_id, error=error.to_proto())
+        return msg.SerializeToString()
+    rid = request_id.encode()
+    return b"".join(
+        (_RESPONSE_HEAD, _varint(len(payload)), payload, _REQUEST_ID_TAG, _varint(len(rid)), rid)
+    )
 
 
 def decode_envelope(data: bytes, *, max_payload: int) -> Envelope:
@@ -186,11 +219,10 @@ def _envelope_from_proto(msg: wire_pb2.RpcEnvelope, max_payload: int) -> Envelop
         )
     if msg.kind not in (REQUEST, TELL, RESPONSE):
         raise MalformedEnvelope(f"unknown envelope kind {msg.kind}")
-    try:
-        priority = Priority(msg.priority or Priority.NORMAL)
-        lane = Lane(msg.lane or Lane.RELIABLE)
-    except ValueError as exc:
-        raise MalformedEnvelope(str(exc)) from exc
+    priority = PRIORITY_OF.get(msg.priority or Priority.NORMAL)
+    lane = LANE_OF.get(msg.lane or Lane.RELIABLE)
+    if priority is None or lane is None:
+        raise MalformedEnvelope(f"unknown priority {msg.priority} or lane {msg.lane}")
     error = None
     if msg.HasField("error"):
         error = WireError(msg.error.kind, msg.error.code, msg.error.message)
@@ -225,6 +257,13 @@ def _varint(value: int) -> bytes:
 _ENVELOPE_TAG: Final = _varint((10 << 3) | 2)
 # Field 11 (chunk), wire type 2.
 _CHUNK_TAG: Final = _varint((11 << 3) | 2)
+# RpcEnvelope fields 6 (caller) and 7 (target), wire type 2.
+_CALLER_TAG: Final = _varint((6 << 3) | 2)
+_TARGET_TAG: Final = _varint((7 << 3) | 2)
+# RpcEnvelope: field 1 (kind, varint) = RESPONSE, then the tag of field 3 (payload, bytes).
+_RESPONSE_HEAD: Final = _varint(1 << 3) + _varint(RESPONSE) + _varint((3 << 3) | 2)
+# RpcEnvelope field 4 (request_id), wire type 2.
+_REQUEST_ID_TAG: Final = _varint((4 << 3) | 2)
 
 
 def encode_sequenced(epoch: int, seq: int, body: bytes, *, chunk: bool = False) -> bytes:
