@@ -21,7 +21,7 @@ from the peer the request went to.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -37,18 +37,30 @@ from ._envelope import (
     Goodbye,
     InvalidEnvelope,
     WireError,
+    decode_envelope,
     decode_packet,
     encode_ack,
+    encode_envelope,
     encode_rejection,
 )
 from ._ids import ActrId
 from ._lanes import Lane, Priority
 from ._link import ReceiveLink
+from ._local import LocalPeer, Verdicts
 from ._logging import LINK, RateLimiter
-from ._mailbox import Accept, Accepted, Duplicate, Mailbox, StoredEnvelope
+from ._mailbox import (
+    Accept,
+    Accepted,
+    Duplicate,
+    Mailbox,
+    MemoryMailbox,
+    Outcome,
+    StoredEnvelope,
+)
 from ._proto.actr import wire_pb2
 from .errors import (
     CallError,
+    EnvelopeTooLarge,
     Overloaded,
     PermissionDenied,
     RemoteShuttingDown,
@@ -75,6 +87,8 @@ class Work:
     # True for a freshly accepted envelope: its first attempt was counted by the accept's own
     # commit. Replayed, retried and redriven work is counted (committed) before it runs.
     counted: bool = False
+    # The node that handed it over in process: its answer goes straight back there.
+    reply: LocalPeer | None = None
 
 
 @final
@@ -93,7 +107,8 @@ class InGateStatistics:
 
 
 class InGate:
-    """Reads ``transport.inbound`` until it ends; see the module docstring."""
+    """Reads ``transport.inbound`` until it ends, and is this node's :class:`LocalPeer` for
+    the nodes of its ``trio.run``; see the module docstring."""
 
     def __init__(
         self,
@@ -120,7 +135,13 @@ class InGate:
         self._max_payload = max_payload
         self._acl = acl
         self._links: dict[tuple[ActrId, Lane], ReceiveLink] = {}
+        self._key = str(local)
+        # An in-memory mailbox records at once: in-process senders accept on their own stack
+        # without a checkpoint, and without encoding (the Work keeps the envelope object).
+        self._immediate = isinstance(mailbox, MemoryMailbox)
+        self._direct_senders: set[ActrId] = set()  # peers that handed over in process
         self.accepting = True
+        self.running = True
         self._batches = self._accepted = self._duplicates = self._refused = self._rejected = 0
         self._denied = 0
         # Refusals and failed acks repeat per envelope (a whole backlog while shutting down).
@@ -148,7 +169,7 @@ class InGate:
 
     def peers(self) -> set[ActrId]:
         """Peers that sent this node something (the ones to say goodbye to)."""
-        return {peer for peer, _ in self._links}
+        return {peer for peer, _ in self._links} | self._direct_senders
 
     def _on_goodbye(self, peer: ActrId, goodbye: Goodbye) -> None:
         # The transport names the peer a batch came from (over WebRTC: the DTLS identity it
@@ -158,10 +179,15 @@ class InGate:
         self._outgate.on_goodbye(peer, goodbye)
 
     def _refusal(self, env: Envelope, peer: ActrId) -> CallError | None:
+        if env.target is not None and env.target != self._local and self.accepting:
+            return WrongTarget(f"envelope for {env.target} reached {self._local}")
+        return self._local_refusal(env, peer)
+
+    def _local_refusal(self, env: Envelope, peer: ActrId) -> CallError | None:
+        """Why ``env`` from ``peer`` is refused, if it is (in process the target is right by
+        construction: the directory found this node by it)."""
         if not self.accepting:
             return RemoteShuttingDown(f"{self._local} is shutting down", code="shutting_down")
-        if env.target is not None and env.target != self._local:
-            return WrongTarget(f"envelope for {env.target} reached {self._local}")
         # Before the route check: a caller the ACL refuses learns nothing about the routes.
         if not self._admits(
             peer, env.route_key, env.priority, f"{env.route_key} ({env.priority.name})"
@@ -309,20 +335,34 @@ class InGate:
     async def _deliver_chunk(
         self, link: ReceiveLink, seq: int, peer: ActrId, lane: Lane, chunk: Chunk
     ) -> None:
-        if not self._admits(peer, None, None, f"stream {chunk.stream_id!r}"):
+        refusal = await self.deliver_chunk(peer, lane, chunk)
+        if refusal is not None:
+            link.refuse(seq, refusal)
+
+    async def deliver_chunk(self, sender: ActrId, lane: Lane, chunk: Chunk) -> WireError | None:
+        """Hand a chunk on a Signal/Reliable lane (or, in process, any lane) to the stream
+        registry; the refusal when the ACL refuses ``sender`` or the stream has no callback.
+        A LatencyFirst chunk is never refused (the sender is not told): it may be dropped."""
+        if not lane.sequenced:
+            if self._admits(sender, None, None, f"stream {chunk.stream_id!r}"):
+                await self._streams.deliver(sender, lane, chunk)
+            else:
+                await trio.lowlevel.checkpoint()
+            return None
+        if not self._admits(sender, None, None, f"stream {chunk.stream_id!r}"):
             self._refused += 1
+            await trio.lowlevel.checkpoint()
             denied = PermissionDenied(
-                f"{self._local} does not accept stream chunks from {peer}", code="acl"
+                f"{self._local} does not accept stream chunks from {sender}", code="acl"
             )
-            link.refuse(seq, WireError.of(denied))
-            return
-        if await self._streams.deliver(peer, lane, chunk):
-            return
+            return WireError.of(denied)
+        if await self._streams.deliver(sender, lane, chunk):
+            return None
         # Refused, not silently dropped: the sender's close() reports it as unacknowledged.
         # Not logged per chunk (a whole stream would flood the log); the registry counts it.
         self._refused += 1
         error = RouteNotFound(f"{self._local} has no callback for stream {chunk.stream_id!r}")
-        link.refuse(seq, WireError.of(error))
+        return WireError.of(error)
 
     def _refuse(
         self, link: ReceiveLink, seq: int, error: CallError, peer: ActrId, *, logged: bool = False
@@ -343,30 +383,151 @@ class InGate:
     ) -> None:
         outcomes = await self._mailbox.accept([a for _, _, a in accepts])
         for (seq, env, _), outcome in zip(accepts, outcomes, strict=True):
-            if isinstance(outcome, Accepted):
-                self._accepted += 1
-                self._enqueue(Work(outcome.envelope, env, peer, counted=True))
-            elif isinstance(outcome, Duplicate):
-                self._duplicates += 1
-                if outcome.dead_lettered:
-                    error = WireError(
-                        wire_pb2.DEAD_LETTER,
-                        "dead_letter",
-                        f"{env.route_key}: in the dead-letter table",
-                    )
-                    self._refused += 1
-                    link.refuse(seq, error)
-                elif outcome.response is not None and env.kind == REQUEST:
-                    self._outgate.respond(peer, lane, outcome.response, env.deadline_ms)
-            else:
-                self._refuse(
-                    link,
-                    seq,
-                    Overloaded(
-                        f"{self._local}: mailbox full ({outcome.reason})", code="overloaded"
-                    ),
-                    peer,
+            refusal = self._settle(outcome, env, peer, None)
+            if refusal is not None:
+                link.refuse(seq, refusal)
+            elif (
+                isinstance(outcome, Duplicate)
+                and outcome.response is not None
+                and env.kind == REQUEST
+            ):
+                self._outgate.respond(peer, lane, outcome.response, env.deadline_ms)
+
+    def _settle(
+        self, outcome: Outcome, env: Envelope, peer: ActrId, reply: LocalPeer | None
+    ) -> WireError | None:
+        """Queue what the mailbox accepted; the refusal of what it did not (a duplicate is
+        not refused: its sender learns it is there)."""
+        if type(outcome) is Accepted:
+            self._accepted += 1
+            self._enqueue(Work(outcome.envelope, env, peer, True, reply))
+            return None
+        if isinstance(outcome, Duplicate):
+            self._duplicates += 1
+            if not outcome.dead_lettered:
+                return None
+            self._refused += 1
+            return WireError(
+                wire_pb2.DEAD_LETTER, "dead_letter", f"{env.route_key}: in the dead-letter table"
+            )
+        overloaded = Overloaded(
+            f"{self._local}: mailbox full ({outcome.reason})", code="overloaded"
+        )
+        self._refused += 1
+        self._rate.log(
+            log,
+            logging.INFO,
+            (peer, "refused"),
+            "refused an envelope from %s: %s",
+            peer,
+            overloaded,
+        )
+        return WireError.of(overloaded)
+
+    # -- LocalPeer: the nodes of this trio.run hand envelopes over here, on their own stack --
+
+    @property
+    def actr_id(self) -> ActrId:
+        return self._local
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def immediate(self) -> bool:
+        return self._immediate
+
+    def accept_now(self, sender: LocalPeer, envelopes: Sequence[Envelope]) -> Verdicts:
+        """In-memory mailbox: accept at once (see :meth:`LocalPeer.accept_now`)."""
+        verdicts, admitted, accepts = self._admit(sender, envelopes)
+        if accepts:
+            assert isinstance(self._mailbox, MemoryMailbox)
+            outcomes = self._mailbox.accept_now(accepts)
+            self._settle_local(sender, envelopes, admitted, outcomes, verdicts)
+        return verdicts
+
+    async def accept(self, sender: LocalPeer, envelopes: Sequence[Envelope]) -> Verdicts:
+        """Accept, waiting for the mailbox's commit (see :meth:`LocalPeer.accept`)."""
+        verdicts, admitted, accepts = self._admit(sender, envelopes)
+        if not accepts:
+            await trio.lowlevel.checkpoint()
+            return verdicts
+        # Shielded: once queued, the commit happens anyway, and what it accepted must reach
+        # the scheduler, whatever becomes of the sender meanwhile (the writer bounds the wait).
+        with trio.CancelScope(shield=True):
+            outcomes = await self._mailbox.accept(accepts)
+        self._settle_local(sender, envelopes, admitted, outcomes, verdicts)
+        return verdicts
+
+    def _admit(
+        self, sender: LocalPeer, envelopes: Sequence[Envelope]
+    ) -> tuple[Verdicts, list[int], list[Accept]]:
+        peer = sender.actr_id
+        self._batches += 1
+        if peer not in self._direct_senders:
+            self._direct_senders.add(peer)
+        verdicts: Verdicts = [None] * len(envelopes)
+        admitted: list[int] = []
+        accepts: list[Accept] = []
+        immediate, key = self._immediate, sender.key
+        for i, env in enumerate(envelopes):
+            refusal = self._local_refusal(env, peer)
+            if len(env.payload) > self._max_payload:  # as decoding would, before anything else
+                refusal = EnvelopeTooLarge(
+                    f"payload of {len(env.payload)} bytes exceeds max_payload={self._max_payload}"
                 )
+            if refusal is not None:
+                self._refused += 1
+                if not isinstance(refusal, PermissionDenied):  # logged where it was decided
+                    self._rate.log(
+                        log,
+                        logging.INFO,
+                        (peer, "refused"),
+                        "refused an envelope from %s: %s",
+                        peer,
+                        refusal,
+                    )
+                verdicts[i] = WireError.of(refusal)
+                continue
+            # A durable mailbox stores the encoding (replayed after a crash); an in-memory one
+            # nothing: the Work carries the envelope itself.
+            data = b"" if immediate else encode_envelope(env)
+            accepts.append(Accept(key, env.request_id, env.priority, data))
+            admitted.append(i)
+        return verdicts, admitted, accepts
+
+    def _settle_local(
+        self,
+        sender: LocalPeer,
+        envelopes: Sequence[Envelope],
+        admitted: list[int],
+        outcomes: list[Outcome],
+        verdicts: Verdicts,
+    ) -> None:
+        peer = sender.actr_id
+        for i, outcome in zip(admitted, outcomes, strict=True):
+            env = envelopes[i]
+            verdicts[i] = self._settle(outcome, env, peer, sender)
+            if (
+                isinstance(outcome, Duplicate)
+                and outcome.response is not None
+                and env.kind == REQUEST
+            ):
+                # Its answer is on record: the sender's waiter gets it now.
+                answer = decode_envelope(outcome.response, max_payload=self._max_payload)
+                sender.respond(self._local, env.request_id, answer.payload, answer.error)
+
+    def respond(
+        self, responder: ActrId, request_id: str, payload: bytes, error: WireError | None
+    ) -> None:
+        """``responder`` answers a request this node sent it in process."""
+        self._outgate.on_answer(responder, request_id, payload, error)
+
+    def goodbye(self, peer: ActrId, goodbye: Goodbye) -> None:
+        """``peer`` (a node of this trio.run) is shutting down gracefully."""
+        self._direct_senders.discard(peer)
+        self._on_goodbye(peer, goodbye)
 
     async def _reply(self, peer: ActrId, lane: Lane, packets: list[bytes]) -> None:
         # Acks bypass the sender links (they are not sequenced); a peer that vanished simply

@@ -589,6 +589,11 @@ class MemoryMailbox:
         await trio.lowlevel.checkpoint()
         return self._core.accept(items, self._clock())
 
+    def accept_now(self, items: Sequence[Accept]) -> list[Outcome]:
+        """:meth:`accept` without its checkpoint: the in-process route accepts on the sending
+        task's stack, which checkpointed before (so a cancelled sender accepts nothing)."""
+        return self._core.accept(items, self._clock())
+
     def complete(self, envelope_id: int, response: bytes | None) -> None:
         """Remove a handled envelope at once; unknown ids are ignored."""
         self._core.complete(envelope_id, response, self._clock())

@@ -33,6 +33,7 @@ from ._acl import discovery_visibility, guard
 from ._config import Config
 from ._context import Actions, Context
 from ._datadir import hold_data_dir, make_private_dir, write_private_file
+from ._deadlines import DeadlineTimer
 from ._envelope import (
     REQUEST,
     RESPONSE,
@@ -41,12 +42,14 @@ from ._envelope import (
     WireError,
     decode_envelope,
     encode_envelope,
+    encode_response,
 )
 from ._fastlane import FastLaneStatistics
 from ._groups import reraise, sole_exception
 from ._identity import NodeKey
 from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics, Work
+from ._local import Directory
 from ._logging import NODE
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
 from ._mailbox_sqlite import SqliteMailbox
@@ -91,6 +94,7 @@ STOP_ORDER: Final = (
     "streams",
     "tracks",
     "outgate",
+    "deadlines",
     "transport",
     "signaling",
     "mailbox",
@@ -190,8 +194,11 @@ class _NodeCore:
         workload: Workload,
         transport: Transport,
         signaling: SignalingConnector,
+        *,
+        direct: bool = True,
     ) -> None:
         self.config = config
+        self.direct = direct
         self.workload = workload
         self.routes = RouteTable(workload)
         self.acl = guard(config.acl, workload.acl, owner=type(workload).__name__)
@@ -200,14 +207,26 @@ class _NodeCore:
         self.mailbox: Mailbox = open_mailbox(config)
         # A durable node keeps its outstanding calls and tells in its mailbox database.
         outbox = self.mailbox if isinstance(self.mailbox, SqliteMailbox) else None
-        self.outgate = OutGate(transport, max_payload=config.max_payload, outbox=outbox)
+        # Fails calls and cancels handlers at their deadlines (no cancel scope per envelope).
+        self.deadlines = DeadlineTimer()
+        self.outgate = OutGate(
+            transport, max_payload=config.max_payload, outbox=outbox, deadlines=self.deadlines
+        )
         self.scheduler: Scheduler[Work] = Scheduler(
-            self._handle, capacity=config.mailbox_capacity, aging=config.aging
+            self._handle,
+            capacity=config.mailbox_capacity,
+            aging=config.aging,
+            expired=self._expired,
+            deadlines=self.deadlines,
         )
         self.streams = StreamRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
         self.tracks = TrackRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
         self._session: SignalingSession | None = None
         self._ingate: InGate | None = None
+        self._directory: Directory | None = None
+        # Dead letters an in-memory mailbox keeps without their encoding (they came in process):
+        # their envelopes, for a redrive, by (caller, request_id), oldest first.
+        self._dead_envelopes: dict[tuple[str, str], Envelope] = {}
         self.shutdown_requested = trio.Event()
         self.stopped = trio.Event()
         self.recovered = trio.Event()
@@ -245,6 +264,7 @@ class _NodeCore:
             name: _Component(name)
             for name in (
                 "mailbox",
+                "deadlines",
                 "signaling",
                 "transport",
                 "outgate",
@@ -258,6 +278,7 @@ class _NodeCore:
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(c["mailbox"].run, self.mailbox.run)
+                await nursery.start(c["deadlines"].run, self.deadlines.run)
                 previous = _load_identity(self.config.data_dir)
                 # Kept beside the identity: only this key can register under it again.
                 node_key = NodeKey.load_or_create(self.config.data_dir)
@@ -268,6 +289,7 @@ class _NodeCore:
                 _save_identity(self.config.data_dir, self.actr_id)
                 await nursery.start(c["transport"].run, self.transport.run, self.session)  # 2
                 await nursery.start(c["outgate"].run, self.outgate.run, self.actr_id)
+                self._ingate = self._make_ingate()
                 # What a crash left outstanding is read before anything (on_start, the user)
                 # can send: a request sent in this run is never taken for a leftover.
                 await nursery.start(self._recover, c["recovery"])
@@ -276,19 +298,9 @@ class _NodeCore:
                 await self.workload.on_start(Context(self))  # 3
                 await nursery.start(c["scheduler"].run, self.scheduler.run)  # 4
                 await self._replay()
-                self._ingate = InGate(
-                    local=self.actr_id,
-                    transport=self.transport,
-                    mailbox=self.mailbox,
-                    outgate=self.outgate,
-                    streams=self.streams,
-                    tracks=self.tracks,
-                    has_route=self.routes.__contains__,
-                    enqueue=self._enqueue,
-                    max_payload=self.config.max_payload,
-                    acl=self.acl,
-                )
                 await nursery.start(c["ingate"].run, self._ingate.run)  # 5
+                if self._directory is not None:
+                    self._directory.add(self._ingate)  # nodes of this trio.run: in process
                 log.info(
                     "%s started (%s, %s mailbox)",
                     self.actr_id,
@@ -302,6 +314,29 @@ class _NodeCore:
                     await self._shutdown(c)
                 self.stopped.set()
 
+    def _make_ingate(self) -> InGate:
+        ingate = InGate(
+            local=self.actr_id,
+            transport=self.transport,
+            mailbox=self.mailbox,
+            outgate=self.outgate,
+            streams=self.streams,
+            tracks=self.tracks,
+            has_route=self.routes.__contains__,
+            enqueue=self._enqueue,
+            max_payload=self.config.max_payload,
+            acl=self.acl,
+        )
+        if self.direct:
+            # Nodes of this trio.run vouched for by the same issuer reach each other directly.
+            self._directory = Directory(self.session.issuer_key)
+            self.outgate.use_directory(self._directory, ingate)
+        return ingate
+
+    def _leave_directory(self) -> None:
+        if self._directory is not None and self._ingate is not None:
+            self._directory.remove(self._ingate)
+
     async def _recover(self, component: _Component, *, task_status: trio.TaskStatus[None]) -> None:
         try:
             await component.run(self.outgate.recover, task_status=task_status)
@@ -313,8 +348,12 @@ class _NodeCore:
             self._enqueue_stored(stored)
 
     def _enqueue_stored(self, stored: StoredEnvelope) -> None:
+        kept = self._dead_envelopes.pop((stored.caller, stored.request_id), None)
         try:
-            env = decode_envelope(stored.data, max_payload=self.config.max_payload)
+            if kept is not None and not stored.data:
+                env = kept
+            else:
+                env = decode_envelope(stored.data, max_payload=self.config.max_payload)
         except CallError as exc:
             log.error("dropping undecodable mailbox row %d: %s", stored.id, exc)
             self.mailbox.complete(stored.id, None)
@@ -327,6 +366,9 @@ class _NodeCore:
         try:
             await self._drain_and_stop_workload(c)
         finally:
+            self._leave_directory()
+            if self._ingate is not None:
+                self._ingate.running = False
             # 4. Whatever happened above, every component stops, transport before signaling.
             # Each stop is bounded; whatever still runs after that is cancelled outright.
             with trio.move_on_after(STOP_BOUND * len(STOP_ORDER), shield=True):
@@ -354,7 +396,7 @@ class _NodeCore:
     async def _drain_and_stop_workload(self, c: dict[str, _Component]) -> None:
         grace = self.config.shutdown_grace
         drained = True
-        if self._ingate is not None:
+        if self._ingate is not None and c["ingate"].entered:
             self._ingate.accepting = False  # 1. stop accepting
             stats = self.scheduler.statistics()
             log.info(
@@ -390,8 +432,10 @@ class _NodeCore:
         if c["mailbox"].entered and not c["mailbox"].done.is_set():
             with trio.move_on_after(STOP_BOUND):
                 await self.mailbox.flush()
-        # Answered or persisted: now peers may stop resending to us.
-        if self._ingate is not None and c["transport"].entered and not c["transport"].done.is_set():
+        # Answered or persisted: now peers may stop resending to us. Nodes of this trio.run
+        # stop handing envelopes over first: nothing arrives that way after the goodbye.
+        self._leave_directory()
+        if c["ingate"].entered and c["transport"].entered and not c["transport"].done.is_set():
             await self._say_goodbye(kept=not drained and self._durable)
 
     async def _say_goodbye(self, *, kept: bool) -> None:
@@ -431,12 +475,29 @@ class _NodeCore:
         if isinstance(response, _Retry):
             self._enqueue(work)  # to the back of its priority; the next attempt is counted too
             return
-        data = None
         if env.kind == REQUEST:
-            data = self._response(work, response)
-        self.mailbox.complete(stored.id, data)
-        if data is not None:
+            self._answer(work, response)
+        else:
+            self.mailbox.complete(stored.id, None)
+
+    def _expired(self, work: Work) -> None:
+        """The caller's deadline cancelled the handler of ``work`` (a request)."""
+        late = DeadlineExceeded(f"{work.envelope.route_key}: handler passed the caller's deadline")
+        self._answer(work, WireError.of(late))
+
+    def _answer(self, work: Work, result: bytes | WireError) -> None:
+        """Record ``result`` as the answer (for retries) and send it to the caller: straight
+        to its waiter when the caller runs in this process, else over the wire."""
+        env = work.envelope
+        reply = self.outgate.local_reply(work.peer, work.reply)
+        if reply is None:
+            data = self._response(work, result)
+            self.mailbox.complete(work.stored.id, data)
             self.outgate.respond(work.peer, env.lane, data, env.deadline_ms)
+            return
+        payload, error = (result, None) if isinstance(result, bytes) else (b"", result)
+        self.mailbox.complete(work.stored.id, encode_response(env.request_id, payload, error))
+        reply.respond(self.actr_id, env.request_id, payload, error)
 
     def _response(self, work: Work, result: bytes | WireError) -> bytes:
         env = work.envelope
@@ -461,10 +522,25 @@ class _NodeCore:
             "%s: dead-lettering %s from %s: %s", self.actr_id, env.route_key, work.peer, reason
         )
         await self.mailbox.dead_letter(work.stored.id, reason)
+        if not work.stored.data:
+            self._keep_dead_envelope(work)
         if env.kind == REQUEST:
             error = WireError(wire_pb2.DEAD_LETTER, "dead_letter", f"{env.route_key}: {reason}")
-            data = self._response(work, error)
-            self.outgate.respond(work.peer, env.lane, data, env.deadline_ms)
+            reply = self.outgate.local_reply(work.peer, work.reply)
+            if reply is not None:
+                reply.respond(self.actr_id, env.request_id, b"", error)
+            else:
+                data = self._response(work, error)
+                self.outgate.respond(work.peer, env.lane, data, env.deadline_ms)
+
+    def _keep_dead_envelope(self, work: Work) -> None:
+        """Keep a dead letter's envelope that its (in-memory) mailbox row does not encode, as
+        many as the mailbox keeps dead letters (it drops the oldest first, as we do)."""
+        stored = work.stored
+        self._dead_envelopes[(stored.caller, stored.request_id)] = work.envelope
+        kept = self.mailbox.statistics().dead_letters
+        while len(self._dead_envelopes) > kept:
+            del self._dead_envelopes[next(iter(self._dead_envelopes))]
 
     async def redrive(self, envelope_id: int | None = None) -> int:
         """Move dead letters back to the queue and schedule them; returns how many."""
@@ -497,12 +573,13 @@ class _NodeCore:
             request = bound.decode(env.payload)
             if not bounded:
                 return bound.encode(await bound.handler(request, ctx))
-            with trio.move_on_at(deadline) as scope:
+            # The scheduler's scope carries the deadline (no scope of our own per envelope);
+            # past it the handler is cancelled and _expired answers instead.
+            self.scheduler.bound(deadline)
+            try:
                 result = await bound.handler(request, ctx)
-            if scope.cancelled_caught:
-                return WireError.of(
-                    DeadlineExceeded(f"{env.route_key}: handler passed the caller's deadline")
-                )
+            finally:
+                self.scheduler.unbound()
             return bound.encode(result)
         except Retryable as exc:
             log.info("%s: %s asked to be retried: %s", self.actr_id, env.route_key, exc)
@@ -525,8 +602,8 @@ class _NodeCore:
 @final
 class ActrRef(Actions):
     """A running node: its identity, statistics, shutdown, and the calls of :class:`Context`
-    (``call``, ``tell``, ``discover``, ``open_stream``, ``publish_track``) for code outside
-    handlers (no caller, no deadline of its own).
+    (``call``, ``tell``, ``tell_many``, ``discover``, ``open_stream``, ``publish_track``) for
+    code outside handlers (no caller, no deadline of its own).
 
     Created by ``ActrNode.start()`` only.
     """
@@ -579,6 +656,7 @@ class ActrRef(Actions):
 
     async def purge_dead_letters(self) -> int:
         """Delete every dead letter; returns how many."""
+        self._core._dead_envelopes.clear()
         return await self._core.mailbox.purge_dead_letters()
 
     async def shutdown(self) -> None:
@@ -683,6 +761,10 @@ class ActrSystem:
             default a ``WebRTCTransport`` for ``config``.
         signaling: override how the node registers; by default a WebSocket client of
             ``config.signaling_url``.
+        direct: hand envelopes to the nodes of the same ``trio.run`` and realm (vouched for
+            by the same signaling service) as Python objects, with every guarantee of the
+            wire (the default); ``False`` sends everything through ``transport``, e.g. to
+            test the wire path between nodes of one process.
     """
 
     def __init__(
@@ -691,10 +773,12 @@ class ActrSystem:
         *,
         transport: Transport | None = None,
         signaling: SignalingConnector | None = None,
+        direct: bool = True,
     ) -> None:
         self.config = config
         self._transport = transport
         self._signaling = signaling
+        self._direct = direct
         self._attached = False
 
     def attach(self, workload: Workload) -> ActrNode:
@@ -729,4 +813,4 @@ class ActrSystem:
                 owner=type(workload).__name__,
             )
             signaling = SignalingClient(self.config, visibility=visibility)
-        return ActrNode(_NodeCore(self.config, workload, transport, signaling))
+        return ActrNode(_NodeCore(self.config, workload, transport, signaling, direct=self._direct))

@@ -1,19 +1,17 @@
 """The outbound gate: everything a node sends goes through here.
 
-Per (peer, lane) there is one :class:`_PeerLane`: a :class:`~actr_trio._link.SendLink` that
-numbers Signal/Reliable envelopes and keeps them until acknowledged, an outbox of encoded
-packets, and one flusher task (owned by :meth:`OutGate.run`'s nursery) that hands the whole
-outbox to the transport in one ``send``. While a send is in flight new packets accumulate, so
-batches grow with load and a lone packet goes out at once: coalescing without a timer.
+Two routes, chosen per envelope:
 
-When acks stop making progress for ``rto`` seconds, the flusher retransmits every unacked
-packet in order (go-back-N, see ``_link.py``), doubling ``rto`` up to ``RTO_MAX``. Waiters:
-a tell completes when its envelope is acked; a call when its response arrives; either fails
-with the typed error of a refusal, or ``DeadlineExceeded`` at its deadline.
+* **In process** (``_local.py``): the target node runs in this ``trio.run`` (same realm) and
+  nothing is in flight to it on the wire lane: the envelope is handed over as a Python object
+  and accepted on this task's stack. Answers come straight back to the call's waiter.
+* **The wire**: per (peer, lane) a :class:`~actr_trio._peerlane.PeerLane` numbers the encoded
+  envelope on its link, hands it to the transport in the next batch, resends it until
+  acknowledged, and a tell completes on the ack; a call when its response arrives.
 
-Stream chunks on a Signal/Reliable lane ride the same link (numbered, acknowledged once the
-receiver's stream registry took them, resent like envelopes); each stream counts what became of
-its chunks in a :class:`ChunkAcks`. LatencyFirst chunks are unsequenced: sent once, never acked.
+Either way a send fails with the typed error of a refusal, or ``DeadlineExceeded`` at its
+deadline. A durable node records every call and tell in its outbox before sending it, and
+forgets it once it has its outcome; :meth:`OutGate.recover` resends what a crash left.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Final, Protocol, final
@@ -29,6 +26,7 @@ from typing import Final, Protocol, final
 import attrs
 import trio
 
+from ._deadlines import DeadlineTimer
 from ._envelope import (
     REQUEST,
     RESPONSE,
@@ -43,14 +41,16 @@ from ._envelope import (
     encode_chunk_body,
     encode_envelope,
     encode_goodbye,
-    encode_sequenced,
 )
 from ._ids import ActrId
 from ._lanes import Lane, Priority
-from ._link import SendLink
+from ._local import Directory, LocalPeer, LocalRoute
 from ._logging import LINK, RateLimiter
 from ._mailbox import Outgoing
+from ._peerlane import CHUNK, OUTBOX_LIMIT, ChunkAcks, LinkItem, LinkShared, PeerLane, Waiter
+from ._tokens import request_id as new_request_id
 from .errors import (
+    CallError,
     DeadlineExceeded,
     EnvelopeTooLarge,
     Overloaded,
@@ -60,17 +60,10 @@ from .errors import (
 )
 from .transport._abc import Transport
 
+__all__ = ["ChunkAcks", "OutGate", "OutGateStatistics", "trio_deadline", "wire_deadline"]
+
 log = logging.getLogger(LINK)
 
-RTO_MIN: Final = 0.2
-RTO_MAX: Final = 2.0
-# After this many retransmission timeouts in a row the link is dropped and opened anew.
-FORGET_AFTER: Final = 2
-# Unacknowledged envelopes per (peer, lane) before senders wait: bounds memory and lets a
-# retransmission (which resends them all) stay a modest burst.
-WINDOW: Final = 4096
-# Encoded unsequenced packets (stream chunks) waiting per (peer, lane) before senders wait.
-OUTBOX_LIMIT: Final = 1024
 # Backoff between resends of an envelope the receiver refused as overloaded (jittered).
 OVERLOADED_BACKOFF_MIN: Final = 0.01
 OVERLOADED_BACKOFF_MAX: Final = 1.0
@@ -83,99 +76,8 @@ RECOVERY_BOUND: Final = 60.0
 RESPONSE_BOUND: Final = 60.0
 # New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
 SPAWN_BUFFER: Final = 256
-# The _Outgoing.kind of a stream chunk on a sequenced link (not an envelope kind on the wire).
-CHUNK: Final = -1
 # The lane a goodbye travels on: fully reliable and ordered.
 GOODBYE_LANE: Final = Lane.SIGNAL
-
-
-class _Waiter:
-    """Where a waiting call/tell learns its outcome."""
-
-    __slots__ = ("accepted", "error", "event", "payload", "peer")
-
-    def __init__(self, peer: ActrId) -> None:
-        self.event = trio.Event()
-        self.payload: bytes = b""
-        self.error: WireError | BaseException | None = None
-        self.peer = peer
-        # The peer acknowledged the request: from then on only its answer or the deadline
-        # settle the call (a lost link does not: the peer answers or replays it).
-        self.accepted = False
-
-    def succeed(self, payload: bytes = b"") -> None:
-        if not self.event.is_set():
-            self.payload = payload
-            self.event.set()
-
-    def fail(self, error: WireError | BaseException) -> None:
-        if not self.event.is_set():
-            self.error = error
-            self.event.set()
-
-
-@attrs.define(slots=True, eq=False)
-class _Outgoing:
-    kind: int
-    request_id: str
-    data: bytes
-    deadline: float
-    waiter: _Waiter | None
-    slot: bool = True  # holds a place in the window (responses do not: they never wait)
-    acked: bool = False
-    dropped: bool = False  # left unsent when its link failed (its waiter keeps waiting)
-    stream: ChunkAcks | None = None  # for CHUNK: the stream that counts its acknowledgement
-
-
-@final
-class ChunkAcks:
-    """What became of the chunks one stream sent on a sequenced lane.
-
-    The gate settles each chunk once: acknowledged (the receiver's registry took it), refused
-    (e.g. no callback for the stream; the reason is kept) or failed (link given up: past its
-    deadline, peer unreachable, shutting down).
-    """
-
-    def __init__(self) -> None:
-        self.acked = 0  # data chunks acknowledged
-        self.end_acked = False
-        self.reason: WireError | BaseException | None = None  # the first refusal or failure
-        self._pending: set[_Outgoing] = set()
-        self._end: _Outgoing | None = None
-        self._settled = trio.Event()
-
-    def track(self, item: _Outgoing, *, end: bool) -> None:
-        item.stream = self
-        self._pending.add(item)
-        if end:
-            self._end = item
-
-    def settle(self, item: _Outgoing, failure: WireError | BaseException | None) -> None:
-        if item not in self._pending:
-            return
-        self._pending.discard(item)
-        if failure is not None:
-            if self.reason is None:
-                self.reason = failure
-        elif item is self._end:
-            self.end_acked = True
-        else:
-            self.acked += 1
-        if not self._pending:
-            self._settled.set()
-
-    async def wait(self) -> None:
-        """Return once every tracked chunk is settled (bound it with a cancel scope)."""
-        while self._pending:
-            self._settled = trio.Event()
-            await self._settled.wait()
-        await trio.lowlevel.checkpoint()
-
-    def abandon(self) -> None:
-        """Nobody waits for the pending chunks any more: the link may expire them at once."""
-        now = trio.current_time()
-        for item in self._pending:
-            item.deadline = min(item.deadline, now)
 
 
 @final
@@ -196,219 +98,8 @@ class OutGateStatistics:
     #: Responses dropped because they came from another peer than the one the request went
     #: to (a forgery, or a confused peer).
     forged_responses: int = 0
-
-
-class _PeerLane:
-    def __init__(self, gate: OutGate, peer: ActrId, lane: Lane) -> None:
-        self.gate = gate
-        self.peer = peer
-        self.lane = lane
-        self.link: SendLink[_Outgoing] = SendLink()
-        self.outbox: list[bytes] = []
-        self.wake = trio.Event()
-        self.drained = trio.Event()
-        self.flushed = trio.Event()
-        self.window = trio.Semaphore(WINDOW)
-        self.rto = RTO_MIN
-        self.last_progress = trio.current_time()
-        self.ever_acked = False
-        self.timeouts = 0  # retransmission timeouts in a row, without an ack making progress
-        # Held while a batch is with the transport: one sender at a time keeps the lane's order.
-        self.sending = trio.Lock()
-        # Set when the peer said goodbye: the gate dropped this lane and its flusher returns.
-        self.closed = False
-
-    def __repr__(self) -> str:
-        return f"<PeerLane {self.peer} {self.lane.name} unacked={len(self.link)}>"
-
-    def push(self, packet: bytes) -> None:
-        self.outbox.append(packet)
-        self.wake.set()
-
-    def stamp(self, item: _Outgoing) -> None:
-        if not self.link:
-            self.last_progress = trio.current_time()
-        seq = self.link.stamp(item)
-        self.push(self._packet(seq, item))
-
-    def retransmit(self, items: Sequence[tuple[int, _Outgoing]]) -> None:
-        self.gate._retransmitted += len(items)
-        for seq, item in items:
-            self.push(self._packet(seq, item))
-
-    def _packet(self, seq: int, item: _Outgoing) -> bytes:
-        return encode_sequenced(self.link.epoch, seq, item.data, chunk=item.kind == CHUNK)
-
-    def on_ack(self, ack: AckInfo) -> None:
-        if ack.reset:
-            if ack.epoch == self.link.epoch:
-                self.gate._rate.log(
-                    log,
-                    logging.INFO,
-                    (self.peer, self.lane, "reset"),
-                    "%s asked for a new %s link (it restarted?); resending %d packets",
-                    self.peer,
-                    self.lane.name,
-                    len(self.link),
-                )
-                self.retransmit(self.link.restart())
-            return
-        done = self.link.on_ack(ack.epoch, ack.cumulative)
-        if not done:
-            return
-        self.ever_acked = True
-        self.timeouts = 0
-        self.rto = RTO_MIN
-        self.last_progress = trio.current_time()
-        gate = self.gate
-        gate._acked += len(done)
-        for seq, item in done:
-            item.acked = True
-            if item.slot:
-                self.window.release()
-            refusal = ack.refused.get(seq)
-            if item.stream is not None:
-                item.stream.settle(item, refusal)
-            if refusal is not None:
-                gate._refused += 1
-                if item.waiter is not None:
-                    gate._calls.pop(item.request_id, None)
-                    item.waiter.fail(refusal)
-            elif item.waiter is not None:
-                item.waiter.accepted = True
-                if item.kind == TELL:
-                    item.waiter.succeed()
-        if not self.link:
-            self.drained.set()
-
-    def fail_all(self, error: BaseException) -> None:
-        for _, item in self.link.unacked():
-            if item.slot:
-                self.window.release()
-            if item.stream is not None:
-                item.stream.settle(item, error)
-            waiter = item.waiter
-            if waiter is None:
-                continue
-            if waiter.accepted and isinstance(error, PeerUnavailable):
-                # Asked again after the peer had accepted it: the peer answers it (or replays
-                # it at its next start), so only that answer or the deadline settles the call.
-                item.dropped = True
-                continue
-            self.gate._calls.pop(item.request_id, None)
-            waiter.fail(error)
-        self.link = SendLink()
-        self.outbox.clear()
-        self.drained.set()
-
-    def close(self, error: PeerUnavailable) -> None:
-        """The peer said goodbye: fail what it never acknowledged, stop the flusher."""
-        self.closed = True
-        self.fail_all(error)
-        self.wake.set()
-        self.flushed.set()
-
-    def expire(self, now: float) -> None:
-        """Forget the link when every unacked item is past its deadline (nobody waits)."""
-        items = self.link.unacked()
-        if items and all(item.deadline <= now for _, item in items):
-            self.gate._rate.log(
-                log,
-                logging.INFO,
-                (self.peer, self.lane, "expired"),
-                "%s: %d packets to %s expired unacknowledged",
-                self.lane.name,
-                len(items),
-                self.peer,
-            )
-            self.fail_all(DeadlineExceeded("deadline passed before the peer acknowledged"))
-
-    async def flush_loop(self) -> None:
-        while not self.closed:
-            if not self.outbox:
-                self.wake = trio.Event()
-                if self.link:
-                    with trio.move_on_at(self.last_progress + self.rto):
-                        await self.wake.wait()
-                    now = trio.current_time()
-                    if not self.outbox and self.link and now >= self.last_progress + self.rto:
-                        self.expire(now)
-                        if self.link:
-                            self.timeouts += 1
-                            if self.timeouts % FORGET_AFTER == 0:
-                                # Silence although the peer is registered: it may have
-                                # restarted behind a link that looks alive. Start a new one.
-                                self.gate._rate.log(
-                                    log,
-                                    logging.INFO,
-                                    (self.peer, self.lane, "silent"),
-                                    "%s: no ack for %.1f s on %s; resending %d packets "
-                                    "over a new link",
-                                    self.peer,
-                                    now - self.last_progress,
-                                    self.lane.name,
-                                    len(self.link),
-                                )
-                                self.gate.transport.forget(self.peer)
-                            self.retransmit(self.link.unacked())
-                            self.rto = min(self.rto * 2, RTO_MAX)
-                            self.last_progress = now
-                    continue
-                await self.wake.wait()
-                continue
-            async with self.sending:
-                if not await self.send_outbox():
-                    return
-
-    async def send_outbox(self) -> bool:
-        """Hand the whole outbox to the transport (caller holds ``sending``); False once closed."""
-        batch, self.outbox = self.outbox, []
-        self.flushed.set()
-        if not batch:
-            return True
-        self.gate._batches += 1
-        self.gate._sent += len(batch)
-        try:
-            await self.gate.transport.send(self.peer, self.lane, batch)
-        except PeerUnavailable as exc:
-            if not self.ever_acked:
-                self.fail_all(exc)
-            else:
-                self.gate._rate.log(
-                    log,
-                    logging.INFO,
-                    (self.peer, self.lane, "unreachable"),
-                    "%s unreachable (%s); will resend %d packets on %s",
-                    self.peer,
-                    exc,
-                    len(self.link),
-                    self.lane.name,
-                )
-        except ShuttingDown:
-            self.fail_all(ShuttingDown("node is shutting down"))
-            return False
-        except TransportError as exc:
-            self.gate._rate.log(
-                log,
-                logging.WARNING,
-                (self.peer, self.lane, "failed"),
-                "sending to %s failed: %s",
-                self.peer,
-                exc,
-            )
-        return True
-
-    async def send_inline(self) -> None:
-        """Send from the calling task when no batch is in flight (saves a task switch);
-        otherwise the flusher picks the packet up with the batch that follows."""
-        try:
-            self.sending.acquire_nowait()
-        except trio.WouldBlock:
-            return
-        try:
-            await self.send_outbox()
-        finally:
-            self.sending.release()
+    #: Envelopes handed to nodes of this ``trio.run`` directly (accepted or duplicates).
+    direct: int = 0
 
 
 class Outbox(Protocol):
@@ -426,42 +117,57 @@ class OutGate:
 
     With an ``outbox`` (durable nodes), every call and tell is recorded before it is sent and
     forgotten once it has its outcome; :meth:`recover` resends what a crash left outstanding.
+    ``deadlines`` (a running DeadlineTimer) fails in-process calls at their deadline.
     """
 
     def __init__(
-        self, transport: Transport, *, max_payload: int, outbox: Outbox | None = None
+        self,
+        transport: Transport,
+        *,
+        max_payload: int,
+        deadlines: DeadlineTimer,
+        outbox: Outbox | None = None,
     ) -> None:
         self.transport = transport
         self._outbox = outbox
         self.local: ActrId | None = None
         self._max_payload = max_payload
-        self._lanes: dict[tuple[ActrId, Lane], _PeerLane] = {}
-        self._calls: dict[str, _Waiter] = {}
-        self._spawn_send, self._spawn_recv = trio.open_memory_channel[_PeerLane](SPAWN_BUFFER)
+        self._lanes: dict[tuple[ActrId, Lane], PeerLane] = {}
+        self._calls: dict[str, Waiter] = {}
+        # Resend and expiry lines repeat while a peer is away: one per peer, lane and kind
+        # every RATE_INTERVAL seconds.
+        self._rate = RateLimiter(trio.current_time)
+        self._shared = LinkShared(transport, self._calls, self._rate)
+        self._route: LocalRoute | None = None
+        self._deadlines = deadlines  # run by the node; fails in-process calls at their deadline
+        self._direct_peers: set[ActrId] = set()  # reached in process (to say goodbye to)
+        self._spawn_send, self._spawn_recv = trio.open_memory_channel[PeerLane](SPAWN_BUFFER)
         self._closed = False
-        self._sent = self._retransmitted = self._acked = self._refused = self._batches = 0
         self._overloaded = 0
         self._recovered = 0
         self._asked_again = 0
         self._forged = 0
-        # Resend and expiry lines repeat while a peer is away: one per peer, lane and kind
-        # every RATE_INTERVAL seconds.
-        self._rate = RateLimiter(trio.current_time)
 
     def statistics(self) -> OutGateStatistics:
+        shared, route = self._shared, self._route
         return OutGateStatistics(
-            self._sent,
-            self._retransmitted,
-            self._acked,
-            self._refused,
+            shared.sent,
+            shared.retransmitted,
+            shared.acked,
+            shared.refused,
             sum(len(pl.link) for pl in self._lanes.values()),
             len(self._calls),
-            self._batches,
-            self._overloaded,
+            shared.batches,
+            self._overloaded + (0 if route is None else route.overloaded),
             self._recovered,
             self._asked_again,
             self._forged,
+            0 if route is None else route.delivered,
         )
+
+    def use_directory(self, directory: Directory, me: LocalPeer) -> None:
+        """Send to the nodes of ``directory`` in process (``me``: this node's own entry)."""
+        self._route = LocalRoute(directory, me, self._calls, self._deadlines)
 
     async def run(
         self, local: ActrId, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -474,13 +180,46 @@ class OutGate:
                 async for pl in self._spawn_recv:
                     nursery.start_soon(pl.flush_loop, name=repr(pl))
 
+    @property
+    def local_id(self) -> ActrId:
+        """This node's identity (once :meth:`run` started)."""
+        assert self.local is not None
+        return self.local
+
     def close(self) -> None:
         """Refuse new sends (waiters of unacked envelopes still get their outcome)."""
         self._closed = True
 
     def peers(self) -> set[ActrId]:
-        """Peers that acknowledged something on some lane (the ones to say goodbye to)."""
-        return {pl.peer for pl in self._lanes.values() if pl.ever_acked}
+        """Peers that acknowledged something on some lane, or were reached in process (the
+        ones to say goodbye to)."""
+        return {pl.peer for pl in self._lanes.values() if pl.ever_acked} | self._direct_peers
+
+    def _local_peer(self, target: ActrId, lane: Lane) -> LocalPeer | None:
+        """``target`` if it runs in this process and nothing is in flight to it on ``lane``'s
+        wire link (what is, goes first: per-sender FIFO holds across the switch of routes)."""
+        route = self._route
+        if route is None:
+            return None
+        peer = route.directory.peers.get(target)
+        if peer is None:
+            return None
+        pl = self._lanes.get((target, lane))
+        if pl is not None and (pl.link or pl.outbox):
+            return None
+        if target not in self._direct_peers:
+            self._direct_peers.add(target)
+            log.info("linked to %s in process", target)
+        return peer
+
+    def local_reply(self, peer: ActrId, reply: LocalPeer | None) -> LocalPeer | None:
+        """Where to hand the answer to a request from ``peer`` in process, if anywhere:
+        ``reply`` (the node that sent it directly) while it runs, else ``peer``'s current
+        entry in the directory (say it restarted since)."""
+        if reply is not None and reply.running:
+            return reply
+        route = self._route
+        return None if route is None else route.directory.peers.get(peer)
 
     def unacked_to(self, peer: ActrId) -> int:
         """Packets sent to ``peer`` that it has not acknowledged yet, on every lane."""
@@ -491,7 +230,14 @@ class OutGate:
 
         Sent on :data:`GOODBYE_LANE` after what that lane already carries (one sender at a
         time). Bound it with a cancel scope: opening a link to a peer that left meanwhile waits.
+        A peer in this process with no wire link from here gets it at once, in process
+        (this node must have left the directory first: nothing reaches it that way after).
         """
+        local = self._route.directory.peers.get(peer) if self._route is not None else None
+        if local is not None and not any(key[0] == peer for key in self._lanes):
+            await trio.lowlevel.checkpoint()
+            local.goodbye(self.local_id, goodbye)
+            return True
         packet = encode_goodbye(goodbye)
         pl = self._lanes.get((peer, GOODBYE_LANE))
         try:
@@ -542,24 +288,18 @@ class OutGate:
             "; calls it accepted wait for its answer" if goodbye.answers_pending else "",
         )
 
-    def _lane(self, peer: ActrId, lane: Lane) -> _PeerLane:
+    def _lane(self, peer: ActrId, lane: Lane) -> PeerLane:
         pl = self._lanes.get((peer, lane))
         if pl is None:
             if self._closed:
                 raise ShuttingDown("node is shutting down")
-            pl = _PeerLane(self, peer, lane)
+            pl = PeerLane(self._shared, peer, lane)
             try:
                 self._spawn_send.send_nowait(pl)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 raise PeerUnavailable(f"cannot open a link to {peer} now") from None
             self._lanes[(peer, lane)] = pl
         return pl
-
-    def new_request_id(self) -> str:
-        """128 random bits: unique across restarts, and unpredictable, so a peer that saw some
-        of this node's request ids cannot guess the next one (defence in depth: a response is
-        accepted only from the peer the request went to anyway)."""
-        return secrets.token_hex(16)
 
     def _check(self, payload: bytes, lane: Lane) -> None:
         if self._closed:
@@ -584,7 +324,8 @@ class OutGate:
         trace_id: str,
         request_id: str | None = None,
     ) -> bytes:
-        """Send a REQUEST (returns the response payload) or a TELL (returns b"" once acked).
+        """Send a REQUEST (returns the response payload) or a TELL (returns b"" once the
+        receiver's mailbox committed it).
 
         Raises:
             DeadlineExceeded: no answer by ``deadline`` (trio clock).
@@ -592,40 +333,115 @@ class OutGate:
             PeerUnavailable: the target was never reachable.
         """
         self._check(payload, lane)
-        assert self.local is not None
-        request_id = request_id or self.new_request_id()
         env = Envelope(
-            kind=kind,
-            route_key=route_key,
-            payload=payload,
-            request_id=request_id,
-            trace_id=trace_id,
-            caller=self.local,
-            target=target,
-            priority=priority,
-            lane=lane,
-            deadline_ms=wire_deadline(deadline),
+            kind,
+            route_key,
+            payload,
+            request_id or new_request_id(),
+            trace_id,
+            self.local_id,
+            target,
+            priority,
+            lane,
+            wire_deadline(deadline),
         )
+        outbox = self._outbox
+        if outbox is None:
+            peer = self._local_peer(target, lane)
+            if peer is not None:
+                assert self._route is not None
+                answer = await self._route.deliver(peer, env, deadline)
+                if answer is not None:
+                    return answer
+            return await self._deliver(env, encode_envelope(env), deadline)
         data = encode_envelope(env)
-        if self._outbox is not None:
-            record = Outgoing(request_id, str(target), int(lane), kind, data, env.deadline_ms)
-            await self._outbox.record_outgoing(record)
+        record = Outgoing(env.request_id, str(target), int(lane), kind, data, env.deadline_ms)
+        await outbox.record_outgoing(record)
         try:
-            return await self._deliver(target, route_key, lane, kind, request_id, data, deadline)
+            peer = self._local_peer(target, lane)
+            if peer is not None:
+                assert self._route is not None
+                answer = await self._route.deliver(peer, env, deadline)
+                if answer is not None:
+                    return answer
+            return await self._deliver(env, data, deadline)
         finally:
-            if self._outbox is not None:
-                self._outbox.finish_outgoing(request_id)
+            outbox.finish_outgoing(env.request_id)
 
-    async def _deliver(
+    async def tell_many(
         self,
         target: ActrId,
         route_key: str,
+        payloads: Sequence[bytes],
+        *,
         lane: Lane,
-        kind: int,
-        request_id: str,
-        data: bytes,
+        priority: Priority,
         deadline: float,
-    ) -> bytes:
+        trace_id: str,
+    ) -> None:
+        """Send TELLs, one envelope per payload, as one batch: one accept and one commit at
+        the receiver (in process: one hand-over; over the wire: one frame). Returns once
+        every one is committed.
+
+        Raises:
+            like :meth:`request`; nothing is retried past the first refusal that is not
+            ``Overloaded`` (what was accepted before stays accepted).
+        """
+        for payload in payloads:
+            self._check(payload, lane)
+        if not payloads:
+            await trio.lowlevel.checkpoint()
+            return
+        local, deadline_ms = self.local_id, wire_deadline(deadline)
+        envs = [
+            Envelope(
+                TELL,
+                route_key,
+                p,
+                new_request_id(),
+                trace_id,
+                local,
+                target,
+                priority,
+                lane,
+                deadline_ms,
+            )
+            for p in payloads
+        ]
+        outbox = self._outbox
+        if outbox is not None:
+            await self._record_all(outbox, envs)
+        try:
+            left = envs
+            peer = self._local_peer(target, lane)
+            if peer is not None:
+                assert self._route is not None
+                left = await self._route.deliver_many(peer, envs, deadline)
+            if left:
+                await self._deliver_many(left, deadline)
+        finally:
+            if outbox is not None:
+                for env in envs:
+                    outbox.finish_outgoing(env.request_id)
+
+    async def _record_all(self, outbox: Outbox, envs: list[Envelope]) -> None:
+        """Record a batch in the outbox; concurrently, so the writer commits it at once."""
+        async with trio.open_nursery() as nursery:
+            for env in envs:
+                record = Outgoing(
+                    env.request_id,
+                    str(env.target),
+                    int(env.lane),
+                    TELL,
+                    encode_envelope(env),
+                    env.deadline_ms,
+                )
+                nursery.start_soon(outbox.record_outgoing, record)
+
+    async def _deliver(self, env: Envelope, data: bytes, deadline: float) -> bytes:
+        """Over the wire: send ``env`` (encoded as ``data``) and wait for its outcome."""
+        target, lane, kind, request_id = env.target, env.lane, env.kind, env.request_id
+        assert target is not None
         backoff = OVERLOADED_BACKOFF_MIN
         with trio.move_on_at(deadline) as scope:
             while True:
@@ -639,14 +455,64 @@ class OutGate:
                 await trio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, OVERLOADED_BACKOFF_MAX)
         if scope.cancelled_caught:
-            if backoff > OVERLOADED_BACKOFF_MIN:
-                raise Overloaded(f"{route_key} to {target}: receiver overloaded until the deadline")
-            raise DeadlineExceeded(f"{route_key} to {target}: no answer before the deadline")
+            raise _too_late(env, overloaded=backoff > OVERLOADED_BACKOFF_MIN)
         if isinstance(waiter.error, WireError):
             raise waiter.error.to_exception()
         if waiter.error is not None:
             raise waiter.error
         return waiter.payload
+
+    async def _deliver_many(self, envs: list[Envelope], deadline: float) -> None:
+        """Over the wire: send the tells ``envs`` (one target and lane) in one frame and wait
+        until every one is acknowledged; what the receiver refused as overloaded is sent again
+        after a backoff (the refused ones are the tail of the batch: order holds)."""
+        backoff = OVERLOADED_BACKOFF_MIN
+        pending = [(env, encode_envelope(env)) for env in envs]
+        with trio.move_on_at(deadline) as scope:
+            while pending:
+                waiters = await self._stamp_many(pending, deadline)
+                for waiter in waiters:
+                    await waiter.event.wait()
+                retry = []
+                for item, waiter in zip(pending, waiters, strict=True):
+                    error = waiter.error
+                    if isinstance(error, WireError) and error.kind == Overloaded.wire_kind:
+                        retry.append(item)
+                    elif isinstance(error, WireError):
+                        raise error.to_exception()
+                    elif error is not None:
+                        raise error
+                pending = retry
+                if pending:
+                    self._overloaded += 1
+                    await trio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, OVERLOADED_BACKOFF_MAX)
+        if scope.cancelled_caught:
+            raise _too_late(envs[0], overloaded=backoff > OVERLOADED_BACKOFF_MIN)
+
+    async def _stamp_many(
+        self, items: list[tuple[Envelope, bytes]], deadline: float
+    ) -> list[Waiter]:
+        """Number every item on its link, then hand them to the transport in one batch."""
+        waiters: list[Waiter] = []
+        pl: PeerLane | None = None
+        for env, data in items:
+            assert env.target is not None
+            while True:
+                pl = self._lane(env.target, env.lane)
+                try:
+                    pl.window.acquire_nowait()
+                except trio.WouldBlock:
+                    await pl.window.acquire()  # the flusher sends what is stamped meanwhile
+                if not pl.closed:
+                    break
+                pl.window.release()  # the peer said goodbye meanwhile: take the new lane
+            waiter = Waiter(env.target)
+            pl.stamp(LinkItem(TELL, env.request_id, data, deadline, waiter))
+            waiters.append(waiter)
+        assert pl is not None
+        await pl.send_inline()
+        return waiters
 
     async def recover(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -667,33 +533,43 @@ class OutGate:
     async def _recover_one(self, item: Outgoing) -> None:
         assert self._outbox is not None
         try:
-            target = ActrId.parse(item.target)
-            data = self._from_local(item.data)
-            with trio.move_on_at(trio_deadline(item.deadline_ms, RECOVERY_BOUND)):
-                waiter = await self._send_and_wait(
-                    target, Lane(item.lane), item.kind, item.request_id, data, math.inf
-                )
+            env = decode_envelope(item.data, max_payload=self._max_payload)
+            data = item.data
+            if env.caller != self.local:
+                # Recorded before the node got a new identity: receivers refuse an envelope
+                # whose caller field is not who sent it.
+                env.caller = self.local
+                data = encode_envelope(env)
+            deadline = trio_deadline(item.deadline_ms, RECOVERY_BOUND)
+            with trio.move_on_at(deadline):
+                outcome = await self._resend(env, data, deadline)
                 self._recovered += 1
-                log.info("recovered %s to %s: %s", item.request_id, target, waiter.error or "ok")
+                log.info("recovered %s to %s: %s", item.request_id, env.target, outcome)
         except Exception as exc:  # any failure: it is logged, the request is given up
             log.warning("could not resend %s to %s: %s", item.request_id, item.target, exc)
         finally:
             self._outbox.finish_outgoing(item.request_id)
 
-    def _from_local(self, data: bytes) -> bytes:
-        """``data`` naming this node as its caller (receivers refuse an envelope whose caller
-        field is not the link's peer): a request recorded before the node got a new identity
-        is re-encoded, anything else is returned as it is."""
-        env = decode_envelope(data, max_payload=self._max_payload)
-        if env.caller == self.local:
-            return data
-        env.caller = self.local
-        return encode_envelope(env)
+    async def _resend(self, env: Envelope, data: bytes, deadline: float) -> object:
+        """Send a recovered request again (same request id); its outcome, for the log."""
+        assert env.target is not None
+        peer = self._local_peer(env.target, env.lane)
+        if peer is not None:
+            assert self._route is not None
+            try:
+                if await self._route.deliver(peer, env, deadline) is not None:
+                    return "ok"
+            except CallError as exc:
+                return exc
+        waiter = await self._send_and_wait(
+            env.target, env.lane, env.kind, env.request_id, data, math.inf
+        )
+        return waiter.error or "ok"
 
     async def _send_and_wait(
         self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float
-    ) -> _Waiter:
-        waiter = _Waiter(target)
+    ) -> Waiter:
+        waiter = Waiter(target)
         if kind == REQUEST:
             self._calls[request_id] = waiter
         try:
@@ -725,15 +601,15 @@ class OutGate:
         request_id: str,
         data: bytes,
         deadline: float,
-        waiter: _Waiter,
-    ) -> _Outgoing:
+        waiter: Waiter,
+    ) -> LinkItem:
         while True:
             pl = self._lane(target, lane)
             await pl.window.acquire()
             if not pl.closed:
                 break
             pl.window.release()  # the peer said goodbye meanwhile: its lane is gone, take anew
-        item = _Outgoing(kind, request_id, data, deadline, waiter)
+        item = LinkItem(kind, request_id, data, deadline, waiter)
         pl.stamp(item)
         await pl.send_inline()
         return item
@@ -749,7 +625,7 @@ class OutGate:
         except (ShuttingDown, PeerUnavailable):
             return  # the caller's retry will find the stored response
         deadline = trio_deadline(deadline_ms, RESPONSE_BOUND)
-        pl.stamp(_Outgoing(RESPONSE, "", response, deadline, None, slot=False))
+        pl.stamp(LinkItem(RESPONSE, "", response, deadline, None, slot=False))
 
     async def send_chunk(
         self,
@@ -770,6 +646,16 @@ class OutGate:
             raise EnvelopeTooLarge(
                 f"chunk of {len(chunk.payload)} bytes exceeds max_payload={self._max_payload}"
             )
+        if lane.sequenced and acks is None:
+            raise ValueError(f"a chunk on {lane!r} needs a ChunkAcks to count its acknowledgement")
+        local = self._local_peer(peer, lane)
+        if local is not None:
+            # In process: the receiver's registry takes it (or refuses it) on this stack; on
+            # a reliable lane that is the acknowledgement.
+            refusal = await local.deliver_chunk(self.local_id, lane, chunk)
+            if acks is not None:
+                acks.settle_now(refusal, end=chunk.end)
+            return
         pl = self._lane(peer, lane)
         while len(pl.outbox) >= OUTBOX_LIMIT and not pl.closed:
             pl.flushed = trio.Event()
@@ -780,13 +666,12 @@ class OutGate:
             await trio.lowlevel.checkpoint()
             pl.push(encode_chunk(chunk))
             return
-        if acks is None:
-            raise ValueError(f"a chunk on {lane!r} needs a ChunkAcks to count its acknowledgement")
+        assert acks is not None
         await pl.window.acquire()
         if self._lanes.get((peer, lane)) is not pl:  # goodbye dropped the lane while we waited
             pl.window.release()
             raise PeerUnavailable(f"{peer} shut down")
-        item = _Outgoing(CHUNK, "", encode_chunk_body(chunk), deadline, None)
+        item = LinkItem(CHUNK, "", encode_chunk_body(chunk), deadline, None)
         acks.track(item, end=chunk.end)
         pl.stamp(item)
 
@@ -802,7 +687,14 @@ class OutGate:
         dropped, counted (``statistics().forged_responses``) and logged at WARNING, and the
         call keeps waiting for the real answer.
         """
-        waiter = self._calls.get(env.request_id)
+        self.on_answer(peer, env.request_id, env.payload, env.error)
+
+    def on_answer(
+        self, peer: ActrId, request_id: str, payload: bytes, error: WireError | None
+    ) -> None:
+        """``peer`` answered ``request_id`` (over the wire, or in process: then ``peer`` is the
+        node that handled it). Only the peer the request was sent to may answer it."""
+        waiter = self._calls.get(request_id)
         if waiter is None:
             return  # the caller gave up (deadline) or this is a duplicate
         if waiter.peer != peer:
@@ -816,11 +708,11 @@ class OutGate:
                 waiter.peer,
             )
             return
-        del self._calls[env.request_id]
-        if env.error is not None:
-            waiter.fail(env.error)
+        del self._calls[request_id]
+        if error is not None:
+            waiter.fail(error)
         else:
-            waiter.succeed(env.payload)
+            waiter.succeed(payload)
 
     async def wait_acked(self) -> None:
         """Return once nothing sent is waiting for an ack (bound it with a cancel scope)."""
@@ -829,6 +721,14 @@ class OutGate:
                 pl.drained = trio.Event()
                 await pl.drained.wait()
         await trio.lowlevel.checkpoint()
+
+
+def _too_late(env: Envelope, *, overloaded: bool) -> Overloaded | DeadlineExceeded:
+    if overloaded:
+        return Overloaded(
+            f"{env.route_key} to {env.target}: receiver overloaded until the deadline"
+        )
+    return DeadlineExceeded(f"{env.route_key} to {env.target}: no answer before the deadline")
 
 
 def wire_deadline(deadline: float) -> int:

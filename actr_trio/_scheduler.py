@@ -11,16 +11,24 @@ Invariants (guarantees 1-3 of docs/architecture.md):
 Trio has no select across channels, so the scheduler owns every queue's receive end and picks
 with ``receive_nowait`` in priority order, waiting on one wakeup only when all are empty.
 The pick itself is :class:`Selector`, plain synchronous code that Hypothesis drives directly.
+
+Handlers run inside one cancel scope that outlives them, rather than a scope of their own each
+(a scope per envelope was a visible part of a call's cost): :meth:`Scheduler.bound` registers
+the running handler's deadline with the node's DeadlineTimer, which cancels that scope if the
+handler is still running then. The scope ends, ``expired`` answers for that item, and a fresh
+scope takes over.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Generic, TypeVar, final
 
 import attrs
 import trio
 
+from ._deadlines import DeadlineTimer
 from ._lanes import PRIORITIES_HIGH_FIRST, Priority
 
 T = TypeVar("T")
@@ -59,6 +67,19 @@ class Selector:
         return first
 
 
+class _Bound:
+    """The deadline of one running handler, as the DeadlineTimer holds it."""
+
+    __slots__ = ("scope", "settled")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.settled = False
+
+    def expire(self) -> None:
+        self.scope.cancel(reason="the caller's deadline passed")
+
+
 @final
 @attrs.frozen
 class SchedulerStatistics:
@@ -70,13 +91,33 @@ class SchedulerStatistics:
 
 
 class Scheduler(Generic[T]):
-    """Owns one queue per priority and the single task that runs handlers in order."""
+    """Owns one queue per priority and the single task that runs handlers in order.
+
+    Args:
+        handle: runs one item (awaited before the next is taken).
+        capacity: items per priority the caller lets in (the queues hold a margin more).
+        aging: see :class:`Selector`.
+        expired: called with the item whose handler the deadline of :meth:`bound` cancelled
+            (``handle`` was interrupted by ``trio.Cancelled``, from that deadline only).
+        deadlines: the timer that enforces :meth:`bound` (a running DeadlineTimer); without
+            one the shared scope's own deadline is moved instead (slower, same effect).
+    """
 
     def __init__(
-        self, handle: Callable[[T], Awaitable[None]], *, capacity: int, aging: int | None = None
+        self,
+        handle: Callable[[T], Awaitable[None]],
+        *,
+        capacity: int,
+        aging: int | None = None,
+        expired: Callable[[T], None] | None = None,
+        deadlines: DeadlineTimer | None = None,
     ) -> None:
         self._handle = handle
+        self._expired = expired
+        self._deadlines = deadlines
+        self._bound: _Bound | None = None
         self._selector = Selector(aging)
+        self._strict = aging is None
         self._sends: list[trio.MemorySendChannel[T]] = []
         self._receives: list[trio.MemoryReceiveChannel[T]] = []
         for _ in PRIORITIES_HIGH_FIRST:
@@ -90,6 +131,10 @@ class Scheduler(Generic[T]):
         self._stopping = False
         self._handled = 0
         self._running = False
+        self._current: T | None = None
+        self._scope: trio.CancelScope | None = None
+        # A deadline of the shared scope passed while no handler ran: open a fresh scope.
+        self._stale = False
 
     def __repr__(self) -> str:
         return f"<Scheduler handled={self._handled} pending={self.pending()}>"
@@ -127,11 +172,46 @@ class Scheduler(Generic[T]):
         self._wakeup.set()
 
     def _take(self) -> T | None:
-        index = self._selector.choose([n > 0 for n in self._counts])
-        if index is None:
+        counts = self._counts
+        if self._strict:
+            # Strict priority, as Selector.choose decides it, without building its list.
+            for index, n in enumerate(counts):
+                if n:
+                    counts[index] = n - 1
+                    return self._receives[index].receive_nowait()
             return None
-        self._counts[index] -= 1
-        return self._receives[index].receive_nowait()
+        chosen = self._selector.choose([n > 0 for n in counts])
+        if chosen is None:
+            return None
+        counts[chosen] -= 1
+        return self._receives[chosen].receive_nowait()
+
+    def bound(self, deadline: float) -> None:
+        """The running handler must end by ``deadline`` (trio clock).
+
+        Called by ``handle`` for the item it runs, before its handler; past the deadline the
+        handler gets ``trio.Cancelled`` and ``expired`` is called with the item instead. Call
+        :meth:`unbound` once the handler returned.
+        """
+        scope = self._scope
+        assert scope is not None, "bound() is for the running handler"
+        if self._deadlines is None:
+            scope.deadline = deadline
+            return
+        self._bound = _Bound(scope)
+        self._deadlines.add(deadline, self._bound)
+
+    def unbound(self) -> None:
+        """The handler returned (or raised): its deadline no longer applies."""
+        scope = self._scope
+        assert scope is not None
+        if self._bound is not None:
+            self._bound.settled = True
+            self._bound = None
+        if scope.cancel_called:
+            self._stale = True  # it passed anyway (no checkpoint saw it): start a fresh scope
+        elif scope.deadline != math.inf:
+            scope.deadline = math.inf
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run handlers until :meth:`stop_when_idle` and the queues are empty, or cancelled.
@@ -141,10 +221,25 @@ class Scheduler(Generic[T]):
         """
         task_status.started()
         while True:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                self._stale = False
+                if await self._serve():
+                    return
+            item, self._current = self._current, None
+            if scope.cancelled_caught and item is not None:
+                # The deadline of bound() cancelled this item's handler.
+                self._handled += 1
+                if self._expired is not None:
+                    self._expired(item)
+
+    async def _serve(self) -> bool:
+        """Run handlers in the current scope; True once stopped, False to open a new scope."""
+        while not self._stale:
             item = self._take()
             if item is None:
                 if self._stopping:
-                    return
+                    return True
                 self._wakeup = trio.Event()
                 # Re-check: an enqueue between _take and the new Event would be missed otherwise.
                 if self.pending():
@@ -152,11 +247,14 @@ class Scheduler(Generic[T]):
                 await self._wakeup.wait()
                 continue
             self._running = True
+            self._current = item
             try:
                 await self._handle(item)
             finally:
                 self._running = False
+            self._current = None
             self._handled += 1
             if self._handled % FAIRNESS_EVERY == 0:
                 # A handler that never blocks would otherwise starve the inbound gate.
                 await trio.lowlevel.checkpoint()
+        return False

@@ -67,3 +67,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # EXIT_WATCHDOG seconds, print every thread's stack and exit with an error.
     if sys.platform != "win32":
         faulthandler.dump_traceback_later(EXIT_WATCHDOG, exit=True)
+
+
+@pytest.fixture(params=["direct", "wire"])
+def envelope_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per path envelopes take between the nodes of one process: handed over
+    as Python objects ("direct", what ``LocalRealm`` does by default) and encoded through the
+    loopback transport ("wire", as between processes), so each guarantee is checked on both.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("envelope_path")``."""
+    from actr_trio.testing import LocalRealm
+
+    monkeypatch.setattr(LocalRealm, "DEFAULT_DIRECT", request.param == "direct")
+    return str(request.param)

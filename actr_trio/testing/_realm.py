@@ -1,7 +1,10 @@
 """``LocalRealm``: several nodes in one ``trio.run``, same lifecycle, mailbox and scheduler.
 
 Signaling is in memory and the transport is the loopback one; everything else is the real
-runtime, so a test written against LocalRealm exercises what production runs.
+runtime, so a test written against LocalRealm exercises what production runs. Its nodes hand
+envelopes to each other in process (the route nodes of one ``trio.run`` take anywhere);
+``LocalRealm(direct=False)`` sends everything through the loopback transport instead, as
+between processes: encoded, numbered, acknowledged and resent.
 """
 
 from __future__ import annotations
@@ -29,11 +32,21 @@ class LocalRealm:
 
     Args:
         realm: the realm name the nodes register in.
+        direct: nodes hand envelopes to each other as Python objects (the default; see
+            ``ActrSystem``); ``False`` sends everything through the loopback transport (the
+            wire path). ``None`` takes :attr:`DEFAULT_DIRECT`. A node started with
+            ``wrap_transport`` always uses the wire path: the wrapper is what it tests.
         **defaults: ``Config`` fields applied to every node started here.
     """
 
-    def __init__(self, realm: str = "local", **defaults: Any) -> None:
+    #: The route ``direct=None`` means (a test suite may flip it to run its tests both ways).
+    DEFAULT_DIRECT: bool = True
+
+    def __init__(
+        self, realm: str = "local", *, direct: bool | None = None, **defaults: Any
+    ) -> None:
         self.realm = realm
+        self.direct = self.DEFAULT_DIRECT if direct is None else direct
         self._defaults = defaults
         self.signaling = MemorySignaling(realm)
         self.hub = LoopbackHub()
@@ -73,7 +86,8 @@ class LocalRealm:
         """A node of this realm, not started yet (e.g. for a ``Supervisor`` factory).
 
         ``options`` are ``Config`` fields; ``wrap_transport`` wraps the loopback transport,
-        e.g. ``lambda t: FaultyTransport(t, drop=0.2)``.
+        e.g. ``lambda t: FaultyTransport(t, drop=0.2)`` (such a node sends and receives over
+        the wire path only).
         """
         transport: Transport = self.hub.transport()
         if wrap_transport is not None:
@@ -83,7 +97,10 @@ class LocalRealm:
             config.acl, workload.acl, realm=config.realm, owner=type(workload).__name__
         )
         system = ActrSystem(
-            config, transport=transport, signaling=self.signaling.connector(visibility=visibility)
+            config,
+            transport=transport,
+            signaling=self.signaling.connector(visibility=visibility),
+            direct=self.direct and wrap_transport is None,
         )
         return system.attach(workload)
 

@@ -91,7 +91,8 @@ def _system(url: str, wrap: type[TransportWrapper] | None = None) -> tuple[ActrS
     transport: Transport = WebRTCTransport(config)
     if wrap is not None:
         transport = wrap(transport)
-    return ActrSystem(config, transport=transport), transport
+    # direct=False: these nodes share a process, and what is tested is their WebRTC link.
+    return ActrSystem(config, transport=transport, direct=False), transport
 
 
 def _response(request_id: str, *, caller: ActrId, target: ActrId) -> bytes:

@@ -306,9 +306,11 @@ async def test_a_relay_that_swaps_the_answer_gets_no_link(
             config = network_config(server.url, realm=REALM)
             relay = HostileRelay(SignalingClient(config))
             async with (
-                ActrSystem(config).attach(Echo()).start() as service,
-                ActrSystem(config).attach(Other()).start() as other,
-                ActrSystem(config, signaling=relay).attach(Caller()).start() as victim,
+                ActrSystem(config, direct=False).attach(Echo()).start() as service,
+                ActrSystem(config, direct=False).attach(Other()).start() as other,
+                ActrSystem(config, signaling=relay, direct=False)
+                .attach(Caller())
+                .start() as victim,
             ):
                 # An honest link first: the relay carries (and keeps) the other's answer.
                 assert await victim.call(other.actr_id, ECHO, b"hello") == b"hello"
@@ -350,11 +352,13 @@ async def test_a_tampered_offer_is_not_answered(
             relay = HostileRelay(SignalingClient(config))
             service_transport = WebRTCTransport(config)
             async with (
-                ActrSystem(config, signaling=relay, transport=service_transport)
+                ActrSystem(config, signaling=relay, transport=service_transport, direct=False)
                 .attach(Echo())
                 .start() as service,
-                ActrSystem(config).attach(Other()).start() as other,
-                ActrSystem(config, transport=WebRTCTransport(config, connect_timeout=2.0))
+                ActrSystem(config, direct=False).attach(Other()).start() as other,
+                ActrSystem(
+                    config, transport=WebRTCTransport(config, connect_timeout=2.0), direct=False
+                )
                 .attach(Caller())
                 .start() as caller,
             ):

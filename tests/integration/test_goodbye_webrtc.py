@@ -29,7 +29,7 @@ class Client(Workload):
 
 async def test_goodbye_crosses_webrtc_and_the_link_is_forgotten(signaling_url: str) -> None:
     config = network_config(signaling_url, realm="goodbye")
-    async with ActrSystem(config).attach(Service()).start() as service:
+    async with ActrSystem(config, direct=False).attach(Service()).start() as service:
         core = service._core
         transport = core.transport
         assert isinstance(transport, WebRTCTransport)
@@ -44,7 +44,7 @@ async def test_goodbye_crosses_webrtc_and_the_link_is_forgotten(signaling_url: s
 
         core.outgate.on_goodbye = record  # type: ignore[method-assign]
         with trio.fail_after(BOUND):
-            async with ActrSystem(config).attach(Client()).start() as client:
+            async with ActrSystem(config, direct=False).attach(Client()).start() as client:
                 gone = client.actr_id
                 assert await client.call(service.actr_id, "demo.Service.Echo", b"hi") == b"hi"
             await goodbye_heard.wait()
@@ -56,5 +56,5 @@ async def test_goodbye_crosses_webrtc_and_the_link_is_forgotten(signaling_url: s
             await service.call(gone, "demo.Service.Echo", b"", timeout=BOUND)
         # A node that starts now gets a new link.
         with trio.fail_after(BOUND):
-            async with ActrSystem(config).attach(Client()).start() as client:
+            async with ActrSystem(config, direct=False).attach(Client()).start() as client:
                 assert await client.call(service.actr_id, "demo.Service.Echo", b"2") == b"2"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -14,6 +15,9 @@ from hypothesis import strategies as st
 from actr_trio import ActrType, Context, Priority, Workload, route
 from actr_trio.testing import FaultyTransport, LocalRealm
 from actr_trio.transport import Transport
+
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
 
 
 class Sink(Workload):

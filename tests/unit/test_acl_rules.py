@@ -29,6 +29,9 @@ from actr_trio._acl import AclGuard, guard, type_pattern_matches
 from actr_trio.errors import ConfigError, PermissionDenied, StreamIncomplete
 from actr_trio.testing import LocalRealm
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 BOUND = 20
 
 ACME_ECHO = ActrId("local", 1, ActrType("acme", "echo"))

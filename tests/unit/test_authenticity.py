@@ -31,6 +31,9 @@ from actr_trio.errors import PermissionDenied, Retryable
 from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import Transport
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 BOUND = 20  # seconds; everything settles far sooner
 
 

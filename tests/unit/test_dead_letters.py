@@ -10,6 +10,9 @@ from actr_trio import ActrType, Context, Workload, route
 from actr_trio.errors import RemoteError, Retryable
 from actr_trio.testing import LocalRealm
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 
 class Flaky(Workload):
     actr_type = ActrType("acme", "flaky")

@@ -30,6 +30,9 @@ from actr_trio.errors import (
 from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import LoopbackTransport, SignalingSession
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 
 class Echo(Workload):
     actr_type = ActrType("acme", "echo")

@@ -14,6 +14,9 @@ from actr_trio._streams import StreamRegistry
 from actr_trio.errors import StreamIncomplete
 from actr_trio.testing import LocalRealm
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 
 class Receiver(Workload):
     actr_type = ActrType("acme", "receiver")

@@ -23,6 +23,9 @@ from actr_trio.errors import MalformedEnvelope, PeerUnavailable
 from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import Transport
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 SERVICE = ActrType("acme", "service")
 CLIENT = ActrType("acme", "client")
 BOUND = 10  # seconds: every test settles far sooner; a broken goodbye waits for deadlines (30 s)

@@ -16,6 +16,9 @@ from actr_trio.errors import RemoteShuttingDown, ShuttingDown
 from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import LoopbackTransport, SignalingSession
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 START = ["registered", "transport open", "on_start", "accepting"]
 STOP = ["refusing", "on_stop", "transport closed", "unregistered"]
 

@@ -56,7 +56,7 @@ async def test_lifecycle_lines_at_info_under_public_names(caplog: pytest.LogCapt
     text = caplog.text
     for line in (
         f"{echo.actr_id} started (Echo, in-memory mailbox)",
-        f"linked to {echo.actr_id} over loopback",
+        f"linked to {echo.actr_id} {'in process' if realm.direct else 'over loopback'}",
         f"{caller.actr_id} shutting down: draining 0 accepted envelopes",
         f"{caller.actr_id} said goodbye to 1 of 1 peers",
         f"{caller.actr_id} said goodbye (shutting down)",

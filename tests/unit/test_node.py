@@ -37,6 +37,9 @@ from actr_trio.errors import (
 from actr_trio.testing import LocalRealm, MemorySignaling
 from actr_trio.transport import LoopbackHub
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 ECHO = ActrType("acme", "echo")
 CALLER = ActrType("acme", "caller")
 

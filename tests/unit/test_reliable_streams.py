@@ -23,6 +23,9 @@ from actr_trio import (
 from actr_trio.errors import StreamIncomplete
 from actr_trio.testing import FaultyTransport, LocalRealm
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 CHUNKS = 200
 BEFORE_STOP = 78
 LOSSY_CHUNKS = 60

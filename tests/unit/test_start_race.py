@@ -15,6 +15,9 @@ import pytest
 from actr_trio import ActrType, Context, Workload, route
 from actr_trio.testing import LocalRealm
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 ROUNDS = 15
 
 

@@ -17,6 +17,9 @@ from actr_trio import (
 from actr_trio.testing import LocalRealm, TransportWrapper
 from actr_trio.transport import Transport
 
+# Every test here runs on both envelope paths (in process, and over the loopback wire).
+pytestmark = pytest.mark.usefixtures("envelope_path")
+
 
 class Crashable(TransportWrapper):
     """A transport whose run() raises when ``crash`` is set: a node component dying."""
