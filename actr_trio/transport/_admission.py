@@ -15,7 +15,8 @@ anything is decoded or verified and long before aiortc does any work:
 
 An offer that fails a check is refused, never queued: the caller sends a :class:`Refusal`
 back (``"refuse"`` relay, :func:`encode_refusal`), paced by :meth:`Admission.refusal_due` so
-that a flood of offers cannot make the node flood signaling with refusals. Existing links are
+that a flood of offers cannot make the node flood signaling with refusals (an offer over its
+sender's own rate gets none). Existing links are
 never touched by a refusal: they are counted, not evicted.
 
 Invariants: the per-peer table holds at most ``max_peers`` entries (least recently seen
@@ -56,13 +57,15 @@ UNKNOWN: Final = "unknown"
 
 #: Peers whose offer buckets are remembered (least recently seen forgotten first).
 MAX_PEERS: Final = 4096
-#: Refusals sent per second at most, and at once: a refusal is a courtesy (the offerer fails
-#: fast instead of at its connect timeout), so under a flood most refused offers get none,
-#: and the node's own signaling connection stays far below any server message budget.
-REFUSAL_RATE: Final = 5.0
-REFUSAL_BURST: Final = 10
-#: Seconds between two refusals to one peer.
-REFUSAL_INTERVAL: Final = 1.0
+#: Refusals sent per second at most, and at once. A refusal is a courtesy (the offerer fails
+#: fast instead of at its connect timeout): the node's own signaling connection must stay far
+#: below the server's message budget (50 frames/s by default) whatever it is sent.
+REFUSAL_RATE: Final = 20.0
+REFUSAL_BURST: Final = 20
+#: Seconds between two refusals to one peer: a flooding identity gets one now and then, so
+#: the budget above is left for the others (one refusal every 2 s for each of 40 flooding
+#: identities, and a newcomer's refusal still goes out).
+REFUSAL_INTERVAL: Final = 2.0
 #: Longest "refuse" payload sent or read (characters); a longer one is cut.
 MAX_REFUSAL: Final = 256
 _CODE_RE: Final = re.compile(r"[a-z_]{1,32}")
@@ -256,8 +259,14 @@ class Admission:
             return Refusal(LINKS, f"this node holds max_links={self.max_links} links already")
         return None
 
-    def refusal_due(self, peer: Hashable, now: float) -> bool:
-        """Whether to send ``peer`` the refusal just decided (pacing; counts it when True)."""
+    def refusal_due(self, peer: Hashable, refusal: Refusal, now: float) -> bool:
+        """Whether to send ``peer`` ``refusal``, just decided (pacing; counts it when True).
+
+        A peer over its own offer rate gets none: it is the one flooding (an honest peer offers
+        once per link), and answering it would spend the budget the others need.
+        """
+        if refusal.code == PEER_RATE:
+            return False
         state = self._peer(peer, now)
         if state.last_refusal is not None and now - state.last_refusal < REFUSAL_INTERVAL:
             return False

@@ -428,7 +428,7 @@ class WebRTCTransport:
             peer,
             refusal.message,
         )
-        if self._admission.refusal_due(peer, now):
+        if self._admission.refusal_due(peer, refusal, now):
             # A full queue: the offerer times out instead of failing fast.
             with contextlib.suppress(
                 trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError

@@ -60,6 +60,7 @@ log = logging.getLogger(TRANSPORT)
 InboundEntry = tuple[Link | None, Inbound]
 # How deep on_asyncio_error looks for the aiortc object behind a failing task or callback.
 _MAX_AWAIT_DEPTH: Final = 16
+_MAX_TRACEBACK: Final = 64
 
 
 class PeerConnections:
@@ -362,7 +363,18 @@ def _owned(link: Link) -> Iterator[object]:
 
 
 def _suspects(context: dict[str, Any]) -> Iterator[object]:
-    """Objects whose methods a failing task or callback ran (``self`` of each frame)."""
+    """Objects whose methods a failing task or callback ran (``self`` of each frame): where
+    the exception was raised (a finished task's coroutine has no frames left), what a pending
+    task was running, the callback's owner."""
+    exception = context.get("exception")
+    tb = getattr(exception, "__traceback__", None)
+    for _ in range(_MAX_TRACEBACK):
+        if tb is None:
+            break
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None:
+            yield owner
+        tb = tb.tb_next
     for key in ("future", "task"):
         future = context.get(key)
         get_coro = getattr(future, "get_coro", None)

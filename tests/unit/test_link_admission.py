@@ -174,14 +174,28 @@ def test_limits_out_of_range_are_refused(options: dict[str, float]) -> None:
 # ------------------------------------------------------------------ refusals
 
 
+FULL = Refusal("negotiating", "too many links being negotiated")
+
+
 def test_refusals_are_paced_per_peer_and_overall() -> None:
     gate = admission()
-    assert gate.refusal_due("a", 0.0)
-    assert not gate.refusal_due("a", REFUSAL_INTERVAL / 2)  # one per peer per interval
-    sent = sum(gate.refusal_due(f"p{i}", REFUSAL_INTERVAL / 2) for i in range(100))
+    assert gate.refusal_due("a", FULL, 0.0)
+    assert not gate.refusal_due("a", FULL, REFUSAL_INTERVAL / 2)  # one per peer per interval
+    sent = sum(gate.refusal_due(f"p{i}", FULL, REFUSAL_INTERVAL / 2) for i in range(100))
     assert sent <= REFUSAL_BURST  # the node's own refusal bucket bounds them
-    assert gate.refusal_due("a", REFUSAL_INTERVAL * 2)
+    assert gate.refusal_due("a", FULL, REFUSAL_INTERVAL * 2)
     assert gate.statistics().refusals_sent == sent + 2
+
+
+def test_a_peer_over_its_own_rate_gets_no_refusal() -> None:
+    gate = admission(peer_burst=1)
+    assert gate.check_offer("flooder", OFFER, 0.0) is None
+    refusal = gate.check_offer("flooder", OFFER, 0.0)
+    assert refusal is not None
+    assert refusal.code == "peer_rate"
+    assert not gate.refusal_due("flooder", refusal, 0.0)
+    assert gate.refusal_due("other", FULL, 0.0)  # the budget is left for others
+    assert gate.statistics().refusals_sent == 1
 
 
 def test_a_refusal_travels_as_code_and_message() -> None:
