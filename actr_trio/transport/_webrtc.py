@@ -3,7 +3,8 @@
 The only modules of actr_trio that import asyncio, aiortc or trio_asyncio are this one and its
 parts: ``_webrtc_link`` (a link's state: outboxes, credits, decoders, the CONTROL messages, the
 counters), ``_webrtc_peer`` (creating a peer connection, its callbacks, and keeping aiortc's
-errors inside the link they concern). The admission policy is sans-IO, in ``_admission``.
+errors inside the link they concern), ``_webrtc_send`` (a lane's flusher: outbox to frames,
+within credit). The admission policy is sans-IO, in ``_admission``.
 ``run`` opens one asyncio loop (``trio_asyncio.open_loop``) and owns every peer connection;
 aiortc callbacks do nothing but hand data to Trio (set an event, ``send_nowait`` on a bounded
 channel).
@@ -45,7 +46,8 @@ Lanes. Four *negotiated* data channels with fixed ids, so neither side announces
 band: SIGNAL (ordered, fully reliable), RELIABLE (ordered, maxRetransmits=8), LATENCY_FIRST
 (unordered, maxRetransmits=4) and CONTROL (ordered, reliable; flow-control credits and track
 announcements). ``send`` appends packets to the lane's outbox; one flusher task per lane packs
-whatever has accumulated into frames (``_frames``: flush when idle or full) and writes them.
+whatever has accumulated into frames (``_frames``: flush when idle or full) and writes them
+(``_webrtc_send.flush``).
 
 Backpressure. aiortc's ``send`` never blocks and its receiver buffers without bound, so:
 
@@ -55,7 +57,7 @@ Backpressure. aiortc's ``send`` never blocks and its receiver buffers without bo
   link or the receiver waits too (it learns it is too fast instead of losing most of what it
   sends); LATENCY_FIRST still loses packets in the network (maxRetransmits=4);
 * receiving side: every data lane uses credit-based flow control. A sender may have at most
-  :data:`WINDOW` frames per lane (every frame waits for its credit, see ``_flush``) that the
+  :data:`WINDOW` frames per lane (every frame waits for its credit, see ``flush``) that the
   receiving *runtime* has not yet taken from ``inbound``; the receiver grants credits back on
   CONTROL as the runtime consumes batches. So a runtime that stops reading makes reliable
   senders wait and nothing is dropped for it. A LATENCY_FIRST batch the receiver drops (its
@@ -96,6 +98,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Final
 
 import attrs
@@ -128,33 +131,23 @@ from ._admission import Admission, AdmissionStatistics, Refusal, decode_refusal,
 from ._frames import DEFAULT_MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
 from ._webrtc_link import (
     CHANNEL_OF_LANE,
-    CREDITED,
     DATA_LANES,
-    FRAME_OVERHEAD,
-    HIGH_WATER,
     INBOUND_BUFFER,
-    PROBE,
     TRACK_KINDS,
     Channel,
     Counters,
     InboundChannel,
     Link,
-    Outbox,
     aio,
     stop_decoder_threads,
 )
 from ._webrtc_peer import PeerConnections
+from ._webrtc_send import flush
 
 __all__ = ["WebRTCStatistics", "WebRTCTransport"]
 
 log = logging.getLogger(TRANSPORT)
 
-#: Quiet scheduling rounds after which a lane counts as idle and is flushed (``_wait_idle``).
-IDLE_ROUNDS: Final = 3
-#: Scheduling rounds a flusher waits at most for a busy sender to fill a frame.
-MAX_IDLE_ROUNDS: Final = 512
-#: Seconds a sender waits for credit before probing the receiver (tail loss, see _flush).
-STALL_PROBE: Final = 0.5
 #: Seconds a link may take from first use to open data channels.
 CONNECT_TIMEOUT: Final = 10.0
 #: Seconds ``pc.close()`` may take at link teardown (shielded).
@@ -535,77 +528,6 @@ class WebRTCTransport:
             if not link.superseded:
                 raise link.error()
 
-    async def _flush(self, link: Link, lane: Lane) -> None:
-        """Write the lane's outbox as frames, whenever there is credit and buffer room.
-
-        Waiting for credit and room happens *before* taking from the outbox, so packets that
-        arrive meanwhile are coalesced into the next frames (flush when idle or full). Only as
-        many packets as the credit covers are taken, and each frame still waits for its own
-        credit (a big packet's fragments go out as credit returns), so a burst never exceeds
-        ``WINDOW`` frames: bigger bursts overflow the receiving UDP socket on loopback, and
-        aiortc's partially reliable SCTP stream can then stall for many seconds.
-        """
-        outbox = link.outboxes[lane]
-        encoder = link.encoders[lane]
-        channel = link.channels[CHANNEL_OF_LANE[lane]]
-        drained = link.drained[lane]
-        credited = lane in CREDITED
-        payload_per_frame = self._max_frame_size - FRAME_OVERHEAD
-        counters = self._counters
-        while True:
-            await outbox.wait_pending()
-            await self._wait_idle(outbox)
-            if credited:
-                await self._wait_credit(link, lane, encoder)
-            while channel.bufferedAmount > HIGH_WATER:
-                await drained.park()
-            if credited:
-                budget = link.credits[lane] * payload_per_frame
-            else:
-                budget = max(HIGH_WATER - channel.bufferedAmount, payload_per_frame)
-            packets = outbox.take(budget)
-            for frame in encoder.encode(packets):
-                if credited:
-                    await self._wait_credit(link, lane, encoder)
-                    link.credits[lane] -= 1
-                channel.send(frame)
-                counters.frames_sent += 1
-            counters.packets_sent += len(packets)
-
-    async def _wait_credit(self, link: Link, lane: Lane, encoder: FrameEncoder) -> None:
-        """Return once ``lane`` has credit; probe the receiver while starved."""
-        if link.credits[lane] > 0:
-            return
-        self._counters.credit_waits += 1
-        while link.credits[lane] <= 0:
-            with trio.move_on_after(STALL_PROBE):
-                await link.credit_lot[lane].park()
-                continue
-            # No credit for a while: frames may have been lost at the tail of a burst (no
-            # later frame reveals the gap). Tell the receiver where we are.
-            link.send_control(PROBE.pack(b"P", int(lane), encoder.next_sequence))
-
-    async def _wait_idle(self, outbox: Outbox) -> None:
-        """Let busy senders fill the frame: return once ``IDLE_ROUNDS`` rounds added nothing.
-
-        Flush when idle or full (issue 3 §6): a sender that is still producing adds packets
-        every scheduling round or two (Trio may run it before or after us within a round, hence
-        several quiet rounds in a row before calling the lane idle); a lone packet (ping-pong)
-        costs those few rounds. Bounded by a frame's worth of bytes and ``MAX_IDLE_ROUNDS``.
-        """
-        quiet = 0
-        for _ in range(MAX_IDLE_ROUNDS):
-            if outbox.size >= self._max_frame_size:
-                return
-            before = len(outbox.pending)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            if len(outbox.pending) == before:
-                quiet += 1
-                if quiet >= IDLE_ROUNDS:
-                    return
-            else:
-                quiet = 0
-
     # ------------------------------------------------------------------ media
 
     async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
@@ -714,7 +636,13 @@ class WebRTCTransport:
     async def _serve_link(self, link: Link) -> None:
         async with trio.open_nursery() as nursery:
             for lane in DATA_LANES:
-                nursery.start_soon(self._guarded, link, f"{lane.name} flusher", self._flush, lane)
+                nursery.start_soon(
+                    self._guarded,
+                    link,
+                    f"{lane.name} flusher",
+                    partial(flush, max_frame_size=self._max_frame_size, counters=self._counters),
+                    lane,
+                )
             nursery.start_soon(self._guarded, link, "track reader", self._accept_tracks, nursery)
             await link.broken.wait()
             nursery.cancel_scope.cancel(reason="link closed")
