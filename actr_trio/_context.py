@@ -70,12 +70,12 @@ class Actions:
         """Register ``track_id -> async callback(frame, ctx)`` for inbound media frames."""
         return self._core.tracks
 
-    def _deadline(self, timeout: float | None) -> float:
+    def _timeout(self, timeout: float | None) -> float:
         if timeout is None:
-            timeout = self._core.config.default_timeout
-        elif not timeout > 0:
+            return self._core.config.default_timeout
+        if not timeout > 0:
             raise ConfigError(f"timeout={timeout!r} must be > 0")
-        return min(trio.current_time() + timeout, self.deadline)
+        return timeout
 
     def _trace(self) -> str:
         return self.trace_id or new_trace_id()
@@ -156,11 +156,12 @@ class Actions:
             target,
             route_key,
             _payload(request),
-            kind=REQUEST,
-            lane=as_lane(lane),
-            priority=as_priority(priority),
-            deadline=self._deadline(timeout),
-            trace_id=self._trace(),
+            REQUEST,
+            as_lane(lane),
+            as_priority(priority),
+            self._timeout(timeout),
+            self.deadline,
+            self.trace_id or new_trace_id(),
         )
         if response is bytes:
             return data
@@ -191,11 +192,12 @@ class Actions:
             target,
             route_key,
             _payload(message),
-            kind=TELL,
-            lane=as_lane(lane),
-            priority=as_priority(priority),
-            deadline=self._deadline(timeout),
-            trace_id=self._trace(),
+            TELL,
+            as_lane(lane),
+            as_priority(priority),
+            self._timeout(timeout),
+            self.deadline,
+            self.trace_id or new_trace_id(),
         )
 
     async def tell_many(
@@ -238,7 +240,8 @@ class Actions:
             [_payload(message) for message in messages],
             lane=as_lane(lane),
             priority=as_priority(priority),
-            deadline=self._deadline(timeout),
+            timeout=self._timeout(timeout),
+            within=self.deadline,
             trace_id=self._trace(),
         )
 
@@ -304,7 +307,6 @@ class Context(Actions):
     def __init__(
         self,
         core: _NodeCore,
-        *,
         caller_id: ActrId | None = None,
         request_id: str = "",
         trace_id: str = "",

@@ -29,7 +29,7 @@ def check_name(kind: str, value: str) -> None:
 
 
 @final
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)  # hashed per envelope (lookups by peer): once
 class ActrType:
     """The kind of workload a node hosts, e.g. ``ActrType("acme", "echo")``."""
 
@@ -52,7 +52,7 @@ class ActrType:
 
 
 @final
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)  # hashed per envelope (lookups by peer): once
 class ActrId:
     """A node's identity: realm, serial number assigned by signaling, and workload type.
 

@@ -21,7 +21,7 @@ from the peer the request went to.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -119,8 +119,8 @@ class InGate:
         outgate: OutGate,
         streams: StreamRegistry,
         tracks: TrackRegistry,
-        has_route: Callable[[str], bool],
-        enqueue: Callable[[Work], None],
+        routes: Container[str],
+        enqueue: Callable[[Priority, Work], None],
         max_payload: int,
         acl: AclGuard | None = None,
     ) -> None:
@@ -130,15 +130,18 @@ class InGate:
         self._outgate = outgate
         self._streams = streams
         self._tracks = tracks
-        self._has_route = has_route
+        self._routes = routes
         self._enqueue = enqueue
         self._max_payload = max_payload
         self._acl = acl
         self._links: dict[tuple[ActrId, Lane], ReceiveLink] = {}
-        self._key = str(local)
+        # LocalPeer: plain attributes, read per envelope by in-process senders.
+        self.actr_id = local
+        self.key = str(local)
         # An in-memory mailbox records at once: in-process senders accept on their own stack
         # without a checkpoint, and without encoding (the Work keeps the envelope object).
-        self._immediate = isinstance(mailbox, MemoryMailbox)
+        self.immediate = isinstance(mailbox, MemoryMailbox)
+        self._memory = mailbox if isinstance(mailbox, MemoryMailbox) else None
         self._direct_senders: set[ActrId] = set()  # peers that handed over in process
         self.accepting = True
         self.running = True
@@ -189,7 +192,7 @@ class InGate:
         if not self.accepting:
             return RemoteShuttingDown(f"{self._local} is shutting down", code="shutting_down")
         # Before the route check: a caller the ACL refuses learns nothing about the routes.
-        if not self._admits(
+        if self._acl is not None and not self._admits(
             peer, env.route_key, env.priority, f"{env.route_key} ({env.priority.name})"
         ):
             return PermissionDenied(
@@ -197,7 +200,7 @@ class InGate:
                 f"{env.priority.name} from {peer}",
                 code="acl",
             )
-        if not self._has_route(env.route_key):
+        if env.route_key not in self._routes:
             return RouteNotFound(f"{self._local} has no route {env.route_key!r}")
         return None
 
@@ -400,7 +403,7 @@ class InGate:
         not refused: its sender learns it is there)."""
         if type(outcome) is Accepted:
             self._accepted += 1
-            self._enqueue(Work(outcome.envelope, env, peer, True, reply))
+            self._enqueue(env.priority, Work(outcome.envelope, env, peer, True, reply))
             return None
         if isinstance(outcome, Duplicate):
             self._duplicates += 1
@@ -426,17 +429,29 @@ class InGate:
 
     # -- LocalPeer: the nodes of this trio.run hand envelopes over here, on their own stack --
 
-    @property
-    def actr_id(self) -> ActrId:
-        return self._local
-
-    @property
-    def key(self) -> str:
-        return self._key
-
-    @property
-    def immediate(self) -> bool:
-        return self._immediate
+    def accept_one_now(self, sender: LocalPeer, env: Envelope) -> WireError | None:
+        """:meth:`accept_now` of one envelope: the path of every in-process call and tell."""
+        peer = sender.actr_id
+        self._batches += 1
+        if peer not in self._direct_senders:
+            self._direct_senders.add(peer)
+        if not (
+            self.accepting
+            and self._acl is None
+            and env.route_key in self._routes
+            and len(env.payload) <= self._max_payload
+        ):
+            refusal = self._hand_refusal(env, peer)
+            if refusal is not None:
+                return refusal
+        memory = self._memory
+        assert memory is not None
+        outcome = memory.accept_one_now(sender.key, env.request_id, env.priority, b"")
+        if type(outcome) is Accepted:
+            self._accepted += 1
+            self._enqueue(env.priority, Work(outcome.envelope, env, peer, True, sender))
+            return None
+        return self._settle_handed(sender, env, outcome)
 
     def accept_now(self, sender: LocalPeer, envelopes: Sequence[Envelope]) -> Verdicts:
         """In-memory mailbox: accept at once (see :meth:`LocalPeer.accept_now`)."""
@@ -470,25 +485,11 @@ class InGate:
         verdicts: Verdicts = [None] * len(envelopes)
         admitted: list[int] = []
         accepts: list[Accept] = []
-        immediate, key = self._immediate, sender.key
+        immediate, key = self.immediate, sender.key
         for i, env in enumerate(envelopes):
-            refusal = self._local_refusal(env, peer)
-            if len(env.payload) > self._max_payload:  # as decoding would, before anything else
-                refusal = EnvelopeTooLarge(
-                    f"payload of {len(env.payload)} bytes exceeds max_payload={self._max_payload}"
-                )
+            refusal = self._hand_refusal(env, peer)
             if refusal is not None:
-                self._refused += 1
-                if not isinstance(refusal, PermissionDenied):  # logged where it was decided
-                    self._rate.log(
-                        log,
-                        logging.INFO,
-                        (peer, "refused"),
-                        "refused an envelope from %s: %s",
-                        peer,
-                        refusal,
-                    )
-                verdicts[i] = WireError.of(refusal)
+                verdicts[i] = refusal
                 continue
             # A durable mailbox stores the encoding (replayed after a crash); an in-memory one
             # nothing: the Work carries the envelope itself.
@@ -496,6 +497,39 @@ class InGate:
             accepts.append(Accept(key, env.request_id, env.priority, data))
             admitted.append(i)
         return verdicts, admitted, accepts
+
+    def _hand_refusal(self, env: Envelope, peer: ActrId) -> WireError | None:
+        """The refusal of an envelope handed over in process, counted and logged, if any."""
+        refusal: CallError | None
+        if len(env.payload) > self._max_payload:  # as decoding would, before anything else
+            refusal = EnvelopeTooLarge(
+                f"payload of {len(env.payload)} bytes exceeds max_payload={self._max_payload}"
+            )
+        else:
+            refusal = self._local_refusal(env, peer)
+        if refusal is None:
+            return None
+        self._refused += 1
+        if not isinstance(refusal, PermissionDenied):  # logged where it was decided
+            self._rate.log(
+                log,
+                logging.INFO,
+                (peer, "refused"),
+                "refused an envelope from %s: %s",
+                peer,
+                refusal,
+            )
+        return WireError.of(refusal)
+
+    def _settle_handed(
+        self, sender: LocalPeer, env: Envelope, outcome: Outcome
+    ) -> WireError | None:
+        verdict = self._settle(outcome, env, sender.actr_id, sender)
+        if isinstance(outcome, Duplicate) and outcome.response is not None and env.kind == REQUEST:
+            # Its answer is on record: the sender's waiter gets it now.
+            answer = decode_envelope(outcome.response, max_payload=self._max_payload)
+            sender.respond(self._local, env.request_id, answer.payload, answer.error)
+        return verdict
 
     def _settle_local(
         self,
@@ -505,18 +539,8 @@ class InGate:
         outcomes: list[Outcome],
         verdicts: Verdicts,
     ) -> None:
-        peer = sender.actr_id
         for i, outcome in zip(admitted, outcomes, strict=True):
-            env = envelopes[i]
-            verdicts[i] = self._settle(outcome, env, peer, sender)
-            if (
-                isinstance(outcome, Duplicate)
-                and outcome.response is not None
-                and env.kind == REQUEST
-            ):
-                # Its answer is on record: the sender's waiter gets it now.
-                answer = decode_envelope(outcome.response, max_payload=self._max_payload)
-                sender.respond(self._local, env.request_id, answer.payload, answer.error)
+            verdicts[i] = self._settle_handed(sender, envelopes[i], outcome)
 
     def respond(
         self, responder: ActrId, request_id: str, payload: bytes, error: WireError | None

@@ -20,7 +20,7 @@ receiver sees is the node object that called it, never a field it wrote.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol, final
 
 import trio
@@ -30,7 +30,7 @@ from ._envelope import REQUEST, Chunk, Envelope, Goodbye, WireError
 from ._ids import ActrId
 from ._lanes import Lane
 from ._peerlane import EXPIRED, Waiter
-from .errors import ActrError, DeadlineExceeded, Overloaded
+from .errors import DeadlineExceeded, Overloaded
 
 __all__ = ["Directory", "LocalPeer", "LocalRoute", "Verdicts"]
 
@@ -65,6 +65,10 @@ class LocalPeer(Protocol):
     @property
     def running(self) -> bool:
         """False once the node stopped (answers to its calls then go by the directory)."""
+        ...
+
+    def accept_one_now(self, sender: LocalPeer, env: Envelope) -> WireError | None:
+        """:meth:`accept_now` of one envelope (its verdict)."""
         ...
 
     def accept_now(self, sender: LocalPeer, envelopes: Sequence[Envelope]) -> Verdicts:
@@ -144,6 +148,7 @@ class LocalRoute:
         calls: the node's calls waiting for an answer, by request id (shared with the wire
             path, so a goodbye settles both alike).
         deadlines: fails the wait of a call at its deadline (no cancel scope per call).
+        wire: sends an envelope over the wire instead (the receiver left before taking it).
     """
 
     def __init__(
@@ -152,40 +157,64 @@ class LocalRoute:
         me: LocalPeer,
         calls: dict[str, Waiter],
         deadlines: DeadlineTimer,
+        wire: Callable[[Envelope, float], Awaitable[bytes]],
     ) -> None:
         self.directory = directory
         self.me = me
         self._calls = calls
         self._deadlines = deadlines
+        self._wire = wire
         self.delivered = 0  # envelopes the receivers accepted (or recognised as duplicates)
         self.overloaded = 0  # back-offs because a receiver's mailbox was full
 
     def __repr__(self) -> str:
         return f"<LocalRoute of {self.me.actr_id}>"
 
-    async def deliver(self, peer: LocalPeer, env: Envelope, deadline: float) -> bytes | None:
+    async def deliver(self, peer: LocalPeer, env: Envelope, deadline: float) -> bytes:
         """Hand ``env`` to ``peer``; a REQUEST then waits for its answer.
 
-        Returns the answer's payload (``b""`` for a tell), or ``None`` when ``peer`` left
-        before accepting it (send it over the wire instead).
+        Returns the answer's payload (``b""`` for a tell); over the wire if ``peer`` left
+        before accepting it. The caller checked that ``deadline`` (trio clock) had not passed
+        yet.
 
         Raises:
-            DeadlineExceeded: ``deadline`` (trio clock) passed first.
+            DeadlineExceeded: ``deadline`` passed first.
             Overloaded: the receiver's mailbox stayed full until the deadline.
             CallError: the receiver refused it or the handler failed (typed by the wire kind).
         """
         if env.kind != REQUEST:
-            left = await self._hand_over(peer, [env], deadline, tell=True)
-            return None if left else b""
+            if peer.immediate:
+                # A tell yields once, here (a cancelled sender has accepted nothing).
+                await trio.lowlevel.checkpoint()
+                verdict = peer.accept_one_now(self.me, env)
+                if verdict is None:
+                    self.delivered += 1
+                    return b""
+                left = await self._retry(peer, [env], [verdict], deadline, tell=True)
+            else:
+                left = await self._hand_over(peer, [env], deadline, tell=True)
+            return await self._wire(env, deadline) if left else b""
         waiter = Waiter(peer.actr_id)
         self._calls[env.request_id] = waiter
         try:
-            if await self._hand_over(peer, [env], deadline, tell=False):
-                return None
+            if peer.immediate:
+                # A call yields while it waits for its answer: no other task switch.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                verdict = peer.accept_one_now(self.me, env)
+                if verdict is None:
+                    self.delivered += 1
+                    left = []
+                else:
+                    left = await self._retry(peer, [env], [verdict], deadline, tell=False)
+            else:
+                left = await self._hand_over(peer, [env], deadline, tell=False)
+            if left:
+                del self._calls[env.request_id]
+                return await self._wire(env, deadline)
             waiter.accepted = True
-            if not waiter.event.is_set():
+            if not waiter.done:
                 self._deadlines.add(deadline, waiter)
-                await waiter.event.wait()
+                await waiter.wait()
         finally:
             self._calls.pop(env.request_id, None)
         error = waiter.error
@@ -208,37 +237,55 @@ class LocalRoute:
     async def _hand_over(
         self, peer: LocalPeer, envs: list[Envelope], deadline: float, *, tell: bool
     ) -> list[Envelope]:
+        if peer.immediate:
+            if tell:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            verdicts = peer.accept_now(self.me, envs)
+        else:
+            verdicts = await peer.accept(self.me, envs)
+        return await self._retry(peer, envs, verdicts, deadline, tell=tell)
+
+    async def _retry(
+        self,
+        peer: LocalPeer,
+        envs: list[Envelope],
+        verdicts: Verdicts,
+        deadline: float,
+        *,
+        tell: bool,
+    ) -> list[Envelope]:
+        """Given the verdicts of a first hand-over, hand over again what the receiver refused
+        as overloaded (the tail of the batch), after a backoff, same request ids, until the
+        deadline; raises the first other refusal. Returns what ``peer`` did not take because
+        it left meanwhile."""
         backoff = OVERLOADED_BACKOFF_MIN
         pending = envs
         while True:
-            if trio.current_time() >= deadline:
-                await trio.lowlevel.checkpoint()
-                raise _too_late(pending[0], peer, overloaded=backoff > OVERLOADED_BACKOFF_MIN)
-            if peer.immediate:
-                # A tell yields once, here; a call yields while it waits for its answer. Either
-                # way a cancelled sender has accepted nothing.
-                if tell:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                verdicts = peer.accept_now(self.me, pending)
-            else:
-                verdicts = await peer.accept(self.me, pending)
             retry = _settle(pending, verdicts)
             self.delivered += len(pending) - len(retry)
             if not retry:
                 return []
-            # The receiver's mailbox is full (the refused ones are the tail of the batch): back
-            # off and hand them over again, same request ids, until the deadline.
             self.overloaded += 1
             pending = retry
             now = trio.current_time()
+            if now >= deadline:
+                raise Overloaded(
+                    f"{pending[0].route_key} to {peer.actr_id}: receiver overloaded until the deadline"
+                )
             await trio.sleep_until(min(deadline, now + backoff * (0.5 + random.random())))
             backoff = min(backoff * 2, OVERLOADED_BACKOFF_MAX)
             found = self.directory.get(peer.actr_id)
             if found is None:
                 return pending
             peer = found
+            if peer.immediate:
+                if not tell:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                verdicts = peer.accept_now(self.me, pending)
+            else:
+                verdicts = await peer.accept(self.me, pending)
 
 
 def _settle(envs: list[Envelope], verdicts: Verdicts) -> list[Envelope]:
@@ -251,11 +298,3 @@ def _settle(envs: list[Envelope], verdicts: Verdicts) -> list[Envelope]:
             raise verdict.to_exception()
         retry.append(env)
     return retry
-
-
-def _too_late(env: Envelope, peer: LocalPeer, *, overloaded: bool) -> ActrError:
-    if overloaded:
-        return Overloaded(
-            f"{env.route_key} to {peer.actr_id}: receiver overloaded until the deadline"
-        )
-    return DeadlineExceeded(f"{env.route_key} to {peer.actr_id}: no answer before the deadline")

@@ -354,35 +354,47 @@ class MemoryCore:
         self.counters = Counters()
 
     def accept(self, items: Sequence[Accept], now: float) -> list[Outcome]:
-        out: list[Outcome] = []
-        seen, queue, counts, c = self._seen, self._queue, self._counts, self.counters
         cutoff = now - self._window
-        for item in items:
-            key = (item.caller, item.request_id)
-            entry = seen.get(key)
-            if entry is not None:
-                dup = duplicate_of(*entry, cutoff)
-                if dup is not None:
-                    c.duplicates += 1
-                    out.append(dup)
-                    continue
-            prio = item.priority
-            if counts.get(prio, 0) >= self._capacity:
-                c.refused += 1
-                out.append(REFUSED)
-                continue
-            c.last_id += 1
-            env = StoredEnvelope(
-                c.last_id, item.caller, item.request_id, prio, item.data, ACCEPTED_ATTEMPTS
-            )
-            queue[c.last_id] = env
-            seen[key] = _PENDING_ENTRY
-            counts[prio] = counts.get(prio, 0) + 1
-            c.accepted += 1
-            out.append(Accepted(env))
-        c.transactions += 1
+        out = [
+            self._enter(item.caller, item.request_id, item.priority, item.data, cutoff)
+            for item in items
+        ]
+        self.counters.transactions += 1
         self.maybe_prune(now)
         return out
+
+    def accept_one(
+        self, caller: str, request_id: str, priority: Priority, data: bytes, now: float
+    ) -> Outcome:
+        """:meth:`accept` of one item, without building an :class:`Accept` (the in-process
+        route's path: one envelope per tell)."""
+        outcome = self._enter(caller, request_id, priority, data, now - self._window)
+        self.counters.transactions += 1
+        self.maybe_prune(now)
+        return outcome
+
+    def _enter(
+        self, caller: str, request_id: str, priority: Priority, data: bytes, cutoff: float
+    ) -> Outcome:
+        c = self.counters
+        key = (caller, request_id)
+        entry = self._seen.get(key)
+        if entry is not None:
+            dup = duplicate_of(*entry, cutoff)
+            if dup is not None:
+                c.duplicates += 1
+                return dup
+        counts = self._counts
+        if counts.get(priority, 0) >= self._capacity:
+            c.refused += 1
+            return REFUSED
+        c.last_id += 1
+        env = StoredEnvelope(c.last_id, caller, request_id, priority, data, ACCEPTED_ATTEMPTS)
+        self._queue[c.last_id] = env
+        self._seen[key] = _PENDING_ENTRY
+        counts[priority] = counts.get(priority, 0) + 1
+        c.accepted += 1
+        return Accepted(env)
 
     def complete(self, envelope_id: int, response: bytes | None, now: float) -> bool:
         env = self._queue.pop(envelope_id, None)
@@ -593,6 +605,12 @@ class MemoryMailbox:
         """:meth:`accept` without its checkpoint: the in-process route accepts on the sending
         task's stack, which checkpointed before (so a cancelled sender accepts nothing)."""
         return self._core.accept(items, self._clock())
+
+    def accept_one_now(
+        self, caller: str, request_id: str, priority: Priority, data: bytes
+    ) -> Outcome:
+        """:meth:`accept_now` of one item, without building an :class:`Accept`."""
+        return self._core.accept_one(caller, request_id, priority, data, self._clock())
 
     def complete(self, envelope_id: int, response: bytes | None) -> None:
         """Remove a handled envelope at once; unknown ids are ignored."""

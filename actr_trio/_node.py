@@ -53,7 +53,7 @@ from ._local import Directory
 from ._logging import NODE
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
 from ._mailbox_sqlite import SqliteMailbox
-from ._outgate import OutGate, OutGateStatistics, trio_deadline
+from ._outgate import OutGate, OutGateStatistics
 from ._proto.actr import wire_pb2
 from ._router import RouteTable, Workload
 from ._scheduler import Scheduler, SchedulerStatistics
@@ -201,6 +201,7 @@ class _NodeCore:
         self.direct = direct
         self.workload = workload
         self.routes = RouteTable(workload)
+        self._routes = self.routes.by_key  # read per envelope: the dict itself
         self.acl = guard(config.acl, workload.acl, owner=type(workload).__name__)
         self.transport = transport
         self.signaling = signaling
@@ -322,8 +323,8 @@ class _NodeCore:
             outgate=self.outgate,
             streams=self.streams,
             tracks=self.tracks,
-            has_route=self.routes.__contains__,
-            enqueue=self._enqueue,
+            routes=self.routes.keys(),
+            enqueue=self.scheduler.enqueue,
             max_payload=self.config.max_payload,
             acl=self.acl,
         )
@@ -554,21 +555,18 @@ class _NodeCore:
         # A caller's deadline bounds a request's handler. A tell has no waiting caller once it was
         # acknowledged, so its delivery deadline never skips or cuts short its handler.
         bounded = env.kind == REQUEST and env.deadline_ms != 0
-        if bounded and env.deadline_ms <= time.time() * 1000:
-            return WireError.of(
-                DeadlineExceeded(f"{env.route_key}: deadline passed before it was started")
-            )
-        bound = self.routes.get(env.route_key)
+        deadline = math.inf
+        if bounded:
+            left = env.deadline_ms / 1000 - time.time()
+            if left <= 0:
+                return WireError.of(
+                    DeadlineExceeded(f"{env.route_key}: deadline passed before it was started")
+                )
+            deadline = trio.current_time() + left
+        bound = self._routes.get(env.route_key)
         if bound is None:
             return WireError.of(RouteNotFound(f"{self.actr_id} has no route {env.route_key!r}"))
-        deadline = trio_deadline(env.deadline_ms, math.inf) if bounded else math.inf
-        ctx = Context(
-            self,
-            caller_id=work.peer,
-            request_id=env.request_id,
-            trace_id=env.trace_id,
-            deadline=deadline,
-        )
+        ctx = Context(self, work.peer, env.request_id, env.trace_id, deadline)
         try:
             request = bound.decode(env.payload)
             if not bounded:

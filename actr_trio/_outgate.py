@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Final, Protocol, final
 
 import attrs
@@ -60,7 +60,7 @@ from .errors import (
 )
 from .transport._abc import Transport
 
-__all__ = ["ChunkAcks", "OutGate", "OutGateStatistics", "trio_deadline", "wire_deadline"]
+__all__ = ["ChunkAcks", "OutGate", "OutGateStatistics", "trio_deadline"]
 
 log = logging.getLogger(LINK)
 
@@ -167,7 +167,7 @@ class OutGate:
 
     def use_directory(self, directory: Directory, me: LocalPeer) -> None:
         """Send to the nodes of ``directory`` in process (``me``: this node's own entry)."""
-        self._route = LocalRoute(directory, me, self._calls, self._deadlines)
+        self._route = LocalRoute(directory, me, self._calls, self._deadlines, self._deliver_encoded)
 
     async def run(
         self, local: ActrId, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -204,9 +204,10 @@ class OutGate:
         peer = route.directory.peers.get(target)
         if peer is None:
             return None
-        pl = self._lanes.get((target, lane))
-        if pl is not None and (pl.link or pl.outbox):
-            return None
+        if self._lanes:
+            pl = self._lanes.get((target, lane))
+            if pl is not None and (pl.link or pl.outbox):
+                return None
         if target not in self._direct_peers:
             self._direct_peers.add(target)
             log.info("linked to %s in process", target)
@@ -308,31 +309,38 @@ class OutGate:
             raise EnvelopeTooLarge(
                 f"payload of {len(payload)} bytes exceeds max_payload={self._max_payload}"
             )
-        if not lane.sequenced:
+        if lane is not Lane.RELIABLE and lane is not Lane.SIGNAL:  # not lane.sequenced, faster
             raise ValueError(f"calls and tells use Lane.SIGNAL or Lane.RELIABLE, not {lane!r}")
 
-    async def request(
+    def request(
         self,
         target: ActrId,
         route_key: str,
         payload: bytes,
-        *,
         kind: int,
         lane: Lane,
         priority: Priority,
-        deadline: float,
+        timeout: float,
+        within: float,
         trace_id: str,
         request_id: str | None = None,
-    ) -> bytes:
-        """Send a REQUEST (returns the response payload) or a TELL (returns b"" once the
-        receiver's mailbox committed it).
+    ) -> Awaitable[bytes]:
+        """Send a REQUEST (its awaitable gives the response payload) or a TELL (``b""`` once
+        the receiver's mailbox committed it), within ``timeout`` seconds and by ``within`` (a
+        trio deadline: the handler's own, when sent from one). Await the result at once.
+
+        Not a coroutine itself: it picks the route and hands back that route's coroutine (one
+        coroutine fewer per envelope); bad arguments raise here.
 
         Raises:
-            DeadlineExceeded: no answer by ``deadline`` (trio clock).
+            DeadlineExceeded: no answer by the deadline.
             CallError: the receiver refused it or the handler failed (typed by the wire kind).
             PeerUnavailable: the target was never reachable.
         """
         self._check(payload, lane)
+        deadline, deadline_ms = _deadline(timeout, within)
+        if deadline_ms < 0:
+            return _passed(route_key, target)
         env = Envelope(
             kind,
             route_key,
@@ -343,27 +351,29 @@ class OutGate:
             target,
             priority,
             lane,
-            wire_deadline(deadline),
+            deadline_ms,
         )
-        outbox = self._outbox
-        if outbox is None:
-            peer = self._local_peer(target, lane)
-            if peer is not None:
-                assert self._route is not None
-                answer = await self._route.deliver(peer, env, deadline)
-                if answer is not None:
-                    return answer
-            return await self._deliver(env, encode_envelope(env), deadline)
+        if self._outbox is not None:
+            return self._request_durably(self._outbox, env, deadline)
+        peer = self._local_peer(target, lane)
+        if peer is not None:
+            assert self._route is not None
+            return self._route.deliver(peer, env, deadline)
+        return self._deliver(env, encode_envelope(env), deadline)
+
+    async def _request_durably(self, outbox: Outbox, env: Envelope, deadline: float) -> bytes:
+        """Record ``env`` in the outbox, send it, forget it once it has its outcome."""
         data = encode_envelope(env)
-        record = Outgoing(env.request_id, str(target), int(lane), kind, data, env.deadline_ms)
+        record = Outgoing(
+            env.request_id, str(env.target), int(env.lane), env.kind, data, env.deadline_ms
+        )
         await outbox.record_outgoing(record)
         try:
-            peer = self._local_peer(target, lane)
+            assert env.target is not None
+            peer = self._local_peer(env.target, env.lane)
             if peer is not None:
                 assert self._route is not None
-                answer = await self._route.deliver(peer, env, deadline)
-                if answer is not None:
-                    return answer
+                return await self._route.deliver(peer, env, deadline)
             return await self._deliver(env, data, deadline)
         finally:
             outbox.finish_outgoing(env.request_id)
@@ -376,7 +386,8 @@ class OutGate:
         *,
         lane: Lane,
         priority: Priority,
-        deadline: float,
+        timeout: float,
+        within: float,
         trace_id: str,
     ) -> None:
         """Send TELLs, one envelope per payload, as one batch: one accept and one commit at
@@ -392,7 +403,10 @@ class OutGate:
         if not payloads:
             await trio.lowlevel.checkpoint()
             return
-        local, deadline_ms = self.local_id, wire_deadline(deadline)
+        deadline, deadline_ms = _deadline(timeout, within)
+        if deadline_ms < 0:
+            await _passed(route_key, target)
+        local = self.local_id
         envs = [
             Envelope(
                 TELL,
@@ -438,6 +452,11 @@ class OutGate:
                 )
                 nursery.start_soon(outbox.record_outgoing, record)
 
+    async def _deliver_encoded(self, env: Envelope, deadline: float) -> bytes:
+        """Over the wire (``env`` is not encoded yet): how the in-process route falls back
+        when the receiver left before accepting."""
+        return await self._deliver(env, encode_envelope(env), deadline)
+
     async def _deliver(self, env: Envelope, data: bytes, deadline: float) -> bytes:
         """Over the wire: send ``env`` (encoded as ``data``) and wait for its outcome."""
         target, lane, kind, request_id = env.target, env.lane, env.kind, env.request_id
@@ -472,7 +491,8 @@ class OutGate:
             while pending:
                 waiters = await self._stamp_many(pending, deadline)
                 for waiter in waiters:
-                    await waiter.event.wait()
+                    if not waiter.done:
+                        await waiter.wait()
                 retry = []
                 for item, waiter in zip(pending, waiters, strict=True):
                     error = waiter.error
@@ -557,10 +577,10 @@ class OutGate:
         if peer is not None:
             assert self._route is not None
             try:
-                if await self._route.deliver(peer, env, deadline) is not None:
-                    return "ok"
+                await self._route.deliver(peer, env, deadline)
             except CallError as exc:
                 return exc
+            return "ok"
         waiter = await self._send_and_wait(
             env.target, env.lane, env.kind, env.request_id, data, math.inf
         )
@@ -575,13 +595,13 @@ class OutGate:
         try:
             item = await self._stamp(target, lane, kind, request_id, data, deadline, waiter)
             if kind != REQUEST:
-                await waiter.event.wait()
+                await waiter.wait()
                 return waiter
             interval = RESPONSE_RETRY_MIN
             while True:
                 with trio.move_on_after(interval):
-                    await waiter.event.wait()
-                if waiter.event.is_set():
+                    await waiter.wait()
+                if waiter.done:
                     return waiter
                 if item.acked or item.dropped:
                     # Accepted but unanswered: the response may have died with a restarted
@@ -731,19 +751,25 @@ def _too_late(env: Envelope, *, overloaded: bool) -> Overloaded | DeadlineExceed
     return DeadlineExceeded(f"{env.route_key} to {env.target}: no answer before the deadline")
 
 
-def wire_deadline(deadline: float) -> int:
-    """A Trio-clock deadline as the envelope carries it: unix milliseconds, 0 for none.
-
-    Peers share no Trio clock, so the deadline travels as wall-clock time.
-    """
-    remaining = deadline - trio.current_time()
-    if math.isinf(remaining):
-        return 0
-    return int(time.time() * 1000) + max(0, int(remaining * 1000))
-
-
 def trio_deadline(deadline_ms: int, default: float) -> float:
     """The envelope's deadline on this process's Trio clock; ``default`` seconds from now if none."""
     if not deadline_ms:
         return trio.current_time() + default
     return trio.current_time() + (deadline_ms / 1000 - time.time())
+
+
+def _deadline(timeout: float, within: float) -> tuple[float, int]:
+    """A send's deadline on the trio clock, and as it travels: unix milliseconds (peers share
+    no trio clock), or -1 when ``within`` has passed already."""
+    now = trio.current_time()
+    deadline = now + timeout
+    if within < deadline:
+        deadline = within
+        if deadline <= now:
+            return deadline, -1
+    return deadline, int(time.time() * 1000) + int((deadline - now) * 1000)
+
+
+async def _passed(route_key: str, target: ActrId) -> bytes:
+    await trio.lowlevel.checkpoint()
+    raise DeadlineExceeded(f"{route_key} to {target}: the deadline passed before it was sent")

@@ -52,33 +52,57 @@ EXPIRED: Final = DeadlineExceeded("deadline passed")
 
 
 class Waiter:
-    """Where a waiting call/tell learns its outcome (a :class:`~actr_trio._deadlines.Expiring`:
-    a DeadlineTimer fails it with :data:`EXPIRED` at its deadline)."""
+    """Where the task waiting for a call or tell learns its outcome (one task per waiter).
 
-    __slots__ = ("accepted", "error", "event", "payload", "peer")
+    A :class:`~actr_trio._deadlines.Expiring`: a DeadlineTimer fails it with :data:`EXPIRED`
+    at its deadline. It parks its task directly (no ``trio.Event`` and parking lot per call:
+    creating and waking those was a visible part of an in-process call).
+    """
+
+    __slots__ = ("_task", "accepted", "done", "error", "payload", "peer")
 
     def __init__(self, peer: ActrId) -> None:
-        self.event = trio.Event()
+        self.done = False
         self.payload: bytes = b""
         self.error: WireError | BaseException | None = None
         self.peer = peer
         # The peer acknowledged the request: from then on only its answer or the deadline
         # settle the call (a lost link does not: the peer answers or replays it).
         self.accepted = False
+        self._task: trio.lowlevel.Task | None = None
 
     def succeed(self, payload: bytes = b"") -> None:
-        if not self.event.is_set():
+        if not self.done:
             self.payload = payload
-            self.event.set()
+            self._settle()
 
     def fail(self, error: WireError | BaseException) -> None:
-        if not self.event.is_set():
+        if not self.done:
             self.error = error
-            self.event.set()
+            self._settle()
+
+    def _settle(self) -> None:
+        self.done = True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Return once settled (a checkpoint either way; cancellable)."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     @property
     def settled(self) -> bool:
-        return self.event.is_set()
+        return self.done
 
     def expire(self) -> None:
         self.fail(EXPIRED)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, KeysView, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
 
 import attrs
@@ -154,6 +154,8 @@ class BoundRoute:
     def encode(self, result: object) -> bytes:
         """Bytes of the handler's result; RemoteError when it is of the wrong type."""
         expected = self.spec.response
+        if type(result) is bytes and expected is bytes:
+            return result
         if expected is bytes and isinstance(result, bytes | bytearray | memoryview):
             return bytes(result)
         if expected is not bytes and isinstance(result, expected):
@@ -179,6 +181,15 @@ class RouteTable:
 
     def __contains__(self, key: str) -> bool:
         return key in self._routes
+
+    def keys(self) -> KeysView[str]:
+        """The route keys (a view: ``in`` on it is a plain dict lookup)."""
+        return self._routes.keys()
+
+    @property
+    def by_key(self) -> Mapping[str, BoundRoute]:
+        """The routes by key, read only (for lookups per envelope without a method call)."""
+        return self._routes
 
     def get(self, key: str) -> BoundRoute | None:
         return self._routes.get(key)
