@@ -1,44 +1,32 @@
-"""The durable mailbox: :class:`SqliteMailbox` (Trio shell) over :class:`SqliteCore` (SQL).
+"""The durable mailbox: :class:`SqliteMailbox`, the Trio shell over :class:`SqliteCore`.
 
-:class:`SqliteCore` is synchronous and sans-Trio: every method runs in the writer's one worker
-thread, inside a transaction opened by :meth:`SqliteCore.begin` (or
-:meth:`SqliteCore.apply_batch`). :class:`SqliteMailbox` is the thin Trio shell: one writer task,
-group commit, waiters. This is the only module that touches ``sqlite3``: its errors become
-:class:`~actr_trio._mailbox.MailboxError` here. Invariants: ``accept`` returns only after COMMIT;
-a batch taken from the writer's channel is always committed or failed as a whole, never
-dropped; the core's counters equal the committed (or current-transaction) database state,
-because a rollback restores them; ids come from ``meta.last_id`` and are never reused.
+Group commit with one wakeup per batch: every caller adds its operation to the *open batch* and
+waits on that batch's one event; the writer task (:meth:`SqliteMailbox.run`) takes the whole
+batch (up to a bound) together with every queued completion, applies it as one transaction in
+one worker thread, and sets the event: one thread hop and one ``run_sync_soon`` per batch,
+none per envelope. The SQL is in :mod:`actr_trio._mailbox_sqlcore`, the file and its schema in
+:mod:`actr_trio._mailbox_schema` (only these three modules touch ``sqlite3``).
 
-Tables: ``queue`` (pending envelopes), ``seen`` (the dedupe table: one row per key that is
-pending, dead-lettered, or finished within the window), ``dead_letters`` and ``meta``.
+Invariants: ``accept`` returns only after COMMIT; a batch taken by the writer is always
+committed or failed as a whole, never dropped; an operation cancelled before it joined a batch
+has no effect.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Final, TypeVar, cast, final
 
-import attrs
 import trio
 
-from ._datadir import make_private_dir, private_file
-from ._lanes import Priority
 from ._logging import MAILBOX
 from ._mailbox import (
-    ACCEPTED_ATTEMPTS,
-    DEAD,
-    DONE,
-    PENDING,
-    PRUNE_INTERVAL,
-    REFUSED,
     Accept,
-    Accepted,
     Counters,
     DeadLetter,
     MailboxError,
@@ -46,474 +34,73 @@ from ._mailbox import (
     Outcome,
     Outgoing,
     StoredEnvelope,
-    UnknownEnvelope,
-    duplicate_of,
 )
+from ._mailbox_sqlcore import AcceptCall, Call, Failed, SqliteCore
 
 if TYPE_CHECKING:
     from ._config import Synchronous
+
+__all__ = ["SqliteCore", "SqliteMailbox"]
 
 logger = logging.getLogger(MAILBOX)
 
 T = TypeVar("T")
 
-# Operations (accept batches, begin_attempt, ...) waiting for the SQLite writer. When this many
-# are queued, callers of the async methods wait: that is the mailbox's backpressure. 256 matches
-# the batch size at which SQLite's per-commit cost stops dominating (measured: ~142k/s).
-_OP_BUFFER: Final = 256
-# At most this many operations per transaction (draining also takes blocked senders' items),
-# so one commit, and the latency of the callers waiting on it, stays bounded.
-_MAX_BATCH_OPS: Final = 1024
+# At most this many envelopes (or other operations) per transaction, so that one commit, and
+# the latency of the callers waiting on it, stays bounded. A caller that finds the open batch
+# full, or others already waiting, waits its turn (first come, first served: the mailbox's
+# backpressure). One accept's items are never split: a larger one commits alone.
+_MAX_BATCH: Final = 1024
 # Seconds run() may spend, once cancelled, committing what was queued before it closes the DB.
 _CLOSE_GRACE: Final = 5.0
 
 
-SCHEMA_VERSION: Final = 1
-
-# Seconds to wait for another connection's lock when opening: a crashed process has released
-# its lock already, so only a live second user of the same file waits this long, then fails.
-_LOCK_TIMEOUT: Final = 1.0
-
-_SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY,
-    caller TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    attempts INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS seen (
-    caller TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    state INTEGER NOT NULL,          -- {PENDING} pending, {DONE} done, {DEAD} dead-lettered
-    response BLOB,
-    finished_at REAL,
-    PRIMARY KEY (caller, request_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_expiry ON seen (finished_at) WHERE state = {DONE};
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY,         -- dead-letter order
-    id INTEGER NOT NULL UNIQUE,
-    caller TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    attempts INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY,         -- send order
-    request_id TEXT NOT NULL UNIQUE,
-    target TEXT NOT NULL,
-    lane INTEGER NOT NULL,
-    kind INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    deadline_ms INTEGER NOT NULL     -- unix ms, 0 = none
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-_SEEN_INSERT: Final = (
-    f"INSERT INTO seen (caller, request_id, state) VALUES (?, ?, {PENDING}) ON CONFLICT DO NOTHING"
-)
-_SEEN_GET: Final = (
-    "SELECT state, response, finished_at FROM seen WHERE caller = ? AND request_id = ?"
-)
-_SEEN_SET: Final = (
-    "UPDATE seen SET state = ?, response = ?, finished_at = ? WHERE caller = ? AND request_id = ?"
-)
-_QUEUE_INSERT: Final = (
-    "INSERT INTO queue (id, caller, request_id, priority, data, attempts) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_QUEUE_TAKE: Final = (
-    "DELETE FROM queue WHERE id = ? RETURNING id, caller, request_id, priority, data, attempts"
-)
-_DEAD_COLUMNS: Final = "id, caller, request_id, priority, data, attempts, reason, at"
-
-
 @final
-class SqliteCore:
-    """The mailbox semantics (:class:`~actr_trio._mailbox.MailboxCore`) on one SQLite connection.
+class _Batch:
+    """The operations of one transaction, the one event their callers wait on, the results."""
 
-    Not thread-safe: one thread at a time (the writer's limiter guarantees it). Mutating methods
-    must run between :meth:`begin` and :meth:`commit`.
-    """
+    __slots__ = ("calls", "done", "failure", "results", "size")
 
-    def __init__(
-        self,
-        connection: sqlite3.Connection,
-        *,
-        capacity: int,
-        dedupe_window: float,
-        dead_letter_capacity: int | None,
-    ) -> None:
-        self._conn = connection
-        self._cur = connection.cursor()
-        self._capacity = capacity
-        self._window = dedupe_window
-        self._dead_capacity = capacity if dead_letter_capacity is None else dead_letter_capacity
-        self._counts: dict[int, int] = dict.fromkeys(map(int, Priority), 0)
-        self._last_prune = -math.inf
-        self._saved: tuple[Counters, dict[int, int], float] | None = None
-        self.counters = Counters()
-        cur = self._cur
-        for priority, n in cur.execute("SELECT priority, count(*) FROM queue GROUP BY priority"):
-            self._counts[priority] = n
-        c = self.counters
-        (c.dead_letters,) = cur.execute("SELECT count(*) FROM dead_letters").fetchone()
-        (c.dedupe_entries,) = cur.execute("SELECT count(*) FROM seen").fetchone()
-        (c.last_id,) = cur.execute(
-            "SELECT max(coalesce((SELECT value FROM meta WHERE key = 'last_id'), 0),"
-            " coalesce((SELECT max(id) FROM queue), 0),"
-            " coalesce((SELECT max(id) FROM dead_letters), 0))"
-        ).fetchone()
-        self._stored_last_id = c.last_id
-
-    @classmethod
-    def open(
-        cls,
-        path: Path,
-        *,
-        synchronous: Synchronous = "NORMAL",
-        capacity: int,
-        dedupe_window: float,
-        dead_letter_capacity: int | None = None,
-    ) -> SqliteCore:
-        """Open (creating if needed) the database at ``path`` in WAL mode, exclusively.
-
-        The connection keeps an exclusive lock until it is closed, so a second node on the same
-        ``data_dir`` fails here instead of sharing (and corrupting the semantics of) the mailbox.
-        A process that dies releases the lock with it.
-
-        Raises:
-            MailboxError: the file cannot be opened, is in use by another connection or process,
-                is not a mailbox of a known schema version, or ``synchronous`` is invalid.
-        """
-        if synchronous not in ("NORMAL", "FULL"):
-            raise MailboxError(f"synchronous={synchronous!r} must be 'NORMAL' or 'FULL'")
-        with _translate(f"cannot open mailbox {str(path)!r}"):
-            make_private_dir(path.parent)
-            # SQLite creates files with the umask (often 0644); the WAL file copies the mode
-            # of the database, so a database created 0600 first keeps both private.
-            private_file(path)
-            wal = path.with_name(path.name + "-wal")
-            if wal.exists():  # left by a crash, maybe of a version that did not tighten it
-                private_file(wal)
-            conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=_LOCK_TIMEOUT
-            )
-            try:
-                # Before the first WAL access: no shared-memory index, and the write lock taken
-                # by the schema transaction below is held until close.
-                conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                if mode != "wal":
-                    raise MailboxError(f"{str(path)!r}: cannot use WAL (journal_mode={mode})")
-                conn.execute(f"PRAGMA synchronous = {synchronous}")
-                (version,) = conn.execute("PRAGMA user_version").fetchone()
-                if version not in (0, SCHEMA_VERSION):
-                    raise MailboxError(f"{str(path)!r}: unknown mailbox schema version {version}")
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("COMMIT")
-                return cls(
-                    conn,
-                    capacity=capacity,
-                    dedupe_window=dedupe_window,
-                    dead_letter_capacity=dead_letter_capacity,
-                )
-            except BaseException:
-                conn.close()
-                raise
-
-    def close(self) -> None:
-        """Close the connection; an open transaction is discarded (as a crash would)."""
-        with _translate("cannot close mailbox"):
-            self._conn.close()
-
-    # -- transactions ---------------------------------------------------------------------------
-
-    def begin(self) -> None:
-        """Start a write transaction and remember the counters to restore on rollback."""
-        self._saved = (attrs.evolve(self.counters), dict(self._counts), self._last_prune)
-        with _translate("cannot begin a mailbox transaction"):
-            self._cur.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
-        """Commit (persisting ``last_id`` when it moved); on failure roll back and raise."""
-        try:
-            with _translate("mailbox commit failed"):
-                if self.counters.last_id != self._stored_last_id:
-                    self._cur.execute(
-                        "INSERT INTO meta (key, value) VALUES ('last_id', ?)"
-                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (self.counters.last_id,),
-                    )
-                self._cur.execute("COMMIT")
-        except BaseException:
-            self.rollback()
-            raise
-        self._stored_last_id = self.counters.last_id
-        self.counters.transactions += 1
-        self._saved = None
-
-    def rollback(self) -> None:
-        """Discard the transaction and restore the counters it changed."""
-        if self._conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._cur.execute("ROLLBACK")
-        if self._saved is not None:
-            self.counters, self._counts, self._last_prune = self._saved
-            self._saved = None
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """``begin()``, the body, ``commit()``; roll back if anything raises."""
-        self.begin()
-        try:
-            with _translate("mailbox transaction failed"):
-                yield
-        except BaseException:
-            self.rollback()
-            raise
-        self.commit()
-
-    def apply_batch(
-        self,
-        now: float,
-        completions: Sequence[tuple[int, bytes | None]],
-        ops: Sequence[Callable[[SqliteCore, float], None]],
-    ) -> MailboxStatistics:
-        """One group commit: completions first (they free capacity), then ``ops``, then prune.
-
-        Returns:
-            The statistics after the commit.
-
-        Raises:
-            MailboxError: the transaction failed and was rolled back.
-        """
-        with self.transaction():
-            for envelope_id, response in completions:
-                self.complete(envelope_id, response, now)
-            for op in ops:
-                op(self, now)
-            self.maybe_prune(now)
-        return self.statistics()
-
-    # -- the mailbox semantics ------------------------------------------------------------------
-
-    def accept(self, items: Sequence[Accept], now: float) -> list[Outcome]:
-        cur, counts, c = self._cur, self._counts, self.counters
-        cutoff = now - self._window
-        out: list[Outcome] = []
-        for item in items:
-            key = (item.caller, item.request_id)
-            prio = item.priority
-            full = counts.get(prio, 0) >= self._capacity
-            if full or not cur.execute(_SEEN_INSERT, key).rowcount:
-                row = cur.execute(_SEEN_GET, key).fetchone()
-                dup = None if row is None else duplicate_of(row[0], row[1], row[2], cutoff)
-                if dup is not None:
-                    c.duplicates += 1
-                    out.append(dup)
-                    continue
-                if full:
-                    c.refused += 1
-                    out.append(REFUSED)
-                    continue
-                cur.execute(_SEEN_SET, (PENDING, None, None, *key))  # expired entry, reused
-            else:
-                c.dedupe_entries += 1
-            c.last_id += 1
-            cur.execute(_QUEUE_INSERT, (c.last_id, *key, prio, item.data, ACCEPTED_ATTEMPTS))
-            counts[prio] = counts.get(prio, 0) + 1
-            c.accepted += 1
-            out.append(
-                Accepted(StoredEnvelope(c.last_id, *key, prio, item.data, ACCEPTED_ATTEMPTS))
-            )
-        return out
-
-    def complete(self, envelope_id: int, response: bytes | None, now: float) -> bool:
-        row = self._cur.execute(_QUEUE_TAKE, (envelope_id,)).fetchone()
-        if row is None:
-            return False
-        _, caller, request_id, priority, _, _ = row
-        self._counts[priority] -= 1
-        self._cur.execute(_SEEN_SET, (DONE, response, now, caller, request_id))
-        self.counters.completed += 1
-        return True
-
-    def pending(self) -> list[StoredEnvelope]:
-        rows = self._cur.execute(
-            "SELECT id, caller, request_id, priority, data, attempts FROM queue ORDER BY id"
-        )
-        result = [_envelope(row) for row in rows]
-        self.counters.replayed += len(result)
-        return result
-
-    def begin_attempt(self, envelope_id: int) -> int:
-        row = self._cur.execute(
-            "UPDATE queue SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
-            (envelope_id,),
-        ).fetchone()
-        if row is None:
-            raise UnknownEnvelope(f"envelope {envelope_id} is not queued")
-        attempts: int = row[0]
-        return attempts
-
-    def release_attempts(self, envelope_ids: Sequence[int]) -> None:
-        self._cur.executemany(
-            "UPDATE queue SET attempts = attempts - 1 WHERE id = ? AND attempts > 0",
-            [(i,) for i in envelope_ids],
-        )
-
-    def dead_letter(self, envelope_id: int, reason: str, now: float) -> None:
-        cur = self._cur
-        row = cur.execute(_QUEUE_TAKE, (envelope_id,)).fetchone()
-        if row is None:
-            raise UnknownEnvelope(f"envelope {envelope_id} is not queued")
-        self._counts[row[3]] -= 1
-        cur.execute(
-            f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (*row, reason, now),
-        )
-        cur.execute(_SEEN_SET, (DEAD, None, None, row[1], row[2]))
-        self.counters.dead_letters += 1
-        if self.counters.dead_letters > self._dead_capacity:
-            oldest = cur.execute(
-                "DELETE FROM dead_letters WHERE seq = (SELECT min(seq) FROM dead_letters)"
-                " RETURNING id, caller, request_id"
-            ).fetchone()
-            cur.execute(_SEEN_SET, (DONE, None, now, oldest[1], oldest[2]))
-            self.counters.dead_letters -= 1
-            self.counters.dead_letters_dropped += 1
-            logger.warning("dead-letter table full: dropped envelope %d", oldest[0])
-
-    def dead_letters(self) -> list[DeadLetter]:
-        rows = self._cur.execute(f"SELECT {_DEAD_COLUMNS} FROM dead_letters ORDER BY seq")
-        return [DeadLetter(_envelope(row[:6]), row[6], row[7]) for row in rows]
-
-    def redrive(self, envelope_id: int | None) -> list[StoredEnvelope]:
-        cur, c = self._cur, self.counters
-        if envelope_id is None:
-            rows = cur.execute(
-                "DELETE FROM dead_letters RETURNING seq, caller, request_id, priority, data"
-            ).fetchall()
-            rows.sort()  # RETURNING order is unspecified: keep dead-letter order
-        else:
-            rows = cur.execute(
-                "DELETE FROM dead_letters WHERE id = ?"
-                " RETURNING seq, caller, request_id, priority, data",
-                (envelope_id,),
-            ).fetchall()
-            if not rows:
-                raise UnknownEnvelope(f"envelope {envelope_id} is not dead-lettered")
-        out = []
-        for _, caller, request_id, priority, data in rows:
-            c.last_id += 1
-            cur.execute(_QUEUE_INSERT, (c.last_id, caller, request_id, priority, data, 0))
-            cur.execute(_SEEN_SET, (PENDING, None, None, caller, request_id))
-            self._counts[priority] = self._counts.get(priority, 0) + 1
-            out.append(StoredEnvelope(c.last_id, caller, request_id, Priority(priority), data, 0))
-        c.dead_letters -= len(rows)
-        return out
-
-    def purge_dead_letters(self, now: float) -> int:
-        rows = self._cur.execute("DELETE FROM dead_letters RETURNING caller, request_id").fetchall()
-        self._cur.executemany(
-            _SEEN_SET, [(DONE, None, now, caller, request_id) for caller, request_id in rows]
-        )
-        self.counters.dead_letters = 0
-        return len(rows)
-
-    def maybe_prune(self, now: float) -> int:
-        if 0 <= now - self._last_prune < PRUNE_INTERVAL:
-            return 0
-        self._last_prune = now
-        pruned: int = self._cur.execute(
-            f"DELETE FROM seen WHERE state = {DONE} AND finished_at < ?", (now - self._window,)
-        ).rowcount
-        self.counters.dedupe_entries -= pruned
-        return pruned
-
-    # -- the sender's outbox (issue 6: outstanding requests survive a sender crash) -----------
-
-    def record_outgoing(self, items: Sequence[Outgoing]) -> None:
-        self._cur.executemany(
-            "INSERT OR REPLACE INTO outbox (request_id, target, lane, kind, data, deadline_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [(o.request_id, o.target, o.lane, o.kind, o.data, o.deadline_ms) for o in items],
-        )
-
-    def finish_outgoing(self, request_ids: Sequence[str]) -> None:
-        self._cur.executemany(
-            "DELETE FROM outbox WHERE request_id = ?", [(r,) for r in request_ids]
-        )
-
-    def outgoing(self, now_ms: int) -> list[Outgoing]:
-        """Outstanding requests in send order; those past their deadline are dropped."""
-        self._cur.execute(
-            "DELETE FROM outbox WHERE deadline_ms != 0 AND deadline_ms <= ?", (now_ms,)
-        )
-        rows = self._cur.execute(
-            "SELECT request_id, target, lane, kind, data, deadline_ms FROM outbox ORDER BY seq"
-        ).fetchall()
-        return [Outgoing(*row) for row in rows]
-
-    def statistics(self) -> MailboxStatistics:
-        return self.counters.statistics(self._counts, durable=True)
-
-
-class _Op(Generic[T]):
-    """One operation for the SQLite writer and the waiter that learns its result."""
-
-    __slots__ = ("apply", "done", "error", "failure", "result")
-
-    def __init__(self, apply: Callable[[SqliteCore, float], T]) -> None:
-        self.apply = apply
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.size = 0  # envelopes + other operations, for the bound
         self.done = trio.Event()
-        self.result: tuple[T] | None = None
-        self.error: MailboxError | None = None  # this operation's own error
-        self.failure: MailboxError | None = None  # its batch's error, shared with others
+        self.results: list[object] = []
+        self.failure: MailboxError | None = None
 
-    def run(self, core: SqliteCore, now: float) -> None:
-        # In the worker thread, inside the batch's transaction. UnknownEnvelope fails this
-        # operation alone (cores check before they write); any other error aborts the batch.
-        try:
-            self.result = (self.apply(core, now),)
-        except UnknownEnvelope as exc:
-            self.error = exc
+    def add(self, call: Call, size: int) -> int:
+        """Queue ``call``; return its index in the results."""
+        self.calls.append(call)
+        self.size += size
+        return len(self.calls) - 1
 
     def fail(self, failure: MailboxError) -> None:
-        self.result = None
         self.failure = failure
         self.done.set()
 
-    def unwrap(self) -> T:
-        if self.failure is not None:
-            # One exception object per waiter: several tasks raising the same one would mix
-            # their tracebacks.
-            raise MailboxError(str(self.failure)) from self.failure
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result[0]
+
+@final
+class _Waiter:
+    """A caller that found the open batch full: the writer adds its call for it, in order."""
+
+    __slots__ = ("batch", "call", "granted", "index", "size")
+
+    def __init__(self, call: Call, size: int) -> None:
+        self.call = call
+        self.size = size
+        self.granted = trio.Event()
+        self.batch: _Batch | None = None  # None once granted: the mailbox closed
+        self.index = 0
 
 
 @final
 class SqliteMailbox:
     """The durable :class:`Mailbox`: a SQLite file in WAL mode, written with group commit.
 
-    One writer task (:meth:`run`) takes operations from a bounded memory channel, drains all that
-    are available, and applies them, together with every queued :meth:`complete`, in one
-    transaction in a single worker thread (``CapacityLimiter(1)``,
-    ``abandon_on_cancel=False``), then wakes each waiter. A lone operation commits at once: there
-    is no timer.
+    One writer task (:meth:`run`) waits for work, lets every caller that is ready join the open
+    batch, then applies the batch and every queued :meth:`complete` in one transaction in a
+    single worker thread (``CapacityLimiter(1)``, ``abandon_on_cancel=False``) and wakes the
+    batch's callers with one event. A lone operation commits at once: there is no timer.
 
     Args:
         path: the database file; its directory is created if missing.
@@ -543,7 +130,10 @@ class SqliteMailbox:
         self._dead_capacity = dead_letter_capacity
         self._clock = clock
         self._limiter = trio.CapacityLimiter(1)
-        self._send, self._receive = trio.open_memory_channel[_Op[object] | None](_OP_BUFFER)
+        self._open = _Batch()
+        # Set when the open batch or the completions gained something; replaced at each take.
+        self._wake = trio.Event()
+        self._waiters: deque[_Waiter] = deque()
         # Bounded by the number of queued envelopes: each is completed at most once.
         self._completions: list[tuple[int, bytes | None]] = []
         self._finished: list[str] = []
@@ -586,91 +176,139 @@ class SqliteMailbox:
                 abandon_on_cancel=False,
             )
         except BaseException as exc:
-            self._fail_queued(MailboxError(f"mailbox {str(self.path)!r} could not be opened"), exc)
+            self._close(MailboxError(f"mailbox {str(self.path)!r} could not be opened"), exc)
             raise
         try:
             self._stats = core.statistics()
             task_status.started()
             while True:
-                first = await self._receive.receive()
-                await self._commit(core, self._drain(first, _MAX_BATCH_OPS))
+                await self._gather()
+                await self._commit(core, self._take())
         finally:
-            leftover: list[_Op[object]] = []
+            self._closed = True  # nothing joins any more: the last batch is the open one
+            last = self._open
             with trio.move_on_after(_CLOSE_GRACE, shield=True):
-                leftover = self._drain(None, math.inf)
-                self._closed = True
-                with contextlib.suppress(MailboxError):  # logged; its waiters got the error
-                    await self._commit(core, leftover)
+                with contextlib.suppress(MailboxError):  # logged; its callers got the error
+                    await self._commit(core, self._take())
             closed = MailboxError(f"mailbox {str(self.path)!r} is closed")
-            for op in leftover:
-                if not op.done.is_set():
-                    op.fail(closed)
-            self._fail_queued(closed, None)
+            if not last.done.is_set():
+                last.fail(closed)
+            self._close(closed, None)
             with trio.move_on_after(_CLOSE_GRACE, shield=True):
                 await trio.to_thread.run_sync(
                     core.close, limiter=self._limiter, abandon_on_cancel=False
                 )
 
-    def _fail_queued(self, error: MailboxError, cause: BaseException | None) -> None:
-        """Close the channel and fail every operation still in it (run() is ending)."""
+    def _close(self, error: MailboxError, cause: BaseException | None) -> None:
+        """Fail whatever is still queued and refuse anything later (run() is ending)."""
         self._closed = True
         error.__cause__ = cause
-        for op in self._drain(None, math.inf):
-            op.fail(error)
-        self._receive.close()  # later sends raise BrokenResourceError -> MailboxError
+        batch, self._open = self._open, _Batch()
+        if not batch.done.is_set():
+            batch.fail(error)
+        self._completions.clear()  # never committed: replayed at the next start
+        self._finished.clear()
+        while self._waiters:  # their calls were never queued: they raise MailboxError
+            self._waiters.popleft().granted.set()
 
-    def _drain(self, first: _Op[object] | None, limit: float) -> list[_Op[object]]:
-        ops = [] if first is None else [first]
-        while len(ops) < limit:
-            try:
-                op = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            if op is not None:  # None only wakes the writer for completions
-                ops.append(op)
-        return ops
+    async def _gather(self) -> None:
+        """Wait for work, then let every caller that is ready join before the batch is taken.
 
-    async def _commit(self, core: SqliteCore, ops: list[_Op[object]]) -> None:
+        Callers already runnable (say, woken by the previous commit) add their next operation
+        in the scheduler round after this one: keep yielding while the batch grows, so that
+        everything waiting shares one transaction (up to the bound).
+        """
+        await self._wake.wait()
+        size = -1
+        while size != self._open.size and self._open.size < _MAX_BATCH:
+            size = self._open.size
+            await trio.lowlevel.checkpoint()
+
+    def _take(self) -> tuple[_Batch, list[tuple[int, bytes | None]], list[str]]:
+        batch, self._open = self._open, _Batch()
         completions, self._completions = self._completions, []
         finished, self._finished = self._finished, []
-        if not ops and not completions and not finished:
+        self._wake = trio.Event()
+        self._admit_waiters()
+        return batch, completions, finished
+
+    def _admit_waiters(self) -> None:
+        """Add the calls of waiting callers to the new open batch, in order, while they fit."""
+        batch = self._open
+        while self._waiters:
+            waiter = self._waiters[0]
+            if batch.size and batch.size + waiter.size > _MAX_BATCH:
+                break
+            self._waiters.popleft()
+            waiter.batch, waiter.index = batch, batch.add(waiter.call, waiter.size)
+            waiter.granted.set()
+            self._wake.set()
+
+    async def _commit(
+        self,
+        core: SqliteCore,
+        taken: tuple[_Batch, list[tuple[int, bytes | None]], list[str]],
+    ) -> None:
+        batch, completions, finished = taken
+        if not batch.calls and not completions and not finished:
+            batch.done.set()
             return
-        runs: list[Callable[[SqliteCore, float], None]] = [op.run for op in ops]
-        if finished:
-            runs.insert(0, lambda core, now: core.finish_outgoing(finished))
         try:
-            # Shielded: a batch taken from the channel is always committed (or fails), never
+            # Shielded: a batch taken by the writer is always committed (or fails), never
             # dropped halfway because the writer was cancelled before the thread started.
             with trio.CancelScope(shield=True):
-                self._stats = await trio.to_thread.run_sync(
+                results, stats = await trio.to_thread.run_sync(
                     core.apply_batch,
                     self._clock(),
                     completions,
-                    runs,
+                    finished,
+                    batch.calls,
                     limiter=self._limiter,
                     abandon_on_cancel=False,
                 )
         except MailboxError as exc:
             logger.error("mailbox commit failed: %s", exc)
-            for op in ops:
-                op.fail(exc)
+            batch.fail(exc)
             raise
         except BaseException:
-            error = MailboxError("mailbox writer failed")
-            for op in ops:
-                op.fail(error)
+            batch.fail(MailboxError("mailbox writer failed"))
             raise
-        for op in ops:
-            op.done.set()
+        batch.results = results
+        self._stats = stats
+        batch.done.set()
 
-    async def _submit(self, apply: Callable[[SqliteCore, float], T]) -> T:
-        op = _Op(apply)
+    async def _submit(self, call: Callable[[SqliteCore, float], T], size: int = 1) -> T:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise MailboxError(f"mailbox {str(self.path)!r} is closed")
+        batch = self._open
+        if self._waiters or (batch.size and batch.size + size > _MAX_BATCH):
+            batch, index = await self._wait_for_room(call, size)
+        else:
+            index = batch.add(call, size)
+            self._wake.set()
+        await batch.done.wait()
+        if batch.failure is not None:
+            # One exception object per caller: several tasks raising the same one would mix
+            # their tracebacks.
+            raise MailboxError(str(batch.failure)) from batch.failure
+        result = batch.results[index]
+        if isinstance(result, Failed):
+            raise result.error
+        return cast("T", result)
+
+    async def _wait_for_room(self, call: Call, size: int) -> tuple[_Batch, int]:
+        waiter = _Waiter(call, size)
+        self._waiters.append(waiter)
         try:
-            await self._send.send(op)  # type: ignore[arg-type]  # _Op is invariant in T
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise MailboxError(f"mailbox {str(self.path)!r} is closed") from exc
-        await op.done.wait()
-        return op.unwrap()
+            await waiter.granted.wait()
+        except BaseException:
+            if not waiter.granted.is_set():  # cancelled while waiting: nothing was queued
+                self._waiters.remove(waiter)
+            raise
+        if waiter.batch is None:
+            raise MailboxError(f"mailbox {str(self.path)!r} is closed")
+        return waiter.batch, waiter.index
 
     async def accept(self, items: Sequence[Accept]) -> list[Outcome]:
         """Accept items in one transaction (shared with whatever else is queued).
@@ -682,14 +320,14 @@ class SqliteMailbox:
         Raises:
             MailboxError: closed, or the commit failed (nothing of the batch was kept).
 
-        Cancellation: if cancelled while waiting for room in the writer's queue, nothing was
+        Cancellation: if cancelled while waiting for its turn (the open batch full), nothing was
         accepted; if cancelled after, the items may have been committed (a retry then gets
         :class:`Duplicate`), so never acknowledge to a sender without the outcome.
         """
         if not items:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._submit(lambda core, now: core.accept(items, now))
+        return await self._submit(AcceptCall(items), len(items))
 
     async def record_outgoing(self, item: Outgoing) -> None:
         """Record an outgoing call/tell before it is sent (committed before returning).
@@ -704,9 +342,7 @@ class SqliteMailbox:
         if self._closed:
             return
         self._finished.append(request_id)
-        if len(self._finished) == 1:
-            with contextlib.suppress(trio.WouldBlock):
-                self._send.send_nowait(None)
+        self._wake.set()
 
     async def outgoing(self) -> list[Outgoing]:
         """Outstanding outgoing requests in send order (those past their deadline dropped)."""
@@ -716,7 +352,7 @@ class SqliteMailbox:
     def complete(self, envelope_id: int, response: bytes | None) -> None:
         """Queue the removal of a handled envelope for the next group commit (never blocks).
 
-        The envelope leaves the queue and ``(caller, request_id) -> response`` is recorded with
+        The envelope's row becomes the dedupe record ``(caller, request_id) -> response`` with
         a timestamp for the dedupe window. Unknown ids are ignored. Completions are applied
         before the other operations of their transaction. Use :meth:`flush` to wait for them.
 
@@ -726,10 +362,7 @@ class SqliteMailbox:
         if self._closed:
             raise MailboxError(f"mailbox {str(self.path)!r} is closed")
         self._completions.append((envelope_id, response))
-        if len(self._completions) == 1:
-            # Wake an idle writer; if the channel is full the writer is busy and will see it.
-            with contextlib.suppress(trio.WouldBlock):
-                self._send.send_nowait(None)
+        self._wake.set()
 
     async def flush(self) -> None:
         """Return once everything queued before the call (including completions) is committed.
@@ -822,17 +455,3 @@ class SqliteMailbox:
     def statistics(self) -> MailboxStatistics:
         """The counters as of the last commit (``durable=True``)."""
         return self._stats
-
-
-def _envelope(row: tuple[int, str, str, int, bytes, int]) -> StoredEnvelope:
-    id_, caller, request_id, priority, data, attempts = row
-    return StoredEnvelope(id_, caller, request_id, Priority(priority), data, attempts)
-
-
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    """Turn ``sqlite3`` (and file system) errors into :class:`MailboxError`, once, here."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise MailboxError(f"{what}: {exc}") from exc

@@ -6,7 +6,7 @@ on a real file, transaction by transaction, and compares every answer with a pla
 transaction, abandons the connection and reopens from the copy: the reopened mailbox must hold
 exactly what was committed. The ``async_session`` rule runs the real Trio shell (group commit
 and its closing commit) on the same file. The same machine without the crash rules checks the
-in-memory core.
+in-memory core, and once more with dedupe keys that collide all the time.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from actr_trio import _mailbox_sqlcore
 from actr_trio._lanes import Priority
 from actr_trio._mailbox import (
     OVERLOADED,
@@ -273,6 +274,15 @@ class SqliteCoreMachine(MemoryCoreMachine):
             self.in_transaction = False
         self.committed = self.model.copy()
 
+    @rule(data=st.data())
+    def complete_many(self, data: st.DataObject) -> None:
+        """A group commit's completions, in one statement (repeats and unknown ids too)."""
+        self.write()
+        ids = st.sampled_from([*self.model.queue, self.model.last_id + 1])
+        pairs = data.draw(st.lists(st.tuples(ids, responses), max_size=5))
+        expected = sum(self.model.complete(i, response, self.now) for i, response in pairs)
+        assert self.sql.complete_many(pairs, self.now) == expected
+
     @rule()
     def crash(self) -> None:
         """Copy the files as they are now (maybe mid-transaction) and carry on from the copy."""
@@ -330,11 +340,33 @@ class SqliteCoreMachine(MemoryCoreMachine):
         assert self.core.pending() == []
 
 
+class CollidingSqliteCoreMachine(SqliteCoreMachine):
+    """The same with dedupe keys that collide all the time (two keys for every request): the
+    rows that could not take their key must be found, deduplicated and pruned all the same."""
+
+    def __init__(self) -> None:
+        self.real_key_function = _mailbox_sqlcore.dedupe_key_function
+        _mailbox_sqlcore.dedupe_key_function = lambda salt: (
+            lambda caller, request_id: ord(request_id[-1]) % 2
+        )
+        super().__init__()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            _mailbox_sqlcore.dedupe_key_function = self.real_key_function
+
+
 MemoryCoreMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=40, deadline=None
 )
 SqliteCoreMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=30, deadline=None
 )
+CollidingSqliteCoreMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None
+)
 TestMemoryCore = MemoryCoreMachine.TestCase
 TestSqliteCore = SqliteCoreMachine.TestCase
+TestCollidingSqliteCore = CollidingSqliteCoreMachine.TestCase
