@@ -1,9 +1,10 @@
 """actr_trio subjects for the benchmarks (issues 5 and 10): W1..W8 through the public API.
 
 In process (W1-W4, here): nodes on one ``LocalRealm`` (in-memory signaling, the real
-mailbox/scheduler/gates). Across processes (W5-W7) and node start (W8):
-``benchmarks/_runtime_net.py``, imported at the end so that importing this module registers
-every runtime subject. Shared pieces: ``benchmarks/_runtime_common.py``.
+mailbox/scheduler/gates). W3's mailbox alone, without nodes: ``benchmarks/_runtime_mailbox.py``.
+Across processes (W5-W7) and node start (W8): ``benchmarks/_runtime_net.py``. Both are imported
+here so that importing this module registers every runtime subject. Shared pieces:
+``benchmarks/_runtime_common.py``.
 
 W1 measures both ways of telling: one ``tell`` per message from ``SENDERS`` sender tasks
 (``actr_trio``), and ``tell_many`` batches of ``TELL_MANY_BATCH`` from one task
@@ -22,7 +23,8 @@ from typing import Any, Final, cast
 
 import trio
 
-# Importing the cross-process module registers the W5-W8 subjects.
+# Importing these registers the W3 mailbox-alone rows and the W5-W8 subjects.
+import benchmarks._runtime_mailbox
 import benchmarks._runtime_net
 import benchmarks.workloads  # noqa: F401  (the workload ids, also when imported on its own)
 from actr_trio import ActrId, ActrRef
