@@ -20,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+import benchmarks.workloads  # noqa: F401  (the workload ids, also when imported on its own)
 from actr_trio._lanes import Priority
 from actr_trio._mailbox import Accept, Accepted
 from actr_trio._mailbox_sqlite import SqliteMailbox
