@@ -85,6 +85,16 @@ _WARN_CODES: Final = frozenset(
 # trio-websocket's own limit (it closes with 1009 above it). Larger than MAX_FRAME_SIZE so that
 # moderately oversized frames reach the protocol and get an explanatory Error frame.
 _WS_MAX_MESSAGE: Final = 4 * MAX_FRAME_SIZE
+# Refused connections being answered at once; beyond it they are closed without an answer
+# (a refusal takes at most ~1 s, and none of it counts against the caps).
+_REFUSING_MAX: Final = 256
+# Seconds and bytes of a refused client's request read before closing (one receive).
+_REFUSAL_DRAIN: Final = 0.1
+_REFUSAL_READ: Final = 4096
+# The answer to a connection over a cap (before its handshake was even read).
+_REFUSAL: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
 # Seconds a closing connection may take to flush its last frames (e.g. the Error frame).
 _CLOSE_GRACE: Final = 1.0
 # Seconds a client has to complete the close handshake (and at most to complete the opening
@@ -248,6 +258,7 @@ class SignalingServer:
         self._rejected_frames = 0
         self._refused: dict[Admission, int] = dict.fromkeys(Admission, 0)
         self._handshake_timeouts = 0
+        self._refusing = 0  # refused connections being answered now
         self._relays_busy = 0
         self._slow_readers = 0
 
@@ -397,6 +408,12 @@ class SignalingServer:
                     admission.value,
                     self._cap_value(admission),
                 )
+                if self._refusing < _REFUSING_MAX:
+                    self._refusing += 1
+                    try:
+                        await _refuse(stream)
+                    finally:
+                        self._refusing -= 1
                 return
             try:
                 await self._serve_admitted(stream, source)
@@ -731,6 +748,22 @@ async def serve(
         await nursery.start(server.run)
         yield server
         nursery.cancel_scope.cancel(reason="signaling server block exited")
+
+
+async def _refuse(stream: trio.abc.Stream) -> None:
+    """Answer a connection over a cap with HTTP 503, so its client fails at once (a WebSocket
+    client whose server closes before answering its handshake may wait for its own timeout).
+    Plain TCP only: over TLS this would cost a handshake."""
+    if not isinstance(stream, trio.SocketStream):
+        return
+    with contextlib.suppress(trio.BrokenResourceError):
+        # A fresh socket's buffer always takes these bytes at once; the bound is for safety.
+        with trio.move_on_after(_CLOSE_GRACE):
+            await stream.send_all(_REFUSAL)
+        # Read the client's request (it comes right after connecting) before closing: a
+        # socket closed with unread data sends RST, which may destroy the answer unread.
+        with trio.move_on_after(_REFUSAL_DRAIN):
+            await stream.receive_some(_REFUSAL_READ)
 
 
 def _stream_source(stream: trio.abc.Stream) -> str:
