@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol, final
+from typing import Protocol, final
 
 import trio
 
@@ -30,14 +30,11 @@ from ._envelope import REQUEST, Chunk, Envelope, Goodbye, WireError
 from ._ids import ActrId
 from ._lanes import Lane
 from ._peerlane import EXPIRED, Waiter
+from ._wire import OVERLOADED_BACKOFF_MAX, OVERLOADED_BACKOFF_MIN
 from .errors import DeadlineExceeded, Overloaded
 
 __all__ = ["Directory", "LocalPeer", "LocalRoute", "Verdicts"]
 
-# Backoff between hand-overs of envelopes a receiver refused as overloaded (jittered); the
-# same as over the wire.
-OVERLOADED_BACKOFF_MIN: Final = 0.01
-OVERLOADED_BACKOFF_MAX: Final = 1.0
 
 #: One verdict per envelope handed to :meth:`LocalPeer.accept`: ``None`` when it is in the
 #: receiver's mailbox (accepted now, or a duplicate of one it has), else the refusal.

@@ -5,9 +5,10 @@ Two routes, chosen per envelope:
 * **In process** (``_local.py``): the target node runs in this ``trio.run`` (same realm) and
   nothing is in flight to it on the wire lane: the envelope is handed over as a Python object
   and accepted on this task's stack. Answers come straight back to the call's waiter.
-* **The wire**: per (peer, lane) a :class:`~actr_trio._peerlane.PeerLane` numbers the encoded
-  envelope on its link, hands it to the transport in the next batch, resends it until
-  acknowledged, and a tell completes on the ack; a call when its response arrives.
+* **The wire** (``_wire.py``): per (peer, lane) a :class:`~actr_trio._peerlane.PeerLane`
+  numbers the encoded envelope on its link, hands it to the transport in the next batch,
+  resends it until acknowledged, and a tell completes on the ack; a call when its response
+  arrives.
 
 Either way a send fails with the typed error of a refusal, or ``DeadlineExceeded`` at its
 deadline. A durable node records every call and tell in its outbox before sending it, and
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Final, Protocol, final
@@ -28,8 +28,6 @@ import trio
 
 from ._deadlines import DeadlineTimer
 from ._envelope import (
-    REQUEST,
-    RESPONSE,
     TELL,
     AckInfo,
     Chunk,
@@ -37,26 +35,22 @@ from ._envelope import (
     Goodbye,
     WireError,
     decode_envelope,
-    encode_chunk,
-    encode_chunk_body,
     encode_envelope,
-    encode_goodbye,
 )
 from ._ids import ActrId
 from ._lanes import Lane, Priority
 from ._local import Directory, LocalPeer, LocalRoute
 from ._logging import LINK, RateLimiter
 from ._mailbox import Outgoing
-from ._peerlane import CHUNK, OUTBOX_LIMIT, ChunkAcks, LinkItem, LinkShared, PeerLane, Waiter
+from ._peerlane import ChunkAcks, Waiter
 from ._tokens import request_id as new_request_id
+from ._wire import WireRoute, trio_deadline
 from .errors import (
     CallError,
     DeadlineExceeded,
     EnvelopeTooLarge,
-    Overloaded,
     PeerUnavailable,
     ShuttingDown,
-    TransportError,
 )
 from .transport._abc import Transport
 
@@ -64,20 +58,8 @@ __all__ = ["ChunkAcks", "OutGate", "OutGateStatistics", "trio_deadline"]
 
 log = logging.getLogger(LINK)
 
-# Backoff between resends of an envelope the receiver refused as overloaded (jittered).
-OVERLOADED_BACKOFF_MIN: Final = 0.01
-OVERLOADED_BACKOFF_MAX: Final = 1.0
-# A call acknowledged but unanswered this long is asked again (same request id), doubling.
-RESPONSE_RETRY_MIN: Final = 1.0
-RESPONSE_RETRY_MAX: Final = 8.0
 # Seconds a recovered request without a deadline is resent for after a restart.
 RECOVERY_BOUND: Final = 60.0
-# Seconds a response to a request without a deadline is resent for until acknowledged.
-RESPONSE_BOUND: Final = 60.0
-# New (peer, lane) flushers waiting to be started by run(); consumed at once, so small.
-SPAWN_BUFFER: Final = 256
-# The lane a goodbye travels on: fully reliable and ordered.
-GOODBYE_LANE: Final = Lane.SIGNAL
 
 
 @final
@@ -132,35 +114,32 @@ class OutGate:
         self._outbox = outbox
         self.local: ActrId | None = None
         self._max_payload = max_payload
-        self._lanes: dict[tuple[ActrId, Lane], PeerLane] = {}
         self._calls: dict[str, Waiter] = {}
         # Resend and expiry lines repeat while a peer is away: one per peer, lane and kind
         # every RATE_INTERVAL seconds.
         self._rate = RateLimiter(trio.current_time)
-        self._shared = LinkShared(transport, self._calls, self._rate)
+        self._wire = WireRoute(transport, self._calls, self._rate)
         self._route: LocalRoute | None = None
         self._deadlines = deadlines  # run by the node; fails in-process calls at their deadline
         self._direct_peers: set[ActrId] = set()  # reached in process (to say goodbye to)
-        self._spawn_send, self._spawn_recv = trio.open_memory_channel[PeerLane](SPAWN_BUFFER)
         self._closed = False
-        self._overloaded = 0
         self._recovered = 0
-        self._asked_again = 0
         self._forged = 0
 
     def statistics(self) -> OutGateStatistics:
-        shared, route = self._shared, self._route
+        wire, route = self._wire, self._route
+        shared = wire.shared
         return OutGateStatistics(
             shared.sent,
             shared.retransmitted,
             shared.acked,
             shared.refused,
-            sum(len(pl.link) for pl in self._lanes.values()),
+            wire.unacked(),
             len(self._calls),
             shared.batches,
-            self._overloaded + (0 if route is None else route.overloaded),
+            wire.overloaded + (0 if route is None else route.overloaded),
             self._recovered,
-            self._asked_again,
+            wire.asked_again,
             self._forged,
             0 if route is None else route.delivered,
         )
@@ -172,13 +151,9 @@ class OutGate:
     async def run(
         self, local: ActrId, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Own the flusher tasks until cancelled."""
+        """Own the wire route's flusher tasks until cancelled."""
         self.local = local
-        with self._spawn_recv:
-            async with trio.open_nursery() as nursery:
-                task_status.started()
-                async for pl in self._spawn_recv:
-                    nursery.start_soon(pl.flush_loop, name=repr(pl))
+        await self._wire.run(task_status=task_status)
 
     @property
     def local_id(self) -> ActrId:
@@ -188,12 +163,12 @@ class OutGate:
 
     def close(self) -> None:
         """Refuse new sends (waiters of unacked envelopes still get their outcome)."""
-        self._closed = True
+        self._closed = self._wire.closed = True
 
     def peers(self) -> set[ActrId]:
         """Peers that acknowledged something on some lane, or were reached in process (the
         ones to say goodbye to)."""
-        return {pl.peer for pl in self._lanes.values() if pl.ever_acked} | self._direct_peers
+        return self._wire.peers() | self._direct_peers
 
     def _local_peer(self, target: ActrId, lane: Lane) -> LocalPeer | None:
         """``target`` if it runs in this process and nothing is in flight to it on ``lane``'s
@@ -204,10 +179,8 @@ class OutGate:
         peer = route.directory.peers.get(target)
         if peer is None:
             return None
-        if self._lanes:
-            pl = self._lanes.get((target, lane))
-            if pl is not None and (pl.link or pl.outbox):
-                return None
+        if self._wire.busy(target, lane):
+            return None
         if target not in self._direct_peers:
             self._direct_peers.add(target)
             log.info("linked to %s in process", target)
@@ -224,33 +197,22 @@ class OutGate:
 
     def unacked_to(self, peer: ActrId) -> int:
         """Packets sent to ``peer`` that it has not acknowledged yet, on every lane."""
-        return sum(len(pl.link) for pl in self._lanes.values() if pl.peer == peer)
+        return self._wire.unacked_to(peer)
 
     async def say_goodbye(self, peer: ActrId, goodbye: Goodbye) -> bool:
         """Tell ``peer`` that this node is leaving; True once the transport took it.
 
-        Sent on :data:`GOODBYE_LANE` after what that lane already carries (one sender at a
+        Sent on the goodbye lane (``_wire.GOODBYE_LANE``) after what that lane already carries (one sender at a
         time). Bound it with a cancel scope: opening a link to a peer that left meanwhile waits.
         A peer in this process with no wire link from here gets it at once, in process
         (this node must have left the directory first: nothing reaches it that way after).
         """
         local = self._route.directory.peers.get(peer) if self._route is not None else None
-        if local is not None and not any(key[0] == peer for key in self._lanes):
+        if local is not None and not self._wire.linked(peer):
             await trio.lowlevel.checkpoint()
             local.goodbye(self.local_id, goodbye)
             return True
-        packet = encode_goodbye(goodbye)
-        pl = self._lanes.get((peer, GOODBYE_LANE))
-        try:
-            if pl is None:
-                await self.transport.send(peer, GOODBYE_LANE, [packet])
-            else:
-                async with pl.sending:
-                    await self.transport.send(peer, GOODBYE_LANE, [packet])
-        except (TransportError, ShuttingDown) as exc:
-            log.debug("could not say goodbye to %s: %s", peer, exc)
-            return False
-        return True
+        return await self._wire.say_goodbye(peer, goodbye)
 
     def on_goodbye(self, peer: ActrId, goodbye: Goodbye) -> None:
         """``peer`` is shutting down gracefully: stop sending to it and forget its links.
@@ -262,17 +224,8 @@ class OutGate:
         request for its next start, or its answer is still on the way); otherwise it fails
         with ``PeerUnavailable`` too: nobody will answer it.
         """
-        dropped = failed = 0
         gone = PeerUnavailable(f"{peer} shut down before accepting it (not delivered)")
-        for key in [key for key in self._lanes if key[0] == peer]:
-            pl = self._lanes.pop(key)
-            dropped += len(pl.link)
-            failed += sum(
-                1
-                for _, item in pl.link.unacked()
-                if item.waiter is not None and not item.waiter.accepted
-            )
-            pl.close(gone)
+        dropped, failed = self._wire.drop(peer, gone)
         if not goodbye.answers_pending:
             for request_id, waiter in list(self._calls.items()):
                 if waiter.peer == peer and waiter.accepted:
@@ -288,19 +241,6 @@ class OutGate:
             else "",
             "; calls it accepted wait for its answer" if goodbye.answers_pending else "",
         )
-
-    def _lane(self, peer: ActrId, lane: Lane) -> PeerLane:
-        pl = self._lanes.get((peer, lane))
-        if pl is None:
-            if self._closed:
-                raise ShuttingDown("node is shutting down")
-            pl = PeerLane(self._shared, peer, lane)
-            try:
-                self._spawn_send.send_nowait(pl)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                raise PeerUnavailable(f"cannot open a link to {peer} now") from None
-            self._lanes[(peer, lane)] = pl
-        return pl
 
     def _check(self, payload: bytes, lane: Lane) -> None:
         if self._closed:
@@ -359,7 +299,7 @@ class OutGate:
         if peer is not None:
             assert self._route is not None
             return self._route.deliver(peer, env, deadline)
-        return self._deliver(env, encode_envelope(env), deadline)
+        return self._wire.deliver(env, encode_envelope(env), deadline)
 
     async def _request_durably(self, outbox: Outbox, env: Envelope, deadline: float) -> bytes:
         """Record ``env`` in the outbox, send it, forget it once it has its outcome."""
@@ -374,7 +314,7 @@ class OutGate:
             if peer is not None:
                 assert self._route is not None
                 return await self._route.deliver(peer, env, deadline)
-            return await self._deliver(env, data, deadline)
+            return await self._wire.deliver(env, data, deadline)
         finally:
             outbox.finish_outgoing(env.request_id)
 
@@ -432,7 +372,7 @@ class OutGate:
                 assert self._route is not None
                 left = await self._route.deliver_many(peer, envs, deadline)
             if left:
-                await self._deliver_many(left, deadline)
+                await self._wire.deliver_many(left, deadline)
         finally:
             if outbox is not None:
                 for env in envs:
@@ -455,84 +395,7 @@ class OutGate:
     async def _deliver_encoded(self, env: Envelope, deadline: float) -> bytes:
         """Over the wire (``env`` is not encoded yet): how the in-process route falls back
         when the receiver left before accepting."""
-        return await self._deliver(env, encode_envelope(env), deadline)
-
-    async def _deliver(self, env: Envelope, data: bytes, deadline: float) -> bytes:
-        """Over the wire: send ``env`` (encoded as ``data``) and wait for its outcome."""
-        target, lane, kind, request_id = env.target, env.lane, env.kind, env.request_id
-        assert target is not None
-        backoff = OVERLOADED_BACKOFF_MIN
-        with trio.move_on_at(deadline) as scope:
-            while True:
-                waiter = await self._send_and_wait(target, lane, kind, request_id, data, deadline)
-                error = waiter.error
-                if not (isinstance(error, WireError) and error.kind == Overloaded.wire_kind):
-                    break
-                # The receiver's mailbox is full: back off and resend the same request_id (the
-                # receiver never accepted it), until the deadline.
-                self._overloaded += 1
-                await trio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, OVERLOADED_BACKOFF_MAX)
-        if scope.cancelled_caught:
-            raise _too_late(env, overloaded=backoff > OVERLOADED_BACKOFF_MIN)
-        if isinstance(waiter.error, WireError):
-            raise waiter.error.to_exception()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.payload
-
-    async def _deliver_many(self, envs: list[Envelope], deadline: float) -> None:
-        """Over the wire: send the tells ``envs`` (one target and lane) in one frame and wait
-        until every one is acknowledged; what the receiver refused as overloaded is sent again
-        after a backoff (the refused ones are the tail of the batch: order holds)."""
-        backoff = OVERLOADED_BACKOFF_MIN
-        pending = [(env, encode_envelope(env)) for env in envs]
-        with trio.move_on_at(deadline) as scope:
-            while pending:
-                waiters = await self._stamp_many(pending, deadline)
-                for waiter in waiters:
-                    if not waiter.done:
-                        await waiter.wait()
-                retry = []
-                for item, waiter in zip(pending, waiters, strict=True):
-                    error = waiter.error
-                    if isinstance(error, WireError) and error.kind == Overloaded.wire_kind:
-                        retry.append(item)
-                    elif isinstance(error, WireError):
-                        raise error.to_exception()
-                    elif error is not None:
-                        raise error
-                pending = retry
-                if pending:
-                    self._overloaded += 1
-                    await trio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, OVERLOADED_BACKOFF_MAX)
-        if scope.cancelled_caught:
-            raise _too_late(envs[0], overloaded=backoff > OVERLOADED_BACKOFF_MIN)
-
-    async def _stamp_many(
-        self, items: list[tuple[Envelope, bytes]], deadline: float
-    ) -> list[Waiter]:
-        """Number every item on its link, then hand them to the transport in one batch."""
-        waiters: list[Waiter] = []
-        pl: PeerLane | None = None
-        for env, data in items:
-            assert env.target is not None
-            while True:
-                pl = self._lane(env.target, env.lane)
-                try:
-                    pl.window.acquire_nowait()
-                except trio.WouldBlock:
-                    await pl.window.acquire()  # the flusher sends what is stamped meanwhile
-                if not pl.closed:
-                    break
-                pl.window.release()  # the peer said goodbye meanwhile: take the new lane
-            waiter = Waiter(env.target)
-            pl.stamp(LinkItem(TELL, env.request_id, data, deadline, waiter))
-            waiters.append(waiter)
-        assert pl is not None
-        await pl.send_inline()
-        return waiters
+        return await self._wire.deliver(env, encode_envelope(env), deadline)
 
     async def recover(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -581,71 +444,15 @@ class OutGate:
             except CallError as exc:
                 return exc
             return "ok"
-        waiter = await self._send_and_wait(
+        waiter = await self._wire.send_and_wait(
             env.target, env.lane, env.kind, env.request_id, data, math.inf
         )
         return waiter.error or "ok"
 
-    async def _send_and_wait(
-        self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float
-    ) -> Waiter:
-        waiter = Waiter(target)
-        if kind == REQUEST:
-            self._calls[request_id] = waiter
-        try:
-            item = await self._stamp(target, lane, kind, request_id, data, deadline, waiter)
-            if kind != REQUEST:
-                await waiter.wait()
-                return waiter
-            interval = RESPONSE_RETRY_MIN
-            while True:
-                with trio.move_on_after(interval):
-                    await waiter.wait()
-                if waiter.done:
-                    return waiter
-                if item.acked or item.dropped:
-                    # Accepted but unanswered: the response may have died with a restarted
-                    # receiver. Ask again; its dedupe table answers with the stored response
-                    # (or just acks while the handler still runs).
-                    self._asked_again += 1
-                    item = await self._stamp(target, lane, kind, request_id, data, deadline, waiter)
-                interval = min(interval * 2, RESPONSE_RETRY_MAX)
-        finally:
-            self._calls.pop(request_id, None)
-
-    async def _stamp(
-        self,
-        target: ActrId,
-        lane: Lane,
-        kind: int,
-        request_id: str,
-        data: bytes,
-        deadline: float,
-        waiter: Waiter,
-    ) -> LinkItem:
-        while True:
-            pl = self._lane(target, lane)
-            await pl.window.acquire()
-            if not pl.closed:
-                break
-            pl.window.release()  # the peer said goodbye meanwhile: its lane is gone, take anew
-        item = LinkItem(kind, request_id, data, deadline, waiter)
-        pl.stamp(item)
-        await pl.send_inline()
-        return item
-
     def respond(self, peer: ActrId, lane: Lane, response: bytes, deadline_ms: int) -> None:
-        """Queue an encoded RESPONSE envelope to ``peer`` (never blocks the scheduler).
-
-        It is resent until acknowledged or past the request's ``deadline_ms`` (wire form;
-        :data:`RESPONSE_BOUND` seconds when the request had none).
-        """
-        try:
-            pl = self._lane(peer, lane)
-        except (ShuttingDown, PeerUnavailable):
-            return  # the caller's retry will find the stored response
-        deadline = trio_deadline(deadline_ms, RESPONSE_BOUND)
-        pl.stamp(LinkItem(RESPONSE, "", response, deadline, None, slot=False))
+        """Queue an encoded RESPONSE envelope to ``peer`` over the wire (never blocks the
+        scheduler); see :meth:`WireRoute.respond`."""
+        self._wire.respond(peer, lane, response, deadline_ms)
 
     async def send_chunk(
         self,
@@ -676,29 +483,10 @@ class OutGate:
             if acks is not None:
                 acks.settle_now(refusal, end=chunk.end)
             return
-        pl = self._lane(peer, lane)
-        while len(pl.outbox) >= OUTBOX_LIMIT and not pl.closed:
-            pl.flushed = trio.Event()
-            await pl.flushed.wait()
-        if pl.closed:
-            raise PeerUnavailable(f"{peer} shut down")
-        if not lane.sequenced:
-            await trio.lowlevel.checkpoint()
-            pl.push(encode_chunk(chunk))
-            return
-        assert acks is not None
-        await pl.window.acquire()
-        if self._lanes.get((peer, lane)) is not pl:  # goodbye dropped the lane while we waited
-            pl.window.release()
-            raise PeerUnavailable(f"{peer} shut down")
-        item = LinkItem(CHUNK, "", encode_chunk_body(chunk), deadline, None)
-        acks.track(item, end=chunk.end)
-        pl.stamp(item)
+        await self._wire.send_chunk(peer, lane, chunk, acks, deadline)
 
     def on_ack(self, peer: ActrId, lane: Lane, ack: AckInfo) -> None:
-        pl = self._lanes.get((peer, lane))
-        if pl is not None:
-            pl.on_ack(ack)
+        self._wire.on_ack(peer, lane, ack)
 
     def on_response(self, peer: ActrId, env: Envelope) -> None:
         """A RESPONSE arrived on ``peer``'s link (``peer`` is the authenticated link end).
@@ -736,26 +524,7 @@ class OutGate:
 
     async def wait_acked(self) -> None:
         """Return once nothing sent is waiting for an ack (bound it with a cancel scope)."""
-        for pl in list(self._lanes.values()):
-            while pl.link:
-                pl.drained = trio.Event()
-                await pl.drained.wait()
-        await trio.lowlevel.checkpoint()
-
-
-def _too_late(env: Envelope, *, overloaded: bool) -> Overloaded | DeadlineExceeded:
-    if overloaded:
-        return Overloaded(
-            f"{env.route_key} to {env.target}: receiver overloaded until the deadline"
-        )
-    return DeadlineExceeded(f"{env.route_key} to {env.target}: no answer before the deadline")
-
-
-def trio_deadline(deadline_ms: int, default: float) -> float:
-    """The envelope's deadline on this process's Trio clock; ``default`` seconds from now if none."""
-    if not deadline_ms:
-        return trio.current_time() + default
-    return trio.current_time() + (deadline_ms / 1000 - time.time())
+        await self._wire.wait_acked()
 
 
 def _deadline(timeout: float, within: float) -> tuple[float, int]:
