@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from netprocs import HERE, Processes, netnode_argv, read_line_matching
 from test_signaling import CALLER, ECHO, REALMS, config, start_client
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
@@ -692,3 +693,27 @@ async def test_an_offer_flood_through_signaling_leaves_the_victim_reachable(
     assert figures["relays_limited"] > 0 == figures["slow_readers"]
     assert answered.get("relayed", 0) > 0  # the flood did reach it, within budget
     assert rss_after - rss_before < 60
+
+
+# -- logs that survive a flood ------------------------------------------------------------------
+
+
+async def test_malformed_input_is_logged_at_warning_once_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture, mock_clock: trio.testing.MockClock
+) -> None:
+    # Time stands still (mock_clock) until the test jumps it past the 10 s interval.
+    with trio.fail_after(30):
+        async with serve(host=HOST, realms=REALMS) as server:
+            for _ in range(30):
+                async with raw_connection(server.url) as ws:
+                    await ws.send_message(b"\xff\xfe garbage")
+                    assert decode_frame(await ws.get_message()).error.code == "bad_frame"
+            mock_clock.jump(11)
+            async with raw_connection(server.url) as ws:
+                await ws.send_message(b"\xff\xfe garbage")
+                await read_until_closed(ws)
+            assert server.statistics().rejected_frames == 31
+    lines = [r for r in caplog.records if "bad_frame" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["WARNING", "WARNING"]
+    assert "from 127.0.0.1: bad_frame: undecodable frame" in lines[0].getMessage()
+    assert "(29 similar lines suppressed in the last 11 s)" in lines[1].getMessage()
