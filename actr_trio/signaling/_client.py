@@ -205,15 +205,15 @@ class _Session:
             request_id, frame = link.protocol.discover(actr_type, cursor)
             page, next_cursor = await self._client._request(link, request_id, frame)
             found.extend(page)
+            if len(found) > MAX_DISCOVERED or (next_cursor and len(found) == MAX_DISCOVERED):
+                self._client._truncated(actr_type)
+                return found[:MAX_DISCOVERED]
             if not next_cursor:
                 return found
             if next_cursor <= cursor:
                 raise SignalingError(
                     f"signaling server sent discovery cursor {next_cursor} after {cursor}"
                 )
-            if len(found) >= MAX_DISCOVERED:
-                self._client._truncated(actr_type)
-                return found[:MAX_DISCOVERED]
             cursor = next_cursor
 
     async def send_relay(self, target: ActrId, kind: str, payload: str) -> None:

@@ -48,6 +48,7 @@ from actr_trio.errors import (
     SignalingOverloaded,
 )
 from actr_trio.signaling import SignalingLimits, serve
+from actr_trio.signaling import _client as signaling_client
 from actr_trio.signaling._client_protocol import ClientProtocol, Outgoing, Registered
 from actr_trio.signaling._protocol import MAX_FRAME_SIZE, Frame, decode_frame, encode_frame
 from actr_trio.testing import find, network_config
@@ -717,3 +718,20 @@ async def test_malformed_input_is_logged_at_warning_once_per_interval_with_a_cou
     assert [r.levelname for r in lines] == ["WARNING", "WARNING"]
     assert "from 127.0.0.1: bad_frame: undecodable frame" in lines[0].getMessage()
     assert "(29 similar lines suppressed in the last 11 s)" in lines[1].getMessage()
+
+
+async def test_discovery_stops_at_its_bound_and_says_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signaling_client, "MAX_DISCOVERED", 5)
+    with trio.fail_after(20):
+        async with serve(host=HOST, realms=REALMS) as server, trio.open_nursery() as nursery:
+            crowd = Crowd()
+            await crowd.join(nursery, server.url, 11)
+            _, member = await start_client(nursery, server.url, CALLER)
+            found = await member.discover(ECHO)
+            assert found == sorted(p.actr_id for _, p in crowd.members if p.actr_id)[:5]
+            crowd.release()
+            nursery.cancel_scope.cancel()
+    warnings = [r.getMessage() for r in caplog.records if "stopped at 5 peers" in r.getMessage()]
+    assert len(warnings) == 1
