@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, overload
 
 import trio
 from google.protobuf.message import DecodeError, Message
@@ -24,13 +24,38 @@ from ._tracks import TrackRegistry
 from .errors import ActrError, ConfigError, MalformedEnvelope
 
 if TYPE_CHECKING:
-    from ._node import _NodeCore
-    from .transport._abc import MediaSource
+    from ._config import Config
+    from ._outgate import OutGate
+    from .transport._abc import MediaSource, SignalingSession, Transport
 
 M = TypeVar("M", bound=Message)
 
 # Seconds a stream whose block raised may spend queueing its end-of-stream marker.
 CLOSE_ON_ERROR_BOUND: Final = 1.0
+
+
+class NodeServices(Protocol):
+    """What a :class:`Context` uses of its running node (``_node._NodeCore`` is one).
+
+    A protocol, not the node's class: the node builds contexts, so naming it here would
+    make the two modules import each other.
+    """
+
+    config: Config
+    outgate: OutGate
+    transport: Transport
+
+    @property
+    def actr_id(self) -> ActrId: ...
+
+    @property
+    def session(self) -> SignalingSession: ...
+
+    @property
+    def streams(self) -> StreamRegistry[Context]: ...
+
+    @property
+    def tracks(self) -> TrackRegistry[Context]: ...
 
 
 def _payload(message: bytes | Message) -> bytes:
@@ -51,7 +76,7 @@ class Actions:
 
     __slots__ = ()
 
-    _core: _NodeCore
+    _core: NodeServices
     deadline: float
     trace_id: str
 
@@ -61,12 +86,12 @@ class Actions:
         return self._core.actr_id
 
     @property
-    def streams(self) -> StreamRegistry:
+    def streams(self) -> StreamRegistry[Context]:
         """Register ``stream_id -> async callback(chunk, ctx)`` for inbound stream chunks."""
         return self._core.streams
 
     @property
-    def tracks(self) -> TrackRegistry:
+    def tracks(self) -> TrackRegistry[Context]:
         """Register ``track_id -> async callback(frame, ctx)`` for inbound media frames."""
         return self._core.tracks
 
@@ -306,7 +331,7 @@ class Context(Actions):
 
     def __init__(
         self,
-        core: _NodeCore,
+        core: NodeServices,
         caller_id: ActrId | None = None,
         request_id: str = "",
         trace_id: str = "",

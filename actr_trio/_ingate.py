@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container, Sequence
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import trio
@@ -117,8 +117,8 @@ class InGate:
         transport: Transport,
         mailbox: Mailbox,
         outgate: OutGate,
-        streams: StreamRegistry,
-        tracks: TrackRegistry,
+        streams: StreamRegistry[Any],
+        tracks: TrackRegistry[Any],
         routes: Container[str],
         enqueue: Callable[[Priority, Work], None],
         max_payload: int,

@@ -20,52 +20,40 @@ import json
 import logging
 import math
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Final, final
 
 import attrs
 import trio
 
 from ._acl import discovery_visibility, guard
+from ._component import STOP_BOUND, Component
 from ._config import Config
 from ._context import Actions, Context
 from ._datadir import hold_data_dir, make_private_dir, write_private_file
 from ._deadlines import DeadlineTimer
+from ._dispatcher import Dispatcher
 from ._envelope import (
-    REQUEST,
-    RESPONSE,
-    Envelope,
     Goodbye,
-    WireError,
-    decode_envelope,
-    encode_envelope,
-    encode_response,
 )
 from ._fastlane import FastLaneStatistics
 from ._groups import reraise, sole_exception
 from ._identity import NodeKey
 from ._ids import ActrId
-from ._ingate import InGate, InGateStatistics, Work
+from ._ingate import InGate, InGateStatistics
 from ._local import Directory
 from ._logging import NODE
-from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, StoredEnvelope, open_mailbox
+from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, open_mailbox
 from ._mailbox_sqlite import SqliteMailbox
 from ._outgate import OutGate, OutGateStatistics
-from ._proto.actr import wire_pb2
 from ._router import RouteTable, Workload
-from ._scheduler import Scheduler, SchedulerStatistics
+from ._scheduler import SchedulerStatistics
 from ._streams import StreamRegistry
 from ._tracks import TrackRegistry
 from .errors import (
-    CallError,
     ConfigError,
-    DeadlineExceeded,
-    RemoteError,
-    Retryable,
-    RouteNotFound,
     ShuttingDown,
 )
 from .transport._abc import SignalingConnector, SignalingSession, Transport
@@ -75,18 +63,11 @@ log = logging.getLogger(NODE)
 IDENTITY_FILE: Final = "identity.json"
 
 
-class _Retry:
-    """The handler raised Retryable: run the envelope again later."""
-
-
-_RETRY: Final = _Retry()
 # Step 4 of shutdown waits this long (within the grace period) for peers to ack what was sent.
 ACK_FLUSH: Final = 1.0
 # Step 4 of shutdown: bound on saying goodbye to every linked peer (a peer that left meanwhile
 # would otherwise hold it for a whole connection timeout).
 GOODBYE_BOUND: Final = 1.0
-# Bound on stopping one component once cancelled (its own cleanup is shielded and bounded).
-STOP_BOUND: Final = 5.0
 # Step 4 of shutdown: the order components stop in (transport before signaling).
 STOP_ORDER: Final = (
     "recovery",
@@ -113,55 +94,6 @@ class NodeStatistics:
     outbound: OutGateStatistics
     streams: FastLaneStatistics
     tracks: FastLaneStatistics
-
-
-class _Component:
-    """Runs one sibling task in its own cancel scope, so shutdown can stop it in order.
-
-    The scope is shielded from outside cancellation once the component has started, so a
-    cancelled enclosing scope cannot tear components down out of order: the shutdown sequence
-    stops them one by one. Not before: when the starter is already cancelled, Trio's
-    ``started()`` returns quietly and waits for the child to exit, which a shielded child
-    never would.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.scope = trio.CancelScope()
-        self.done = trio.Event()
-        self.entered = False
-
-    async def run(
-        self,
-        fn: Callable[..., Awaitable[None]],
-        *args: object,
-        task_status: trio.TaskStatus[Any],
-    ) -> None:
-        self.entered = True
-        try:
-            with self.scope:
-                await fn(*args, task_status=_ShieldWhenStarted(task_status, self.scope))
-        finally:
-            self.done.set()
-
-    async def stop(self) -> None:
-        self.scope.cancel(reason=f"node shutting down: stopping {self.name}")
-        if not self.entered:
-            await trio.lowlevel.checkpoint()
-            return
-        with trio.move_on_after(STOP_BOUND):
-            await self.done.wait()
-
-
-class _ShieldWhenStarted(trio.TaskStatus[Any]):
-    def __init__(self, inner: trio.TaskStatus[Any], scope: trio.CancelScope) -> None:
-        self._inner = inner
-        self._scope = scope
-
-    def started(self, value: Any = None) -> None:
-        if trio.current_effective_deadline() != -math.inf:  # -inf: already cancelled
-            self._scope.shield = True
-        self._inner.started(value)
 
 
 def _load_identity(data_dir: Path | None) -> ActrId | None:
@@ -201,7 +133,6 @@ class _NodeCore:
         self.direct = direct
         self.workload = workload
         self.routes = RouteTable(workload)
-        self._routes = self.routes.by_key  # read per envelope: the dict itself
         self.acl = guard(config.acl, workload.acl, owner=type(workload).__name__)
         self.transport = transport
         self.signaling = signaling
@@ -213,21 +144,15 @@ class _NodeCore:
         self.outgate = OutGate(
             transport, max_payload=config.max_payload, outbox=outbox, deadlines=self.deadlines
         )
-        self.scheduler: Scheduler[Work] = Scheduler(
-            self._handle,
-            capacity=config.mailbox_capacity,
-            aging=config.aging,
-            expired=self._expired,
-            deadlines=self.deadlines,
+        self.dispatcher = Dispatcher(
+            self, mailbox=self.mailbox, routes=self.routes.by_key, deadlines=self.deadlines
         )
+        self.scheduler = self.dispatcher.scheduler
         self.streams = StreamRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
         self.tracks = TrackRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
         self._session: SignalingSession | None = None
         self._ingate: InGate | None = None
         self._directory: Directory | None = None
-        # Dead letters an in-memory mailbox keeps without their encoding (they came in process):
-        # their envelopes, for a redrive, by (caller, request_id), oldest first.
-        self._dead_envelopes: dict[tuple[str, str], Envelope] = {}
         self.shutdown_requested = trio.Event()
         self.stopped = trio.Event()
         self.recovered = trio.Event()
@@ -257,12 +182,9 @@ class _NodeCore:
             self.tracks.statistics(),
         )
 
-    def _enqueue(self, work: Work) -> None:
-        self.scheduler.enqueue(work.envelope.priority, work)
-
     async def run(self, *, task_status: trio.TaskStatus[ActrRef]) -> None:
         c = {
-            name: _Component(name)
+            name: Component(name)
             for name in (
                 "mailbox",
                 "deadlines",
@@ -338,7 +260,7 @@ class _NodeCore:
         if self._directory is not None and self._ingate is not None:
             self._directory.remove(self._ingate)
 
-    async def _recover(self, component: _Component, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _recover(self, component: Component, *, task_status: trio.TaskStatus[None]) -> None:
         try:
             await component.run(self.outgate.recover, task_status=task_status)
         finally:
@@ -346,24 +268,9 @@ class _NodeCore:
 
     async def _replay(self) -> None:
         for stored in await self.mailbox.pending():
-            self._enqueue_stored(stored)
+            self.dispatcher.enqueue_stored(stored)
 
-    def _enqueue_stored(self, stored: StoredEnvelope) -> None:
-        kept = self._dead_envelopes.pop((stored.caller, stored.request_id), None)
-        try:
-            if kept is not None and not stored.data:
-                env = kept
-            else:
-                env = decode_envelope(stored.data, max_payload=self.config.max_payload)
-        except CallError as exc:
-            log.error("dropping undecodable mailbox row %d: %s", stored.id, exc)
-            self.mailbox.complete(stored.id, None)
-            return
-        # The caller is the link peer stored beside the envelope when it was accepted, never
-        # the envelope's own field (the sender wrote that): replays and redrives show the truth.
-        self._enqueue(Work(stored, env, ActrId.parse(stored.caller)))
-
-    async def _shutdown(self, c: dict[str, _Component]) -> None:
+    async def _shutdown(self, c: dict[str, Component]) -> None:
         try:
             await self._drain_and_stop_workload(c)
         finally:
@@ -383,7 +290,7 @@ class _NodeCore:
     def _durable(self) -> bool:
         return isinstance(self.mailbox, SqliteMailbox)
 
-    async def _release_unrun(self, c: dict[str, _Component]) -> int:
+    async def _release_unrun(self, c: dict[str, Component]) -> int:
         """Envelopes accepted here that never ran give back their accept-time attempt, so a
         graceful stop leaves exact counts (only a crash may leave one count too many).
         Returns how many never ran."""
@@ -394,7 +301,7 @@ class _NodeCore:
                 await self.mailbox.release_attempts(unrun)
         return len(taken)
 
-    async def _drain_and_stop_workload(self, c: dict[str, _Component]) -> None:
+    async def _drain_and_stop_workload(self, c: dict[str, Component]) -> None:
         grace = self.config.shutdown_grace
         drained = True
         if self._ingate is not None and c["ingate"].entered:
@@ -458,144 +365,6 @@ class _NodeCore:
                     nursery.start_soon(one, peer)
         log.info("%s said goodbye to %d of %d peers", self.actr_id, len(said), len(peers))
 
-    async def _handle(self, work: Work) -> None:
-        env, stored = work.envelope, work.stored
-        # Counted (committed) before the handler runs: a handler that kills the process counts.
-        # A fresh envelope's first attempt was committed with its accept.
-        if work.counted:
-            work.counted = False
-            attempts = stored.attempts
-        else:
-            attempts = await self.mailbox.begin_attempt(stored.id)
-        if attempts > self.config.max_attempts:
-            await self._dead_letter(
-                work, f"failed {attempts - 1} attempts (max_attempts={self.config.max_attempts})"
-            )
-            return
-        response = await self._run_handler(work)
-        if isinstance(response, _Retry):
-            self._enqueue(work)  # to the back of its priority; the next attempt is counted too
-            return
-        if env.kind == REQUEST:
-            self._answer(work, response)
-        else:
-            self.mailbox.complete(stored.id, None)
-
-    def _expired(self, work: Work) -> None:
-        """The caller's deadline cancelled the handler of ``work`` (a request)."""
-        late = DeadlineExceeded(f"{work.envelope.route_key}: handler passed the caller's deadline")
-        self._answer(work, WireError.of(late))
-
-    def _answer(self, work: Work, result: bytes | WireError) -> None:
-        """Record ``result`` as the answer (for retries) and send it to the caller: straight
-        to its waiter when the caller runs in this process, else over the wire."""
-        env = work.envelope
-        reply = self.outgate.local_reply(work.peer, work.reply)
-        if reply is None:
-            data = self._response(work, result)
-            self.mailbox.complete(work.stored.id, data)
-            self.outgate.respond(work.peer, env.lane, data, env.deadline_ms)
-            return
-        payload, error = (result, None) if isinstance(result, bytes) else (b"", result)
-        self.mailbox.complete(work.stored.id, encode_response(env.request_id, payload, error))
-        reply.respond(self.actr_id, env.request_id, payload, error)
-
-    def _response(self, work: Work, result: bytes | WireError) -> bytes:
-        env = work.envelope
-        reply = Envelope(
-            kind=RESPONSE,
-            route_key=env.route_key,
-            payload=result if isinstance(result, bytes) else b"",
-            request_id=env.request_id,
-            trace_id=env.trace_id,
-            caller=self.actr_id,
-            target=work.peer,
-            priority=env.priority,
-            lane=env.lane,
-            deadline_ms=env.deadline_ms,
-            error=result if isinstance(result, WireError) else None,
-        )
-        return encode_envelope(reply)
-
-    async def _dead_letter(self, work: Work, reason: str) -> None:
-        env = work.envelope
-        log.warning(
-            "%s: dead-lettering %s from %s: %s", self.actr_id, env.route_key, work.peer, reason
-        )
-        await self.mailbox.dead_letter(work.stored.id, reason)
-        if not work.stored.data:
-            self._keep_dead_envelope(work)
-        if env.kind == REQUEST:
-            error = WireError(wire_pb2.DEAD_LETTER, "dead_letter", f"{env.route_key}: {reason}")
-            reply = self.outgate.local_reply(work.peer, work.reply)
-            if reply is not None:
-                reply.respond(self.actr_id, env.request_id, b"", error)
-            else:
-                data = self._response(work, error)
-                self.outgate.respond(work.peer, env.lane, data, env.deadline_ms)
-
-    def _keep_dead_envelope(self, work: Work) -> None:
-        """Keep a dead letter's envelope that its (in-memory) mailbox row does not encode, as
-        many as the mailbox keeps dead letters (it drops the oldest first, as we do)."""
-        stored = work.stored
-        self._dead_envelopes[(stored.caller, stored.request_id)] = work.envelope
-        kept = self.mailbox.statistics().dead_letters
-        while len(self._dead_envelopes) > kept:
-            del self._dead_envelopes[next(iter(self._dead_envelopes))]
-
-    async def redrive(self, envelope_id: int | None = None) -> int:
-        """Move dead letters back to the queue and schedule them; returns how many."""
-        moved = await self.mailbox.redrive(envelope_id)
-        for stored in moved:
-            self._enqueue_stored(stored)
-        return len(moved)
-
-    async def _run_handler(self, work: Work) -> bytes | WireError | _Retry:
-        env = work.envelope
-        # A caller's deadline bounds a request's handler. A tell has no waiting caller once it was
-        # acknowledged, so its delivery deadline never skips or cuts short its handler.
-        bounded = env.kind == REQUEST and env.deadline_ms != 0
-        deadline = math.inf
-        if bounded:
-            left = env.deadline_ms / 1000 - time.time()
-            if left <= 0:
-                return WireError.of(
-                    DeadlineExceeded(f"{env.route_key}: deadline passed before it was started")
-                )
-            deadline = trio.current_time() + left
-        bound = self._routes.get(env.route_key)
-        if bound is None:
-            return WireError.of(RouteNotFound(f"{self.actr_id} has no route {env.route_key!r}"))
-        ctx = Context(self, work.peer, env.request_id, env.trace_id, deadline)
-        try:
-            request = bound.decode(env.payload)
-            if not bounded:
-                return bound.encode(await bound.handler(request, ctx))
-            # The scheduler's scope carries the deadline (no scope of our own per envelope);
-            # past it the handler is cancelled and _expired answers instead.
-            self.scheduler.bound(deadline)
-            try:
-                result = await bound.handler(request, ctx)
-            finally:
-                self.scheduler.unbound()
-            return bound.encode(result)
-        except Retryable as exc:
-            log.info("%s: %s asked to be retried: %s", self.actr_id, env.route_key, exc)
-            return _RETRY
-        except CallError as exc:
-            if not isinstance(exc, RemoteError):
-                log.info("%s: %s raised %r", self.actr_id, env.route_key, exc)
-            return (
-                WireError.of(exc)
-                if exc.code or not isinstance(exc, RemoteError)
-                else WireError(exc.wire_kind, type(exc).__name__, exc.message)
-            )
-        except Exception as exc:
-            log.exception("%s: handler %s failed", self.actr_id, env.route_key)
-            return WireError(
-                RemoteError.wire_kind, type(exc).__name__, str(exc) or type(exc).__name__
-            )
-
 
 @final
 class ActrRef(Actions):
@@ -607,6 +376,8 @@ class ActrRef(Actions):
     """
 
     __slots__ = ("_core", "deadline", "trace_id")
+
+    _core: _NodeCore
 
     def __init__(self, core: _NodeCore, token: object) -> None:
         if token is not _TOKEN:
@@ -650,11 +421,11 @@ class ActrRef(Actions):
 
     async def redrive(self, envelope_id: int | None = None) -> int:
         """Put one dead letter (or all) back in the queue with a fresh attempt count."""
-        return await self._core.redrive(envelope_id)
+        return await self._core.dispatcher.redrive(envelope_id)
 
     async def purge_dead_letters(self) -> int:
         """Delete every dead letter; returns how many."""
-        self._core._dead_envelopes.clear()
+        self._core.dispatcher.forget_dead_letters()
         return await self._core.mailbox.purge_dead_letters()
 
     async def shutdown(self) -> None:

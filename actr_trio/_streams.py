@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 import trio
 
@@ -19,30 +19,34 @@ from ._envelope import Chunk, WireError
 from ._fastlane import FastLane, FastLaneStatistics
 from ._ids import ActrId
 from ._lanes import Lane
-from ._outgate import ChunkAcks
+from ._peerlane import ChunkAcks
 from .errors import StreamIncomplete
 
 if TYPE_CHECKING:
-    from ._context import Context
     from ._outgate import OutGate
 
-StreamCallback = Callable[[Chunk, "Context"], Awaitable[None]]
+#: The context a callback gets (``Context``; generic here, so this module needs not import it).
+C = TypeVar("C")
+
+#: ``async def callback(chunk, ctx)``.
+StreamCallback = Callable[[Chunk, C], Awaitable[None]]
 
 #: The public name of a received chunk: ``stream_id``, ``sequence``, ``payload``, ``end``.
 StreamChunk = Chunk
 
 
 @final
-class StreamRegistry:
-    """``stream_id -> callback`` for inbound chunks (``ctx.streams``)."""
+class StreamRegistry(Generic[C]):
+    """``stream_id -> callback`` for inbound chunks (``ctx.streams``, a
+    ``StreamRegistry[Context]``)."""
 
-    def __init__(self, *, buffer: int, make_context: Callable[[ActrId | None], Context]) -> None:
+    def __init__(self, *, buffer: int, make_context: Callable[[ActrId | None], C]) -> None:
         self._lane: FastLane[str, tuple[ActrId, Chunk]] = FastLane("stream", buffer=buffer)
         self._make_context = make_context
         self._last: dict[str, tuple[int, int]] = {}  # stream_id -> (instance, last sequence)
         self._late = 0
 
-    def register(self, stream_id: str, callback: StreamCallback) -> None:
+    def register(self, stream_id: str, callback: StreamCallback[C]) -> None:
         """Deliver chunks of ``stream_id`` to ``async def callback(chunk, ctx)``.
 
         Raises:

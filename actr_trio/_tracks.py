@@ -7,7 +7,7 @@ frames (media is realtime, like RTP), counted in ``statistics().dropped``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, final
+from typing import Generic, TypeVar, final
 
 import trio
 
@@ -15,10 +15,11 @@ from ._fastlane import FastLane, FastLaneStatistics
 from ._ids import ActrId
 from .transport._abc import InboundFrame
 
-if TYPE_CHECKING:
-    from ._context import Context
+#: The context a callback gets (``Context``; generic here, so this module needs not import it).
+C = TypeVar("C")
 
-TrackCallback = Callable[[InboundFrame, "Context"], Awaitable[None]]
+#: ``async def callback(frame, ctx)``.
+TrackCallback = Callable[[InboundFrame, C], Awaitable[None]]
 
 #: The public name of a received frame: ``track_id``, ``sequence``, ``kind``, ``pts``,
 #: ``width``, ``height``, ``frame`` (the transport's frame object) and ``peer``.
@@ -26,14 +27,15 @@ MediaFrame = InboundFrame
 
 
 @final
-class TrackRegistry:
-    """``track_id -> callback`` for inbound media frames (``ctx.tracks``)."""
+class TrackRegistry(Generic[C]):
+    """``track_id -> callback`` for inbound media frames (``ctx.tracks``, a
+    ``TrackRegistry[Context]``)."""
 
-    def __init__(self, *, buffer: int, make_context: Callable[[ActrId | None], Context]) -> None:
+    def __init__(self, *, buffer: int, make_context: Callable[[ActrId | None], C]) -> None:
         self._lane: FastLane[str, InboundFrame] = FastLane("track", buffer=buffer)
         self._make_context = make_context
 
-    def register(self, track_id: str, callback: TrackCallback) -> None:
+    def register(self, track_id: str, callback: TrackCallback[C]) -> None:
         """Deliver frames of ``track_id`` to ``async def callback(frame, ctx)``.
 
         Raises:

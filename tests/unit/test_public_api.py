@@ -101,6 +101,7 @@ def test_inner_ring_does_not_import_transports_or_signaling() -> None:
     inner = {
         "_scheduler.py", "_mailbox.py", "_mailbox_sqlite.py", "_router.py", "_streams.py",
         "_tracks.py", "_fastlane.py", "_link.py", "_envelope.py", "_ingate.py", "_outgate.py",
+        "_wire.py", "_local.py", "_peerlane.py", "_dispatcher.py", "_deadlines.py",
     }  # fmt: skip
     for name, imports in _sources().items():
         if name not in inner:
@@ -110,6 +111,67 @@ def test_inner_ring_does_not_import_transports_or_signaling() -> None:
             if "transport" in imported and "_abc" not in imported and imported != ".transport":
                 raise AssertionError(f"{name} imports {imported}")
             assert "signaling" not in imported, f"{name} imports {imported}"
+
+
+# The inner ring of the runtime: these import each other only downwards (also under
+# TYPE_CHECKING: a cycle there is a cycle of the design, whatever Python tolerates).
+INNER_RING = (
+    "_node", "_context", "_router", "_streams", "_tracks", "_ingate", "_dispatcher",
+)  # fmt: skip
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """``actr_trio`` module -> the ``actr_trio`` modules it imports (any import statement)."""
+    modules: dict[str, Path] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if "_proto" in path.parts:
+            continue
+        parts = ("actr_trio", *path.relative_to(PACKAGE).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{up}.{base}" if base else up
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _cycle_through(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """A path of imports from ``start`` back to itself, if there is one."""
+    paths = [[start]]
+    seen = {start}
+    while paths:
+        path = paths.pop()
+        for nxt in sorted(graph[path[-1]]):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                paths.append([*path, nxt])
+    return None
+
+
+def test_the_inner_ring_imports_in_no_circle() -> None:
+    graph = _module_graph()
+    assert all(f"actr_trio.{name}" in graph for name in INNER_RING)
+    for name in INNER_RING:
+        cycle = _cycle_through(graph, f"actr_trio.{name}")
+        assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_type_checking_imports() -> None:
+    # _router names Context only for its annotations (under TYPE_CHECKING): still an edge.
+    assert "actr_trio._context" in _module_graph()["actr_trio._router"]
 
 
 def test_transport_does_not_import_the_runtime() -> None:
