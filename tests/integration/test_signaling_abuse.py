@@ -134,16 +134,19 @@ class Crowd:
         spread = kw.pop("spread", None)
         if spread is not None:  # spread members over loopback addresses (<= 256 per address)
             kw["local"] = f"{spread}.{i % 200 + 1}"
-        async with limiter:
-            member = raw_member(url, **kw)
-            ws, protocol = await member.__aenter__()
+        await limiter.acquire()  # paces the registrations, not the holding
+        registering = True
         try:
-            self.members.append((ws, protocol))
-            self._changed.set()
-            self._changed = trio.Event()
-            await self._release.wait()
+            async with raw_member(url, **kw) as member:
+                limiter.release()
+                registering = False
+                self.members.append(member)
+                self._changed.set()
+                self._changed = trio.Event()
+                await self._release.wait()
         finally:
-            await member.__aexit__(None, None, None)
+            if registering:
+                limiter.release()
 
     def release(self) -> None:
         self._release.set()
