@@ -51,6 +51,8 @@ T = TypeVar("T")
 # full, or others already waiting, waits its turn (first come, first served: the mailbox's
 # backpressure). One accept's items are never split: a larger one commits alone.
 _MAX_BATCH: Final = 1024
+# Scheduler rounds the writer yields, at most, while the open batch still grows (see _gather).
+_GATHER_ROUNDS: Final = 3
 # Seconds run() may spend, once cancelled, committing what was queued before it closes the DB.
 _CLOSE_GRACE: Final = 5.0
 
@@ -216,11 +218,14 @@ class SqliteMailbox:
 
         Callers already runnable (say, woken by the previous commit) add their next operation
         in the scheduler round after this one: keep yielding while the batch grows, so that
-        everything waiting shares one transaction (up to the bound).
+        everything waiting shares one transaction, for a few rounds at most (a trickle that
+        adds one caller per round must not hold the first one back until the bound).
         """
         await self._wake.wait()
         size = -1
-        while size != self._open.size and self._open.size < _MAX_BATCH:
+        for _ in range(_GATHER_ROUNDS):
+            if size == self._open.size or self._open.size >= _MAX_BATCH:
+                break
             size = self._open.size
             await trio.lowlevel.checkpoint()
 
