@@ -44,6 +44,7 @@ def test_no_module_logs_under_its_private_name() -> None:
     assert offenders == []
 
 
+@pytest.mark.usefixtures("envelope_path")
 async def test_lifecycle_lines_at_info_under_public_names(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="actr_trio"):
         async with (
