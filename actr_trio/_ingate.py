@@ -53,10 +53,10 @@ from ._mailbox import (
     Accepted,
     Duplicate,
     Mailbox,
-    MemoryMailbox,
     Outcome,
     StoredEnvelope,
 )
+from ._mailbox_memory import MemoryMailbox
 from ._proto.actr import wire_pb2
 from .errors import (
     CallError,

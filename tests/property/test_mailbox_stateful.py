@@ -39,12 +39,12 @@ from actr_trio._mailbox import (
     DeadLetter,
     Duplicate,
     MailboxCore,
-    MemoryCore,
     Outcome,
     Refused,
     StoredEnvelope,
     UnknownEnvelope,
 )
+from actr_trio._mailbox_memory import MemoryCore
 from actr_trio._mailbox_sqlite import SqliteCore, SqliteMailbox
 
 CAPACITY = 3

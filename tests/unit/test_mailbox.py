@@ -23,12 +23,12 @@ from actr_trio._mailbox import (
     Duplicate,
     Mailbox,
     MailboxError,
-    MemoryMailbox,
     Refused,
     StoredEnvelope,
     UnknownEnvelope,
     open_mailbox,
 )
+from actr_trio._mailbox_memory import MemoryMailbox
 from actr_trio._mailbox_sqlite import SqliteMailbox
 
 WINDOW = 60.0
