@@ -290,17 +290,17 @@ class SqliteCore:
     def _accept_bulk(self, items: Sequence[Accept]) -> list[Outcome] | None:
         """Insert every item as new, or nothing (``None``) if any of them is not simply new."""
         counts, c, key_of, capacity = self._counts, self.counters, self._key_of, self._capacity
-        added = dict.fromkeys(counts, 0)
+        added: dict[int, int] = {}
         keys: set[int] = set()
         params: list[object] = []
         new_id = c.last_id
         for item in items:
             prio = item.priority
             key = key_of(item.caller, item.request_id)
-            if counts[prio] + added[prio] >= capacity or key in keys:
+            if counts.get(prio, 0) + added.get(prio, 0) >= capacity or key in keys:
                 return None
             keys.add(key)
-            added[prio] += 1
+            added[prio] = added.get(prio, 0) + 1
             new_id += 1
             params += (new_id, key, item.caller, item.request_id, prio, item.data)
         if not self._insert_new(params, len(items)):
@@ -310,7 +310,7 @@ class SqliteCore:
         c.dedupe_entries += len(items)
         c.accepted += len(items)
         for priority, n in added.items():
-            counts[priority] += n
+            counts[priority] = counts.get(priority, 0) + n
         return [
             Accepted(
                 StoredEnvelope(
@@ -344,7 +344,7 @@ class SqliteCore:
         """One item, every case: new, duplicate, expired entry, full priority, collision."""
         c, counts, prio = self.counters, self._counts, item.priority
         key = self._key_of(item.caller, item.request_id)
-        if counts[prio] < self._capacity and not self._collided:
+        if counts.get(prio, 0) < self._capacity and not self._collided:
             # One statement for a new key; a taken one is not inserted.
             new_id = c.last_id + 1
             if self._cur.execute(
@@ -364,7 +364,7 @@ class SqliteCore:
             ).rowcount:
                 c.last_id = new_id
                 c.dedupe_entries += 1
-                counts[prio] += 1
+                counts[prio] = counts.get(prio, 0) + 1
                 c.accepted += 1
                 return Accepted(
                     StoredEnvelope(
@@ -382,7 +382,7 @@ class SqliteCore:
             if dup is not None:
                 c.duplicates += 1
                 return dup
-        if self._counts[prio] >= self._capacity:
+        if self._counts.get(prio, 0) >= self._capacity:
             c.refused += 1
             return REFUSED
         new_id = c.last_id + 1
@@ -408,7 +408,7 @@ class SqliteCore:
             )
             c.dedupe_entries += 1
         c.last_id = new_id
-        self._counts[prio] += 1
+        self._counts[prio] = self._counts.get(prio, 0) + 1
         c.accepted += 1
         return Accepted(
             StoredEnvelope(new_id, item.caller, item.request_id, prio, item.data, ACCEPTED_ATTEMPTS)
@@ -534,7 +534,7 @@ class SqliteCore:
                 " RETURNING caller, request_id, priority, data",
                 (c.last_id, old_id),
             ).fetchone()
-            self._counts[priority] += 1
+            self._counts[priority] = self._counts.get(priority, 0) + 1
             out.append(StoredEnvelope(c.last_id, caller, request_id, Priority(priority), data, 0))
         c.dead_letters -= len(rows)
         return out
