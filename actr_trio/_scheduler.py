@@ -38,6 +38,12 @@ T = TypeVar("T")
 QUEUE_MARGIN: Final = 1024
 # Handlers run back to back without yielding when they never block; yield every this many.
 FAIRNESS_EVERY: Final = 16
+# ...except while the backlog is long: past BACKLOG_HIGH items the scheduler keeps going until
+# BACKLOG_LOW are left. Senders in this process hand over one envelope per task step, hundreds
+# per round of the Trio scheduler; taking FAIRNESS_EVERY per round, the scheduler would fall
+# behind without bound (memory, and the garbage collector walking the backlog).
+BACKLOG_HIGH: Final = 1024
+BACKLOG_LOW: Final = 256
 
 
 class Selector:
@@ -127,6 +133,8 @@ class Scheduler(Generic[T]):
         self._index = {p: i for i, p in enumerate(PRIORITIES_HIGH_FIRST)}
         # Our own counts: reading channel statistics() allocates an object per look.
         self._counts = [0] * len(PRIORITIES_HIGH_FIRST)
+        self._queued = 0
+        self._draining = False  # working a long backlog down (see BACKLOG_HIGH)
         # The scheduler's task while it waits for work (woken directly: cheaper than an Event).
         self._idle: trio.lowlevel.Task | None = None
         self._stopping = False
@@ -145,6 +153,7 @@ class Scheduler(Generic[T]):
         index = self._index[priority]
         self._sends[index].send_nowait(item)
         self._counts[index] += 1
+        self._queued += 1
         self._wake()
 
     def _wake(self) -> None:
@@ -163,7 +172,7 @@ class Scheduler(Generic[T]):
 
     def pending(self) -> int:
         """Items waiting (not counting the one running)."""
-        return sum(self._counts)
+        return self._queued
 
     def statistics(self) -> SchedulerStatistics:
         return SchedulerStatistics(
@@ -179,6 +188,7 @@ class Scheduler(Generic[T]):
             while self._counts[index]:
                 self._counts[index] -= 1
                 taken.append(receive.receive_nowait())
+        self._queued = 0
         return taken
 
     def stop_when_idle(self) -> None:
@@ -193,13 +203,23 @@ class Scheduler(Generic[T]):
             for index, n in enumerate(counts):
                 if n:
                     counts[index] = n - 1
+                    self._queued -= 1
                     return self._receives[index].receive_nowait()
             return None
         chosen = self._selector.choose([n > 0 for n in counts])
         if chosen is None:
             return None
         counts[chosen] -= 1
+        self._queued -= 1
         return self._receives[chosen].receive_nowait()
+
+    def _working_down(self) -> bool:
+        """Whether a long backlog is being worked down (no fairness yield meanwhile)."""
+        if self._draining:
+            self._draining = self._queued > BACKLOG_LOW
+        else:
+            self._draining = self._queued >= BACKLOG_HIGH
+        return self._draining
 
     def bound(self, deadline: float) -> None:
         """The running handler must end by ``deadline`` (trio clock).
@@ -265,7 +285,7 @@ class Scheduler(Generic[T]):
                 self._running = False
             self._current = None
             self._handled += 1
-            if self._handled % FAIRNESS_EVERY == 0:
+            if self._handled % FAIRNESS_EVERY == 0 and not self._working_down():
                 # A handler that never blocks would otherwise starve the inbound gate.
                 await trio.lowlevel.checkpoint()
         return False
