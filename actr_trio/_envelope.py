@@ -242,6 +242,8 @@ def _envelope_from_proto(msg: wire_pb2.RpcEnvelope, max_payload: int) -> Envelop
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]  # lengths of ids and small payloads: most varints here
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -253,6 +255,7 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+_ONE_BYTE: Final = tuple(bytes((n,)) for n in range(0x80))
 # Field 10 (envelope), wire type 2 (length-delimited): (10 << 3) | 2.
 _ENVELOPE_TAG: Final = _varint((10 << 3) | 2)
 # Field 11 (chunk), wire type 2.
