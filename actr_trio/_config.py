@@ -128,6 +128,23 @@ def _positive_rate(unit: str) -> _Rule:
     return _Rule(f"a number of {unit} > 0", problem, parse)
 
 
+def _fraction() -> _Rule:
+    def problem(value: Any) -> Problem:
+        if type(value) not in (int, float):
+            return "is not a number"
+        if not math.isfinite(value) or not 0 < value <= 1:
+            return "must be a fraction > 0 and <= 1"
+        return None
+
+    def parse(raw: str) -> object:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+
+    return _Rule("a number > 0 and <= 1", problem, parse)
+
+
 def _choice(*options: str) -> _Rule:
     listed = " or ".join(repr(o) for o in options)
 
@@ -454,6 +471,20 @@ class Config:
         metadata=_meta(
             _POSITIVE_INT,
             "Pending envelopes per priority before new ones are refused with ``Overloaded``.",
+        ),
+    )
+    mailbox_sender_share: float = attrs.field(
+        default=0.25,
+        converter=_to_float,
+        validator=_validate,
+        metadata=_meta(
+            _fraction(),
+            "Share of ``mailbox_capacity`` one sender (authenticated peer) may hold pending per "
+            "priority (at least 1 envelope); beyond it its new envelopes are refused with "
+            "``Overloaded`` (code ``sender_share``) while other senders are still accepted. "
+            "0.25: one flooding peer leaves three quarters of each priority to the others. "
+            "1 turns the share off. Counted from the pending envelopes, so the same after a "
+            "restart.",
         ),
     )
     max_attempts: int = attrs.field(

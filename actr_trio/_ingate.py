@@ -413,9 +413,8 @@ class InGate:
             return WireError(
                 wire_pb2.DEAD_LETTER, "dead_letter", f"{env.route_key}: in the dead-letter table"
             )
-        overloaded = Overloaded(
-            f"{self._local}: mailbox full ({outcome.reason})", code="overloaded"
-        )
+        # Refused: full, this sender's share full, or the disk full (the code says which).
+        overloaded = Overloaded(f"{self._local}: {outcome.describe()}", code=outcome.reason)
         self._refused += 1
         self._rate.log(
             log,

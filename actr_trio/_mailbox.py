@@ -13,6 +13,12 @@ Invariants (no loss and no duplicate effects, docs/architecture.md):
 4. **Bounded.** At most ``capacity`` pending envelopes per priority (then :class:`Refused`), at
    most ``dead_letter_capacity`` dead letters (the oldest is dropped and counted), dedupe rows
    older than ``dedupe_window`` are pruned, and the writer's open batch is bounded.
+5. **Fair.** One sender holds at most ``sender_capacity`` pending envelopes per priority (its
+   share of ``capacity``; then :class:`Refused` with :data:`SENDER_SHARE`), so others are still
+   accepted while it floods. The count is of pending rows, so it is the same after a restart.
+6. **Storage failures refuse, they do not stop.** A durable mailbox whose disk is full (or
+   fails to write) refuses new envelopes (:data:`STORAGE`) and keeps retrying what it already
+   holds (completions, attempts, dead letters) until a write succeeds again.
 
 This module holds the contract (values, the :class:`Mailbox` protocol and the synchronous
 :class:`MailboxCore` protocol) and :func:`open_mailbox`. Two implementations share the
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OVERLOADED",
+    "SENDER_SHARE",
+    "STORAGE",
     "Accept",
     "Accepted",
     "DeadLetter",
@@ -45,15 +53,23 @@ __all__ = [
     "MailboxCore",
     "MailboxError",
     "MailboxStatistics",
+    "MailboxStorageError",
     "Outcome",
     "Refused",
+    "SenderCounts",
     "StoredEnvelope",
     "UnknownEnvelope",
     "open_mailbox",
+    "sender_capacity",
 ]
 
 #: Reason of :class:`Refused` when a priority already holds ``capacity`` pending envelopes.
 OVERLOADED: Final = "overloaded"
+#: Reason of :class:`Refused` when the sender already holds its share of a priority
+#: (``sender_capacity`` pending envelopes), while others may still be accepted.
+SENDER_SHARE: Final = "sender_share"
+#: Reason of :class:`Refused` when the database cannot write (disk full, I/O error).
+STORAGE: Final = "storage"
 
 #: Seconds of clock time between two prunes of the dedupe table (pruning is a range delete on
 #: an index, cheap but not free; once a second keeps the table bounded by rate x window).
@@ -78,6 +94,13 @@ class MailboxError(ActrError):
 
 class UnknownEnvelope(MailboxError, LookupError):
     """No envelope with that id is queued (or dead-lettered, for :meth:`Mailbox.redrive`)."""
+
+
+class MailboxStorageError(MailboxError):
+    """The database could not write: the disk is full (``SQLITE_FULL``, ``ENOSPC``) or failed
+    (``SQLITE_IOERR``, ``EIO``). Nothing of that transaction was kept; it is a condition to
+    wait out (the writer refuses new envelopes and retries what it holds), not a reason to stop.
+    """
 
 
 @final
@@ -144,14 +167,32 @@ class Duplicate:
 @final
 @attrs.frozen
 class Refused:
-    """Not queued; ``reason`` is :data:`OVERLOADED` (that priority holds ``capacity`` envelopes)."""
+    """Not queued (never accepted: the sender may send it again later).
+
+    Attributes:
+        reason: :data:`OVERLOADED` (that priority holds ``capacity`` envelopes),
+            :data:`SENDER_SHARE` (this sender holds its share of that priority) or
+            :data:`STORAGE` (the database cannot write now).
+    """
 
     reason: str
 
+    def describe(self) -> str:
+        """Why, in words, for the sender's ``Overloaded`` (its ``code`` is ``reason``)."""
+        return _REASONS.get(self.reason, self.reason)
+
+
+_REASONS: Final = {
+    OVERLOADED: "mailbox full (overloaded)",
+    SENDER_SHARE: "this sender's share of the mailbox is full (sender_share)",
+    STORAGE: "mailbox cannot store it now: disk full or failing (storage)",
+}
 
 Outcome: TypeAlias = Accepted | Duplicate | Refused
 
 REFUSED: Final = Refused(OVERLOADED)
+REFUSED_SHARE: Final = Refused(SENDER_SHARE)
+REFUSED_STORAGE: Final = Refused(STORAGE)
 _DUPLICATE_PENDING: Final = Duplicate(None, pending=True)
 _DUPLICATE_DEAD: Final = Duplicate(None, pending=False, dead_lettered=True)
 
@@ -196,12 +237,19 @@ class MailboxStatistics:
             (current, includes the envelope being handled).
         replayed: envelopes returned by ``pending()``.
         duplicates: accepted items reported as :class:`Duplicate`.
-        refused: accepted items reported as :class:`Refused`.
+        refused: accepted items reported as :class:`Refused` (every reason).
         transactions: commits (SQLite: one per group commit; memory: one per operation).
         dead_letters: envelopes currently in the dead-letter table.
         durable: whether accepted envelopes survive a crash.
         dead_letters_dropped: oldest dead letters dropped because the table was full.
         dedupe_entries: current rows of the dedupe table (pending + dead + finished in window).
+        refused_sender_share: of ``refused``, those whose sender held its share
+            (:data:`SENDER_SHARE`).
+        refused_storage: of ``refused``, those the database could not store (:data:`STORAGE`).
+        storage_errors: transactions that failed because the database could not write (disk
+            full or I/O error); each was rolled back and its work refused or retried.
+        storage_failing: the last write failed that way (current): new envelopes are refused
+            until one succeeds.
     """
 
     accepted: int
@@ -215,6 +263,10 @@ class MailboxStatistics:
     durable: bool
     dead_letters_dropped: int = 0
     dedupe_entries: int = 0
+    refused_sender_share: int = 0
+    refused_storage: int = 0
+    storage_errors: int = 0
+    storage_failing: bool = False
 
     @property
     def pending(self) -> int:
@@ -235,6 +287,7 @@ class Counters:
     dead_letters: int = 0
     dead_letters_dropped: int = 0
     dedupe_entries: int = 0
+    refused_sender_share: int = 0
     last_id: int = 0
 
     def statistics(self, counts: dict[int, int], *, durable: bool) -> MailboxStatistics:
@@ -251,7 +304,48 @@ class Counters:
             durable=durable,
             dead_letters_dropped=self.dead_letters_dropped,
             dedupe_entries=self.dedupe_entries,
+            refused_sender_share=self.refused_sender_share,
         )
+
+
+def sender_capacity(capacity: int, share: float) -> int:
+    """Pending envelopes one sender may hold per priority: ``share`` of ``capacity``, at least 1."""
+    return max(1, int(capacity * share))
+
+
+class SenderCounts:
+    """Pending envelopes per ``(caller, priority)``, for the per-sender share.
+
+    Holds only senders with something pending (an entry goes when its count reaches 0), so it
+    is bounded by the pending envelopes themselves. ``limit=None`` disables the share: nothing
+    is counted (the cores skip the bookkeeping entirely).
+    """
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.held: dict[tuple[str, int], int] = {}
+
+    def full(self, caller: str, priority: int, extra: int = 0) -> bool:
+        """Whether ``caller`` already holds its share of ``priority`` (plus ``extra`` more)."""
+        limit = self.limit
+        return limit is not None and self.held.get((caller, priority), 0) + extra >= limit
+
+    def add(self, caller: str, priority: int, n: int = 1) -> None:
+        key = (caller, priority)
+        self.held[key] = self.held.get(key, 0) + n
+
+    def remove(self, caller: str, priority: int) -> None:
+        key = (caller, priority)
+        n = self.held.get(key, 0) - 1
+        if n > 0:
+            self.held[key] = n
+        else:
+            self.held.pop(key, None)
+
+    def copy(self) -> dict[tuple[str, int], int]:
+        return dict(self.held)
 
 
 def duplicate_of(
@@ -386,10 +480,15 @@ def open_mailbox(config: Config) -> Mailbox:
     ``data_dir / "mailbox.sqlite3"`` (the directory is created when the mailbox runs).
     """
     # Imported here: both build on this module (and sqlite3 loads only if needed).
+    share = sender_capacity(config.mailbox_capacity, config.mailbox_sender_share)
     if config.data_dir is None:
         from ._mailbox_memory import MemoryMailbox
 
-        return MemoryMailbox(capacity=config.mailbox_capacity, dedupe_window=config.dedupe_window)
+        return MemoryMailbox(
+            capacity=config.mailbox_capacity,
+            dedupe_window=config.dedupe_window,
+            sender_capacity=share,
+        )
     from ._mailbox_sqlite import SqliteMailbox
 
     return SqliteMailbox(
@@ -397,4 +496,5 @@ def open_mailbox(config: Config) -> Mailbox:
         synchronous=config.mailbox_synchronous,
         capacity=config.mailbox_capacity,
         dedupe_window=config.dedupe_window,
+        sender_capacity=share,
     )

@@ -26,12 +26,14 @@ from ._mailbox import (
     PENDING,
     PRUNE_INTERVAL,
     REFUSED,
+    REFUSED_SHARE,
     Accept,
     Accepted,
     Counters,
     DeadLetter,
     MailboxStatistics,
     Outcome,
+    SenderCounts,
     StoredEnvelope,
     UnknownEnvelope,
     duplicate_of,
@@ -48,12 +50,26 @@ _DEAD_ENTRY: Final[_Entry] = (DEAD, None, None)
 
 @final
 class MemoryCore:
-    """Pure-Python :class:`MailboxCore` on dicts: one dict lookup and two inserts per envelope."""
+    """Pure-Python :class:`MailboxCore` on dicts: one dict lookup and two inserts per envelope.
+
+    ``sender_capacity``: pending envelopes one caller may hold per priority (its share;
+    ``None``: no share, only ``capacity``).
+    """
 
     def __init__(
-        self, *, capacity: int, dedupe_window: float, dead_letter_capacity: int | None = None
+        self,
+        *,
+        capacity: int,
+        dedupe_window: float,
+        dead_letter_capacity: int | None = None,
+        sender_capacity: int | None = None,
     ) -> None:
         self._capacity = capacity
+        # A share as large as the capacity never refuses first: skip the bookkeeping.
+        self._senders = SenderCounts(
+            sender_capacity if sender_capacity is not None and sender_capacity < capacity else None
+        )
+        self._fair = self._senders.limit is not None
         self._window = dedupe_window
         self._dead_capacity = capacity if dead_letter_capacity is None else dead_letter_capacity
         self._queue: dict[int, StoredEnvelope] = {}  # insertion order == id order
@@ -99,6 +115,13 @@ class MemoryCore:
         if counts.get(priority, 0) >= self._capacity:
             c.refused += 1
             return REFUSED
+        if self._fair:
+            senders = self._senders
+            if senders.full(caller, priority):
+                c.refused += 1
+                c.refused_sender_share += 1
+                return REFUSED_SHARE
+            senders.add(caller, priority)
         c.last_id += 1
         env = StoredEnvelope(c.last_id, caller, request_id, priority, data, ACCEPTED_ATTEMPTS)
         self._queue[c.last_id] = env
@@ -112,6 +135,8 @@ class MemoryCore:
         if env is None:
             return False
         self._counts[env.priority] -= 1
+        if self._fair:
+            self._senders.remove(env.caller, env.priority)
         self._finish((env.caller, env.request_id), response, now)
         self.counters.completed += 1
         self.counters.transactions += 1
@@ -147,6 +172,8 @@ class MemoryCore:
         if env is None:
             raise UnknownEnvelope(f"envelope {envelope_id} is not queued")
         self._counts[env.priority] -= 1
+        if self._fair:
+            self._senders.remove(env.caller, env.priority)
         self._dead[envelope_id] = DeadLetter(env, reason, now)
         self._seen[(env.caller, env.request_id)] = _DEAD_ENTRY
         if len(self._dead) > self._dead_capacity:
@@ -178,6 +205,8 @@ class MemoryCore:
             self._queue[c.last_id] = env
             self._seen[(env.caller, env.request_id)] = _PENDING_ENTRY
             self._counts[env.priority] = self._counts.get(env.priority, 0) + 1
+            if self._fair:  # an operator's redrive may go past the share, as past the capacity
+                self._senders.add(env.caller, env.priority)
             out.append(env)
         c.dead_letters = len(self._dead)
         c.transactions += 1
@@ -228,11 +257,13 @@ class MemoryMailbox:
         dedupe_window: float = 600.0,
         clock: Callable[[], float] = time.time,
         dead_letter_capacity: int | None = None,
+        sender_capacity: int | None = None,
     ) -> None:
         self._core = MemoryCore(
             capacity=capacity,
             dedupe_window=dedupe_window,
             dead_letter_capacity=dead_letter_capacity,
+            sender_capacity=sender_capacity,
         )
         self._clock = clock
 

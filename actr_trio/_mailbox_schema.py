@@ -23,6 +23,7 @@ are in :mod:`actr_trio._mailbox_sqlcore`. Every ``sqlite3`` or file error become
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 from ._datadir import make_private_dir, private_file
 from ._lanes import Priority
 from ._logging import MAILBOX
-from ._mailbox import ACCEPTED_ATTEMPTS, DEAD, DONE, PENDING, MailboxError
+from ._mailbox import ACCEPTED_ATTEMPTS, DEAD, DONE, PENDING, MailboxError, MailboxStorageError
 
 if TYPE_CHECKING:
     from ._config import Synchronous
@@ -109,7 +110,7 @@ REUSE: Final = (
 )
 COMPLETE: Final = (
     f"UPDATE queue SET state = {DONE}, data = x'', response = ?, finished_at = ?"
-    f" WHERE id = ? AND state = {PENDING} RETURNING priority"
+    f" WHERE id = ? AND state = {PENDING} RETURNING priority, caller"
 )
 FORGET: Final = (  # a dead letter dropped or purged: a finished entry for the window
     f"UPDATE queue SET state = {DONE}, data = x'', response = NULL, finished_at = ? WHERE id = ?"
@@ -193,7 +194,8 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> int:
     (salt,) = conn.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
     if version == 1:
         _migrate_v1(conn, path, dedupe_key_function(salt))
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version != SCHEMA_VERSION:  # an unchanged file is not written to (a full disk opens)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return int(salt)
 
 
@@ -289,14 +291,34 @@ def bulk_complete(rows: int) -> str:
     return (
         f"UPDATE queue SET state = {DONE}, data = x'', response = v.column2, finished_at = ?"
         f" FROM (VALUES {values}) AS v WHERE queue.id = v.column1 AND queue.state = {PENDING}"
-        " RETURNING queue.priority"
+        " RETURNING queue.priority, queue.caller"
     )
+
+
+# Primary SQLite result codes of a write the storage could not take (extended codes keep
+# the primary one in their low byte: SQLITE_IOERR_WRITE is 10 | 3 << 8).
+_SQLITE_IOERR: Final = 10
+_SQLITE_FULL: Final = 13
+# The same from the file system, for what we write ourselves.
+_STORAGE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT})
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full or failed (a condition to wait out)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
+        return "disk is full" in str(exc) or "disk I/O error" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
 
 
 @contextlib.contextmanager
 def translate(what: str) -> Iterator[None]:
-    """Turn ``sqlite3`` (and file system) errors into :class:`MailboxError`, once, here."""
+    """Turn ``sqlite3`` (and file system) errors into :class:`MailboxError`, once, here: a
+    full or failing disk into :class:`MailboxStorageError`."""
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
-        raise MailboxError(f"{what}: {exc}") from exc
+        cls = MailboxStorageError if is_storage_error(exc) else MailboxError
+        raise cls(f"{what}: {exc}") from exc

@@ -34,13 +34,18 @@ from ._mailbox import (
     PENDING,
     PRUNE_INTERVAL,
     REFUSED,
+    REFUSED_SHARE,
+    REFUSED_STORAGE,
     Accept,
     Accepted,
     Counters,
     DeadLetter,
+    MailboxError,
     MailboxStatistics,
+    MailboxStorageError,
     Outcome,
     Outgoing,
+    SenderCounts,
     StoredEnvelope,
     UnknownEnvelope,
     duplicate_of,
@@ -86,11 +91,26 @@ class AcceptCall:
 
 
 @final
+class RecordCall:
+    """Recording outgoing requests as a :data:`Call`: new work of this node, like an accept,
+    so it is failed (not retried) when the database cannot write."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Sequence[Outgoing]) -> None:
+        self.items = items
+
+    def __call__(self, core: SqliteCore, now: float) -> None:
+        core.record_outgoing(self.items)
+
+
+@final
 @attrs.frozen
 class Failed:
-    """The result of a :data:`Call` that raised :class:`UnknownEnvelope` (the others commit)."""
+    """The result of a :data:`Call` that failed alone (the others commit): it raised
+    :class:`UnknownEnvelope`, or it was new work refused because the database cannot write."""
 
-    error: UnknownEnvelope
+    error: MailboxError
 
 
 @final
@@ -109,6 +129,7 @@ class SqliteCore:
         capacity: int,
         dedupe_window: float,
         dead_letter_capacity: int | None,
+        sender_capacity: int | None = None,
     ) -> None:
         self._conn = connection
         self._cur = connection.cursor()
@@ -117,14 +138,27 @@ class SqliteCore:
         self._window = dedupe_window
         self._dead_capacity = capacity if dead_letter_capacity is None else dead_letter_capacity
         self._counts: dict[int, int] = dict.fromkeys(map(int, Priority), 0)
+        # A share as large as the capacity never refuses first: skip the bookkeeping.
+        self._senders = SenderCounts(
+            sender_capacity if sender_capacity is not None and sender_capacity < capacity else None
+        )
+        self._fair = self._senders.limit is not None
         self._last_prune = -math.inf
-        self._saved: tuple[Counters, dict[int, int], float, int] | None = None
+        self._saved: (
+            tuple[Counters, dict[int, int], float, int, dict[tuple[str, int], int]] | None
+        ) = None
         self.counters = c = Counters()
         cur = self._cur
         for priority, n in cur.execute(
             f"SELECT priority, count(*) FROM queue WHERE state = {PENDING} GROUP BY priority"
         ):
             self._counts[priority] = n
+        if self._fair:  # each sender's share is counted from its pending rows: as before a crash
+            for caller, priority, n in cur.execute(
+                f"SELECT caller, priority, count(*) FROM queue WHERE state = {PENDING}"
+                " GROUP BY caller, priority"
+            ):
+                self._senders.add(caller, priority, n)
         (c.dead_letters,) = cur.execute("SELECT count(*) FROM dead_letters").fetchone()
         (c.dedupe_entries,) = cur.execute("SELECT count(*) FROM queue").fetchone()
         # Rows whose key collided: while there are any, an accept looks them up first.
@@ -134,6 +168,7 @@ class SqliteCore:
             " coalesce((SELECT max(id) FROM queue), 0))"
         ).fetchone()
         self._stored_last_id = c.last_id
+        (self._max_pages,) = cur.execute("PRAGMA max_page_count").fetchone()
 
     @classmethod
     def open(
@@ -144,6 +179,7 @@ class SqliteCore:
         capacity: int,
         dedupe_window: float,
         dead_letter_capacity: int | None = None,
+        sender_capacity: int | None = None,
     ) -> SqliteCore:
         """Open (creating or migrating if needed) the mailbox at ``path``, exclusively.
 
@@ -163,6 +199,7 @@ class SqliteCore:
                     capacity=capacity,
                     dedupe_window=dedupe_window,
                     dead_letter_capacity=dead_letter_capacity,
+                    sender_capacity=sender_capacity,
                 )
         except BaseException:
             conn.close()
@@ -182,6 +219,7 @@ class SqliteCore:
             dict(self._counts),
             self._last_prune,
             self._collided,
+            self._senders.copy() if self._fair else {},
         )
         with translate("cannot begin a mailbox transaction"):
             self._cur.execute("BEGIN IMMEDIATE")
@@ -210,7 +248,8 @@ class SqliteCore:
             with contextlib.suppress(sqlite3.Error):
                 self._cur.execute("ROLLBACK")
         if self._saved is not None:
-            self.counters, self._counts, self._last_prune, self._collided = self._saved
+            self.counters, self._counts, self._last_prune, self._collided, held = self._saved
+            self._senders.held = held
             self._saved = None
 
     @contextlib.contextmanager
@@ -231,15 +270,22 @@ class SqliteCore:
         completions: Sequence[tuple[int, bytes | None]],
         finished: Sequence[str],
         calls: Sequence[Call],
+        *,
+        refuse_new: bool = False,
     ) -> tuple[list[object], MailboxStatistics]:
         """One group commit: completions first (they free capacity), then ``calls``, then prune.
 
+        ``refuse_new``: the batch again after the database could not write it; keep only what
+        the mailbox already holds. Accepts are refused (:data:`~actr_trio._mailbox.STORAGE`),
+        recording outgoing requests fails, and nothing is pruned; the rest is applied.
+
         Returns:
-            One result per call (:class:`Failed` for an :class:`UnknownEnvelope`), and the
-            statistics after the commit.
+            One result per call (:class:`Failed` for an :class:`UnknownEnvelope`, or for a
+            :class:`RecordCall` refused), and the statistics after the commit.
 
         Raises:
-            MailboxError: the transaction failed and was rolled back.
+            MailboxStorageError: the disk is full or failed; the transaction was rolled back.
+            MailboxError: the transaction failed otherwise and was rolled back.
         """
         results: list[object] = []
         with self.transaction():
@@ -251,7 +297,15 @@ class SqliteCore:
             while i < len(calls):
                 call = calls[i]
                 if isinstance(call, AcceptCall):
-                    i = self._accept_run(calls, i, now, results)
+                    if refuse_new:
+                        results.append([REFUSED_STORAGE] * len(call.items))
+                        i += 1
+                    else:
+                        i = self._accept_run(calls, i, now, results)
+                    continue
+                if refuse_new and isinstance(call, RecordCall):
+                    results.append(Failed(MailboxStorageError("the mailbox cannot write now")))
+                    i += 1
                     continue
                 # UnknownEnvelope fails this call alone (cores check before they write); any
                 # other error aborts the batch.
@@ -260,7 +314,8 @@ class SqliteCore:
                 except UnknownEnvelope as exc:
                     results.append(Failed(exc))
                 i += 1
-            self.maybe_prune(now)
+            if not refuse_new:  # a prune writes too: not while the disk is full
+                self.maybe_prune(now)
         return results, self.statistics()
 
     def _accept_run(self, calls: Sequence[Call], i: int, now: float, results: list[object]) -> int:
@@ -291,6 +346,8 @@ class SqliteCore:
         """Insert every item as new, or nothing (``None``) if any of them is not simply new."""
         counts, c, key_of, capacity = self._counts, self.counters, self._key_of, self._capacity
         added: dict[int, int] = {}
+        fair, senders = self._fair, self._senders
+        by_sender: dict[tuple[str, int], int] = {}
         keys: set[int] = set()
         params: list[object] = []
         new_id = c.last_id
@@ -299,6 +356,11 @@ class SqliteCore:
             key = key_of(item.caller, item.request_id)
             if counts.get(prio, 0) + added.get(prio, 0) >= capacity or key in keys:
                 return None
+            if fair:
+                held = (item.caller, prio)
+                if senders.full(item.caller, prio, by_sender.get(held, 0)):
+                    return None
+                by_sender[held] = by_sender.get(held, 0) + 1
             keys.add(key)
             added[prio] = added.get(prio, 0) + 1
             new_id += 1
@@ -311,6 +373,8 @@ class SqliteCore:
         c.accepted += len(items)
         for priority, n in added.items():
             counts[priority] = counts.get(priority, 0) + n
+        for (caller, priority), n in by_sender.items():
+            senders.add(caller, priority, n)
         return [
             Accepted(
                 StoredEnvelope(
@@ -344,7 +408,11 @@ class SqliteCore:
         """One item, every case: new, duplicate, expired entry, full priority, collision."""
         c, counts, prio = self.counters, self._counts, item.priority
         key = self._key_of(item.caller, item.request_id)
-        if counts.get(prio, 0) < self._capacity and not self._collided:
+        if (
+            counts.get(prio, 0) < self._capacity
+            and not self._collided
+            and not self._senders.full(item.caller, prio)
+        ):
             # One statement for a new key; a taken one is not inserted.
             new_id = c.last_id + 1
             if self._cur.execute(
@@ -365,6 +433,8 @@ class SqliteCore:
                 c.last_id = new_id
                 c.dedupe_entries += 1
                 counts[prio] = counts.get(prio, 0) + 1
+                if self._fair:
+                    self._senders.add(item.caller, prio)
                 c.accepted += 1
                 return Accepted(
                     StoredEnvelope(
@@ -385,6 +455,10 @@ class SqliteCore:
         if self._counts.get(prio, 0) >= self._capacity:
             c.refused += 1
             return REFUSED
+        if self._senders.full(item.caller, prio):
+            c.refused += 1
+            c.refused_sender_share += 1
+            return REFUSED_SHARE
         new_id = c.last_id + 1
         if row is not None:  # its entry expired: the same row, accepted anew
             self._cur.execute(REUSE, (new_id, prio, ACCEPTED_ATTEMPTS, item.data, row[0]))
@@ -409,6 +483,8 @@ class SqliteCore:
             c.dedupe_entries += 1
         c.last_id = new_id
         self._counts[prio] = self._counts.get(prio, 0) + 1
+        if self._fair:
+            self._senders.add(item.caller, prio)
         c.accepted += 1
         return Accepted(
             StoredEnvelope(new_id, item.caller, item.request_id, prio, item.data, ACCEPTED_ATTEMPTS)
@@ -444,8 +520,10 @@ class SqliteCore:
             for pair in pairs[offset : offset + size]:
                 params += pair
             offset += size
-            for (priority,) in self._cur.execute(bulk_complete(size), params).fetchall():
+            for priority, caller in self._cur.execute(bulk_complete(size), params).fetchall():
                 self._counts[priority] -= 1
+                if self._fair:
+                    self._senders.remove(caller, priority)
                 done += 1
         self.counters.completed += done
         return done
@@ -455,6 +533,8 @@ class SqliteCore:
         if row is None:
             return False
         self._counts[row[0]] -= 1
+        if self._fair:
+            self._senders.remove(row[1], row[0])
         self.counters.completed += 1
         return True
 
@@ -489,12 +569,14 @@ class SqliteCore:
         cur, c = self._cur, self.counters
         row = cur.execute(
             f"UPDATE queue SET state = {DEAD} WHERE id = ? AND state = {PENDING}"
-            " RETURNING priority",
+            " RETURNING priority, caller",
             (envelope_id,),
         ).fetchone()
         if row is None:
             raise UnknownEnvelope(f"envelope {envelope_id} is not queued")
         self._counts[row[0]] -= 1
+        if self._fair:
+            self._senders.remove(row[1], row[0])
         cur.execute(
             "INSERT INTO dead_letters (id, reason, at) VALUES (?, ?, ?)", (envelope_id, reason, now)
         )
@@ -535,6 +617,8 @@ class SqliteCore:
                 (c.last_id, old_id),
             ).fetchone()
             self._counts[priority] = self._counts.get(priority, 0) + 1
+            if self._fair:  # an operator's redrive may go past the share, as past the capacity
+                self._senders.add(caller, priority)
             out.append(StoredEnvelope(c.last_id, caller, request_id, Priority(priority), data, 0))
         c.dead_letters -= len(rows)
         return out
@@ -558,6 +642,14 @@ class SqliteCore:
                 "SELECT count(*) FROM queue WHERE key IS NULL"
             ).fetchone()
         return pruned
+
+    def limit_pages(self, pages: int | None) -> int:
+        """For tests: cap the file at ``pages`` pages (never below its current size; 0: as it
+        is now), so that a write needing more fails with ``SQLITE_FULL`` as on a full disk.
+        ``None`` lifts the cap. Returns the cap in force (``PRAGMA max_page_count``)."""
+        limit = self._max_pages if pages is None else max(pages, 1)
+        (now_limit,) = self._cur.execute(f"PRAGMA max_page_count = {int(limit)}").fetchone()
+        return int(now_limit)
 
     # -- the sender's outbox (issue 6: outstanding requests survive a sender crash) -----------
 

@@ -10,6 +10,14 @@ none per envelope. The SQL is in :mod:`actr_trio._mailbox_sqlcore`, the file and
 Invariants: ``accept`` returns only after COMMIT; a batch taken by the writer is always
 committed or failed as a whole, never dropped; an operation cancelled before it joined a batch
 has no effect.
+
+A full or failing disk (``SQLITE_FULL``, ``SQLITE_IOERR``: :class:`MailboxStorageError`) does
+not stop the writer. The batch is rolled back and applied again without its new work: accepts
+are refused (:data:`~actr_trio._mailbox.STORAGE`, the sender gets ``Overloaded``), recording
+outgoing requests fails, and what the mailbox already holds (completions, attempts, dead
+letters) is committed, or, if that fails too, carried over to the next batch and retried after
+a backoff (its callers wait). Until a write succeeds again, new accepts are refused at once
+within each backoff, then tried for real; the first full commit that succeeds ends it.
 """
 
 from __future__ import annotations
@@ -22,20 +30,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar, cast, final
 
+import attrs
 import trio
 
-from ._logging import MAILBOX
+from ._logging import MAILBOX, RateLimiter
 from ._mailbox import (
+    REFUSED_STORAGE,
+    STORAGE,
     Accept,
     Counters,
     DeadLetter,
     MailboxError,
     MailboxStatistics,
+    MailboxStorageError,
     Outcome,
     Outgoing,
     StoredEnvelope,
 )
-from ._mailbox_sqlcore import AcceptCall, Call, Failed, SqliteCore
+from ._mailbox_sqlcore import AcceptCall, Call, Failed, RecordCall, SqliteCore
+from .errors import Overloaded
 
 if TYPE_CHECKING:
     from ._config import Synchronous
@@ -55,6 +68,11 @@ _MAX_BATCH: Final = 1024
 _GATHER_ROUNDS: Final = 3
 # Seconds run() may spend, once cancelled, committing what was queued before it closes the DB.
 _CLOSE_GRACE: Final = 5.0
+# After a write failed for lack of space (or an I/O error): seconds during which new accepts
+# are refused at once and held work waits, doubling per failure up to the maximum, which is
+# how late accepting resumes once space is back (a write is tried at least this often).
+_STORAGE_BACKOFF_MIN: Final = 0.05
+_STORAGE_BACKOFF_MAX: Final = 1.0
 
 
 @final
@@ -79,6 +97,18 @@ class _Batch:
     def fail(self, failure: MailboxError) -> None:
         self.failure = failure
         self.done.set()
+
+
+@final
+class _Moved:
+    """The result of a call that could not be written with its batch (the disk was full): it
+    moved to a later batch, where its caller waits for it."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self.batch = batch
+        self.index = index
 
 
 @final
@@ -113,6 +143,8 @@ class SqliteMailbox:
         clock: wall clock for dedupe timestamps (inject a fake one in tests).
         dead_letter_capacity: dead letters kept before the oldest is dropped (default:
             ``capacity``).
+        sender_capacity: pending envelopes one caller may hold per priority before
+            :class:`Refused` (its share; ``None``: only ``capacity`` applies).
     """
 
     def __init__(
@@ -124,12 +156,14 @@ class SqliteMailbox:
         dedupe_window: float = 600.0,
         clock: Callable[[], float] = time.time,
         dead_letter_capacity: int | None = None,
+        sender_capacity: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self._capacity = capacity
         self._window = dedupe_window
         self._dead_capacity = dead_letter_capacity
+        self._sender_capacity = sender_capacity
         self._clock = clock
         self._limiter = trio.CapacityLimiter(1)
         self._open = _Batch()
@@ -142,6 +176,16 @@ class SqliteMailbox:
         self._started = False
         self._closed = False
         self._stats = Counters().statistics({}, durable=True)
+        # Storage failures (see the module docstring): while _retry_at is set, the last write
+        # failed for lack of space; before that time new accepts are refused at once. While
+        # _carrying, held work could not be written either: the writer waits until then.
+        self._retry_at: float | None = None
+        self._carrying = False
+        self._episode = False  # a failure was logged and new work was not written since
+        self._backoff = _STORAGE_BACKOFF_MIN
+        self._storage_errors = 0
+        self._refused_storage = 0
+        self._rate = RateLimiter(trio.current_time)
 
     def __repr__(self) -> str:
         return f"<SqliteMailbox {str(self.path)!r} synchronous={self.synchronous}>"
@@ -160,7 +204,9 @@ class SqliteMailbox:
 
         Resource handling: if a commit fails, nothing of its batch is kept, including the
         completions it carried: those envelopes are replayed at the next start (at least
-        once), and the node should stop, since this exception ends ``run``.
+        once), and the node should stop, since this exception ends ``run``. A commit that
+        fails because the disk is full or failing does not end ``run``: see the module
+        docstring.
         """
         if self._started:
             raise RuntimeError("SqliteMailbox.run() may be called only once")
@@ -173,6 +219,7 @@ class SqliteMailbox:
                     capacity=self._capacity,
                     dedupe_window=self._window,
                     dead_letter_capacity=self._dead_capacity,
+                    sender_capacity=self._sender_capacity,
                 ),
                 limiter=self._limiter,
                 abandon_on_cancel=False,
@@ -222,6 +269,8 @@ class SqliteMailbox:
         adds one caller per round must not hold the first one back until the bound).
         """
         await self._wake.wait()
+        if self._carrying and self._retry_at is not None:
+            await trio.sleep_until(self._retry_at)  # nothing could be written: back off
         size = -1
         for _ in range(_GATHER_ROUNDS):
             if size == self._open.size or self._open.size >= _MAX_BATCH:
@@ -259,18 +308,22 @@ class SqliteMailbox:
             batch.done.set()
             return
         try:
-            # Shielded: a batch taken by the writer is always committed (or fails), never
-            # dropped halfway because the writer was cancelled before the thread started.
-            with trio.CancelScope(shield=True):
-                results, stats = await trio.to_thread.run_sync(
-                    core.apply_batch,
-                    self._clock(),
-                    completions,
-                    finished,
-                    batch.calls,
-                    limiter=self._limiter,
-                    abandon_on_cancel=False,
-                )
+            try:
+                results, stats = await self._apply(core, completions, finished, batch.calls)
+            except MailboxStorageError as exc:
+                self._storage_failed(exc)
+                try:
+                    results, stats = await self._apply(
+                        core, completions, finished, batch.calls, refuse_new=True
+                    )
+                except MailboxStorageError as again:
+                    self._storage_failed(again)
+                    self._carry_over(batch, completions, finished)
+                    return
+                self._carrying = False
+                self._count_refused(batch.calls)
+            else:
+                self._storage_ok(batch.calls)
         except MailboxError as exc:
             logger.error("mailbox commit failed: %s", exc)
             batch.fail(exc)
@@ -280,6 +333,91 @@ class SqliteMailbox:
             raise
         batch.results = results
         self._stats = stats
+        batch.done.set()
+
+    async def _apply(
+        self,
+        core: SqliteCore,
+        completions: list[tuple[int, bytes | None]],
+        finished: list[str],
+        calls: list[Call],
+        *,
+        refuse_new: bool = False,
+    ) -> tuple[list[object], MailboxStatistics]:
+        # Shielded: a batch taken by the writer is always committed (or fails), never
+        # dropped halfway because the writer was cancelled before the thread started.
+        now = self._clock()
+        with trio.CancelScope(shield=True):
+            applied = await trio.to_thread.run_sync(
+                lambda: core.apply_batch(now, completions, finished, calls, refuse_new=refuse_new),
+                limiter=self._limiter,
+                abandon_on_cancel=False,
+            )
+        return applied
+
+    def _storage_failed(self, exc: MailboxStorageError) -> None:
+        """A transaction failed for lack of space: count it, log it (rate-limited), back off."""
+        self._storage_errors += 1
+        self._episode = True
+        self._retry_at = trio.current_time() + self._backoff
+        self._backoff = min(self._backoff * 2, _STORAGE_BACKOFF_MAX)
+        self._rate.log(
+            logger,
+            logging.WARNING,
+            "storage",
+            "mailbox %s cannot write (%s): refusing new envelopes, retrying what it holds",
+            self.path,
+            exc,
+        )
+
+    def _storage_ok(self, calls: Sequence[Call]) -> None:
+        """A whole batch was written: try accepts again. Only new work written (an accept or
+        a record, which need room) ends the episode: a batch of reads or completions may
+        fit in a full file (a completion shrinks its row)."""
+        self._retry_at = None
+        self._carrying = False
+        if not self._episode or not any(isinstance(c, AcceptCall | RecordCall) for c in calls):
+            return
+        self._episode = False
+        self._backoff = _STORAGE_BACKOFF_MIN
+        self._rate.log(
+            logger,
+            logging.WARNING,
+            "storage ok",
+            "mailbox %s writes again (%d failed transactions so far): accepting",
+            self.path,
+            self._storage_errors,
+        )
+
+    def _refusing(self) -> bool:
+        """Whether new work is refused at once (the disk was full within the backoff)."""
+        return self._retry_at is not None and trio.current_time() < self._retry_at
+
+    def _count_refused(self, calls: Sequence[Call]) -> None:
+        for call in calls:
+            if isinstance(call, AcceptCall):
+                self._refused_storage += len(call.items)
+
+    def _carry_over(
+        self, batch: _Batch, completions: list[tuple[int, bytes | None]], finished: list[str]
+    ) -> None:
+        """Nothing of ``batch`` could be written: refuse its new work now and move the rest
+        (what the mailbox already holds) to the next batch, after the backoff."""
+        results: list[object] = []
+        for call in batch.calls:
+            if isinstance(call, AcceptCall):
+                results.append([REFUSED_STORAGE] * len(call.items))
+            elif isinstance(call, RecordCall):
+                results.append(Failed(MailboxStorageError("the mailbox cannot write now")))
+            else:
+                results.append(_Moved(self._open, self._open.add(call, 1)))
+        self._count_refused(batch.calls)
+        self._carrying = True
+        # Completions stay queued (first, as they were): never lost, only later.
+        self._completions[:0] = completions
+        self._finished[:0] = finished
+        self._wake.set()
+        batch.results = results
         batch.done.set()
 
     async def _submit(self, call: Callable[[SqliteCore, float], T], size: int = 1) -> T:
@@ -292,12 +430,16 @@ class SqliteMailbox:
         else:
             index = batch.add(call, size)
             self._wake.set()
-        await batch.done.wait()
-        if batch.failure is not None:
-            # One exception object per caller: several tasks raising the same one would mix
-            # their tracebacks.
-            raise MailboxError(str(batch.failure)) from batch.failure
-        result = batch.results[index]
+        while True:
+            await batch.done.wait()
+            if batch.failure is not None:
+                # One exception object per caller: several tasks raising the same one would
+                # mix their tracebacks.
+                raise MailboxError(str(batch.failure)) from batch.failure
+            result = batch.results[index]
+            if type(result) is not _Moved:
+                break
+            batch, index = result.batch, result.index  # carried over: the disk was full
         if isinstance(result, Failed):
             raise result.error
         return cast("T", result)
@@ -332,15 +474,30 @@ class SqliteMailbox:
         if not items:
             await trio.lowlevel.checkpoint()
             return []
+        if self._refusing():
+            await trio.lowlevel.checkpoint()
+            self._refused_storage += len(items)
+            return [REFUSED_STORAGE] * len(items)
         return await self._submit(AcceptCall(items), len(items))
 
     async def record_outgoing(self, item: Outgoing) -> None:
         """Record an outgoing call/tell before it is sent (committed before returning).
 
         Raises:
+            Overloaded: ``code="storage"``: the disk is full or failing; nothing was recorded
+                (and nothing will be sent): retry later.
             MailboxError: closed, or the commit failed.
         """
-        await self._submit(lambda core, now: core.record_outgoing([item]))
+        try:
+            if self._refusing():
+                await trio.lowlevel.checkpoint()
+                raise MailboxStorageError("the mailbox cannot write now")
+            await self._submit(RecordCall([item]))
+        except MailboxStorageError as exc:
+            raise Overloaded(
+                f"{item.request_id}: this node cannot record it (disk full or failing)",
+                code=STORAGE,
+            ) from exc
 
     def finish_outgoing(self, request_id: str) -> None:
         """Forget an outgoing request at the next group commit (never blocks; best effort)."""
@@ -457,6 +614,22 @@ class SqliteMailbox:
         """
         return await self._submit(lambda core, now: core.purge_dead_letters(now))
 
+    async def limit_pages(self, pages: int | None) -> int:
+        """For tests: make the disk "full" (``pages=0``: no room beyond the file's current
+        size) or give space back (``None``); see :meth:`SqliteCore.limit_pages`. Runs as held
+        work, so it also gets through while writes fail."""
+        return await self._submit(lambda core, now: core.limit_pages(pages))
+
     def statistics(self) -> MailboxStatistics:
-        """The counters as of the last commit (``durable=True``)."""
-        return self._stats
+        """The counters as of the last commit (``durable=True``), with the storage failures
+        counted since the mailbox was opened."""
+        stats = self._stats
+        if not self._storage_errors:
+            return stats
+        return attrs.evolve(
+            stats,
+            refused=stats.refused + self._refused_storage,
+            refused_storage=self._refused_storage,
+            storage_errors=self._storage_errors,
+            storage_failing=self._episode,
+        )

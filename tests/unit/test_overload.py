@@ -71,7 +71,9 @@ def test_overloaded_until_the_deadline_raises_overloaded() -> None:
     async def main() -> None:
         async with (
             LocalRealm(shutdown_grace=1) as realm,
-            realm.start(slow, mailbox_capacity=2) as a,  # the running one still counts
+            # The running one still counts; one sender may fill it all (no share): the bound
+            # under test is the capacity itself.
+            realm.start(slow, mailbox_capacity=2, mailbox_sender_share=1.0) as a,
             realm.start(Sender()) as b,
         ):
             await b.tell(a.actr_id, "demo.Slow.Put", b"running")

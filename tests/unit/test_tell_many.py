@@ -153,7 +153,7 @@ async def test_overloaded_until_the_deadline_raises_and_keeps_the_accepted_part(
     sink = Sink(hold=True)
     async with (
         LocalRealm() as realm,
-        realm.start(sink, mailbox_capacity=4) as a,
+        realm.start(sink, mailbox_capacity=4, mailbox_sender_share=1.0) as a,  # no share
         realm.start(Source()) as b,
     ):
         with trio.fail_after(BOUND):
