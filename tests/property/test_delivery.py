@@ -12,7 +12,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actr_trio import ActrType, Context, Priority, Workload, route
+from actr_trio import ActrId, ActrRef, ActrType, Context, Priority, Workload, route
 from actr_trio.testing import FaultyTransport, LocalRealm
 from actr_trio.transport import Transport
 
@@ -190,3 +190,100 @@ def test_queued_envelopes_leave_by_priority_then_in_send_order_exactly_once(
     handled = sink.seen[: len(sent)]
     # Exactly once, highest priority first, FIFO within a priority (a stable sort of sent).
     assert handled == sorted(sent, key=lambda item: -item[0])
+
+
+class SharedSink(Workload):
+    """Records ``(sender, priority, n)``; the first message waits until ``gate`` is set."""
+
+    actr_type = ActrType("acme", "shared")
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+        self.gate = trio.Event()
+        self.entered = trio.Event()
+
+    @route("demo.Shared.Put")
+    async def put(self, request: bytes, ctx: Context) -> bytes:
+        if request == b"first":
+            self.entered.set()
+            await self.gate.wait()
+            return b""
+        sender, priority, n = request.split(b":")
+        self.seen.append((sender.decode(), int(priority), int(n)))
+        return b""
+
+
+# The receiver's share: 0.25 of a capacity of 8 is 2 pending envelopes per sender and priority.
+SHARED_CAPACITY = 8
+SHARE = 2
+
+
+@pytest.mark.usefixtures("envelope_path")
+@settings(max_examples=15, deadline=None)
+@given(
+    batches=st.lists(
+        st.tuples(st.sampled_from(list(Priority)), st.integers(1, 6)), min_size=1, max_size=6
+    ),
+    others=st.lists(st.sampled_from(list(Priority)), max_size=SHARE),
+)
+def test_a_sender_over_its_share_waits_while_another_is_accepted(
+    batches: list[tuple[Priority, int]], others: list[Priority]
+) -> None:
+    """The share (issue 13): a flooder's tell_many batches, queued behind a blocked handler,
+    are refused past its share and resent; meanwhile another sender's tells (within its own
+    share) are accepted at once. Once the handler runs, everything is handled exactly once and
+    each sender's envelopes of one priority in the order it sent them."""
+    sink = SharedSink()
+    sent: dict[str, list[tuple[int, int]]] = {"f": [], "o": []}
+    refused: list[int] = []
+
+    async def flood(flooder: ActrRef, target: ActrId) -> None:
+        counts: dict[int, int] = {}
+        for priority, size in batches:
+            messages = []
+            for _ in range(size):
+                n = counts.get(priority, 0)
+                counts[priority] = n + 1
+                sent["f"].append((int(priority), n))
+                messages.append(b"f:%d:%d" % (priority, n))
+            await flooder.tell_many(target, "demo.Shared.Put", messages, priority=priority)
+
+    async def main() -> None:
+        with trio.fail_after(120):
+            async with (
+                LocalRealm() as realm,
+                realm.start(sink, mailbox_capacity=SHARED_CAPACITY) as a,
+                realm.start(Source()) as flooder,
+                realm.start(Source()) as other,
+                realm.start(Source()) as opener,
+            ):
+                await opener.tell(a.actr_id, "demo.Shared.Put", b"first")
+                await sink.entered.wait()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(flood, flooder, a.actr_id)
+                    # The flood's first batch is in (or refused in part: the flooder backs off).
+                    await trio.testing.wait_all_tasks_blocked()
+                    for i, priority in enumerate(others):
+                        sent["o"].append((int(priority), i))
+                        await other.tell(
+                            a.actr_id,
+                            "demo.Shared.Put",
+                            b"o:%d:%d" % (priority, i),
+                            priority=priority,
+                            timeout=1,
+                        )
+                    refused.append(a.statistics().mailbox.refused_sender_share)
+                    sink.gate.set()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    # Exactly once, and FIFO per sender within a priority.
+    for sender in ("f", "o"):
+        handled = [(p, n) for s, p, n in sink.seen if s == sender]
+        assert sorted(handled) == sorted(sent[sender])
+        for priority in Priority:
+            mine = [n for p, n in handled if p == priority]
+            assert mine == sorted(mine)
+    # The first batch, if larger than the share, was refused in part while the gate was shut
+    # (the "first" envelope was a third sender's: both shares were all free).
+    if batches[0][1] > SHARE:
+        assert refused[0] > 0

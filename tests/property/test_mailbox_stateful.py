@@ -4,9 +4,12 @@ A Hypothesis state machine drives the synchronous SQL core (the engine of ``Sqli
 on a real file, transaction by transaction, and compares every answer with a plain model. The
 ``crash`` rule copies the database files as they are on disk, possibly in the middle of a
 transaction, abandons the connection and reopens from the copy: the reopened mailbox must hold
-exactly what was committed. The ``async_session`` rule runs the real Trio shell (group commit
-and its closing commit) on the same file. The same machine without the crash rules checks the
-in-memory core, and once more with dedupe keys that collide all the time.
+exactly what was committed; the ``rollback`` rule abandons the open transaction (as after a
+full disk) and carries on with what was committed. The ``async_session`` rule runs the real
+Trio shell (group commit and its closing commit) on the same file. The same machine without
+the crash rules checks the in-memory core, and once more with dedupe keys that collide all the
+time. Each sender ("a", "b") may hold ``SENDER_CAPACITY`` of a priority's ``CAPACITY``: the
+model refuses past that share (after a restart too, since it counts pending envelopes).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from actr_trio import _mailbox_sqlcore
 from actr_trio._lanes import Priority
 from actr_trio._mailbox import (
     OVERLOADED,
+    SENDER_SHARE,
     Accept,
     Accepted,
     DeadLetter,
@@ -48,6 +52,7 @@ from actr_trio._mailbox_memory import MemoryCore
 from actr_trio._mailbox_sqlite import SqliteCore, SqliteMailbox
 
 CAPACITY = 3
+SENDER_CAPACITY = 2  # each sender's share of a priority
 DEAD_CAPACITY = 2
 WINDOW = 60.0
 
@@ -93,6 +98,13 @@ class Model:
                 out.append(Duplicate(response, pending=False))
             elif sum(e.priority == it.priority for e in self.queue.values()) >= CAPACITY:
                 out.append(Refused(OVERLOADED))
+            elif (
+                sum(
+                    e.priority == it.priority and e.caller == it.caller for e in self.queue.values()
+                )
+                >= SENDER_CAPACITY
+            ):
+                out.append(Refused(SENDER_SHARE))
             else:
                 out.append(
                     Accepted(
@@ -151,7 +163,10 @@ class MemoryCoreMachine(RuleBasedStateMachine):
 
     def open_core(self) -> MailboxCore:
         return MemoryCore(
-            capacity=CAPACITY, dedupe_window=WINDOW, dead_letter_capacity=DEAD_CAPACITY
+            capacity=CAPACITY,
+            dedupe_window=WINDOW,
+            dead_letter_capacity=DEAD_CAPACITY,
+            sender_capacity=SENDER_CAPACITY,
         )
 
     def write(self) -> None:
@@ -255,6 +270,7 @@ class SqliteCoreMachine(MemoryCoreMachine):
             capacity=CAPACITY,
             dedupe_window=WINDOW,
             dead_letter_capacity=DEAD_CAPACITY,
+            sender_capacity=SENDER_CAPACITY,
         )
 
     @property
@@ -282,6 +298,15 @@ class SqliteCoreMachine(MemoryCoreMachine):
         pairs = data.draw(st.lists(st.tuples(ids, responses), max_size=5))
         expected = sum(self.model.complete(i, response, self.now) for i, response in pairs)
         assert self.sql.complete_many(pairs, self.now) == expected
+
+    @rule()
+    def rollback(self) -> None:
+        """Abandon the open transaction (what the writer does when the disk is full): the
+        counts, the shares and the ids go back to what was committed."""
+        if self.in_transaction:
+            self.sql.rollback()
+            self.in_transaction = False
+        self.model = self.committed.copy()
 
     @rule()
     def crash(self) -> None:
@@ -312,6 +337,7 @@ class SqliteCoreMachine(MemoryCoreMachine):
             dedupe_window=WINDOW,
             clock=lambda: self.now,
             dead_letter_capacity=DEAD_CAPACITY,
+            sender_capacity=SENDER_CAPACITY,
         )
         done = sorted(self.model.queue)[:1] if complete_first else []
 
