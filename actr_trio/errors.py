@@ -197,7 +197,14 @@ class WrongTarget(CallError):
 
 
 class Overloaded(CallError):
-    """The receiver's mailbox is full; retry later (the sender backs off)."""
+    """The receiver's mailbox is full; retry later (the sender backs off).
+
+    ``code`` says why, where known: ``overloaded`` (that priority holds
+    ``mailbox_capacity`` envelopes), ``sender_share`` (this sender holds its share of it,
+    ``mailbox_sender_share``), ``storage`` (the receiver's disk is full or failing; also raised
+    by a durable node whose own disk cannot record the call or tell). After the sender's own
+    resends ran out of time the code is empty: the receiver refused until the deadline.
+    """
 
     wire_kind = wire_pb2.OVERLOADED
 
