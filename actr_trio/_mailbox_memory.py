@@ -70,6 +70,8 @@ class MemoryCore:
             sender_capacity if sender_capacity is not None and sender_capacity < capacity else None
         )
         self._fair = self._senders.limit is not None
+        self._held = self._senders.held
+        self._sender_limit = self._senders.limit or 0
         self._window = dedupe_window
         self._dead_capacity = capacity if dead_letter_capacity is None else dead_letter_capacity
         self._queue: dict[int, StoredEnvelope] = {}  # insertion order == id order
@@ -115,13 +117,15 @@ class MemoryCore:
         if counts.get(priority, 0) >= self._capacity:
             c.refused += 1
             return REFUSED
-        if self._fair:
-            senders = self._senders
-            if senders.full(caller, priority):
+        if self._fair:  # SenderCounts.take, inline: this is every in-process tell's path
+            held = self._held
+            share = (caller, priority)
+            n = held.get(share, 0)
+            if n >= self._sender_limit:
                 c.refused += 1
                 c.refused_sender_share += 1
                 return REFUSED_SHARE
-            senders.add(caller, priority)
+            held[share] = n + 1
         c.last_id += 1
         env = StoredEnvelope(c.last_id, caller, request_id, priority, data, ACCEPTED_ATTEMPTS)
         self._queue[c.last_id] = env
@@ -136,7 +140,12 @@ class MemoryCore:
             return False
         self._counts[env.priority] -= 1
         if self._fair:
-            self._senders.remove(env.caller, env.priority)
+            share = (env.caller, env.priority)
+            n = self._held[share] - 1
+            if n:
+                self._held[share] = n
+            else:
+                del self._held[share]
         self._finish((env.caller, env.request_id), response, now)
         self.counters.completed += 1
         self.counters.transactions += 1

@@ -474,7 +474,7 @@ class SqliteMailbox:
         if not items:
             await trio.lowlevel.checkpoint()
             return []
-        if self._refusing():
+        if self._refusing() and not self._closed:
             await trio.lowlevel.checkpoint()
             self._refused_storage += len(items)
             return [REFUSED_STORAGE] * len(items)
@@ -489,7 +489,7 @@ class SqliteMailbox:
             MailboxError: closed, or the commit failed.
         """
         try:
-            if self._refusing():
+            if self._refusing() and not self._closed:
                 await trio.lowlevel.checkpoint()
                 raise MailboxStorageError("the mailbox cannot write now")
             await self._submit(RecordCall([item]))
