@@ -132,7 +132,7 @@ async def test_an_overloaded_receiver_takes_the_rest_once_there_is_room() -> Non
     sink = Sink(hold=True)
     async with (
         LocalRealm() as realm,
-        realm.start(sink, mailbox_capacity=8) as a,
+        realm.start(sink, mailbox_capacity=8, mailbox_sender_share=1.0) as a,  # no share
         realm.start(Source()) as b,
     ):
         with trio.fail_after(BOUND):
