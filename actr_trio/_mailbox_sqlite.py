@@ -480,8 +480,8 @@ class SqliteMailbox:
             return [REFUSED_STORAGE] * len(items)
         return await self._submit(AcceptCall(items), len(items))
 
-    async def record_outgoing(self, item: Outgoing) -> None:
-        """Record an outgoing call/tell before it is sent (committed before returning).
+    async def record_outgoing(self, *items: Outgoing) -> None:
+        """Record outgoing calls/tells before they are sent (committed before returning).
 
         Raises:
             Overloaded: ``code="storage"``: the disk is full or failing; nothing was recorded
@@ -492,10 +492,11 @@ class SqliteMailbox:
             if self._refusing() and not self._closed:
                 await trio.lowlevel.checkpoint()
                 raise MailboxStorageError("the mailbox cannot write now")
-            await self._submit(RecordCall([item]))
+            await self._submit(RecordCall(items), len(items))
         except MailboxStorageError as exc:
             raise Overloaded(
-                f"{item.request_id}: this node cannot record it (disk full or failing)",
+                f"{items[0].request_id if items else ''}: this node cannot record it "
+                "(disk full or failing)",
                 code=STORAGE,
             ) from exc
 

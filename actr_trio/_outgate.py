@@ -87,7 +87,7 @@ class OutGateStatistics:
 class Outbox(Protocol):
     """Where a durable node keeps its outstanding calls and tells (the SQLite mailbox)."""
 
-    async def record_outgoing(self, item: Outgoing) -> None: ...
+    async def record_outgoing(self, *items: Outgoing) -> None: ...
 
     def finish_outgoing(self, request_id: str) -> None: ...
 
@@ -379,10 +379,10 @@ class OutGate:
                     outbox.finish_outgoing(env.request_id)
 
     async def _record_all(self, outbox: Outbox, envs: list[Envelope]) -> None:
-        """Record a batch in the outbox; concurrently, so the writer commits it at once."""
-        async with trio.open_nursery() as nursery:
-            for env in envs:
-                record = Outgoing(
+        """Record a batch in the outbox in one operation (one commit; one error if any)."""
+        await outbox.record_outgoing(
+            *(
+                Outgoing(
                     env.request_id,
                     str(env.target),
                     int(env.lane),
@@ -390,7 +390,9 @@ class OutGate:
                     encode_envelope(env),
                     env.deadline_ms,
                 )
-                nursery.start_soon(outbox.record_outgoing, record)
+                for env in envs
+            )
+        )
 
     async def _deliver_encoded(self, env: Envelope, deadline: float) -> bytes:
         """Over the wire (``env`` is not encoded yet): how the in-process route falls back

@@ -287,6 +287,11 @@ async def test_a_durable_sender_whose_own_disk_is_full_gets_overloaded(tmp_path:
             with pytest.raises(Overloaded) as refused:
                 await b.tell(a.actr_id, "demo.Store.Put", bytes(BIG), timeout=5)
             assert refused.value.code == STORAGE
+            # A batch is recorded in one operation: one Overloaded, not a group of them.
+            with pytest.raises(Overloaded) as refused:
+                await b.tell_many(a.actr_id, "demo.Store.Put", [bytes(BIG)] * 3, timeout=5)
+            assert refused.value.code == STORAGE
             await mailbox.limit_pages(None)
             await b.tell(a.actr_id, "demo.Store.Put", b"second", timeout=5)
-    assert store.handled == [b"first", b"second"]
+            await b.tell_many(a.actr_id, "demo.Store.Put", [b"third", b"fourth"], timeout=5)
+    assert store.handled == [b"first", b"second", b"third", b"fourth"]
