@@ -630,7 +630,10 @@ class WebRTCTransport:
             # aiortc's errors on a bad or unexpected SDP, a socket error, a bug: this link only.
             self._peers.link_error(link, exc, "negotiation" if not ready else "the link")
         finally:
-            await self._close_link(link)
+            # Shielded so a cancelled link still closes its peer connection; _close_link's own
+            # bound is CLOSE_GRACE.
+            with trio.move_on_after(CLOSE_GRACE + 1, shield=True):
+                await self._close_link(link)
             self._admission.link_ended(was_ready=ready)
 
     async def _serve_link(self, link: Link) -> None:
@@ -677,10 +680,14 @@ class WebRTCTransport:
                 try:
                     stop_decoder_threads(pc)
                     await aio(pc.close)
-                    # setRemoteDescription may have started a receiver after the first stop.
-                    stop_decoder_threads(pc)
                 except Exception as exc:
                     log.debug("closing the connection to %s raised %r", link.peer, exc)
+            # Also after a close that overran its bound: setRemoteDescription may have started a
+            # receiver after the first stop.
+            try:
+                stop_decoder_threads(pc)
+            except Exception as exc:
+                log.debug("stopping codec threads of %s raised %r", link.peer, exc)
         # A link that closes while we run is news (the peer left or the path broke); our own
         # shutdown closing every link is not.
         quiet = self._closed or link.superseded or link.failure == "transport closed"
