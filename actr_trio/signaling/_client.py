@@ -429,21 +429,29 @@ class SignalingClient:
             visibility=self._visibility,
         )
         with trio.fail_after(CONNECT_TIMEOUT):
-            registered = await self._register(ws, protocol)
+            registered, early = await self._register(ws, protocol)
         self._accept(registered)
         on_registered(registered.actr_id)
+        for relay in early:
+            with contextlib.suppress(trio.BrokenResourceError):
+                await relays.send(relay)
         presence_timeout = registered.presence_timeout
         await self._serve(ws, protocol, relays, presence_timeout)
 
-    async def _register(self, ws: WebSocketConnection, protocol: ClientProtocol) -> Registered:
-        """Hello, answer the challenge, register; return the (verified) registration."""
+    async def _register(
+        self, ws: WebSocketConnection, protocol: ClientProtocol
+    ) -> tuple[Registered, list[Relay]]:
+        """Hello, answer the challenge, register; return the (verified) registration and the
+        relays that reached us before it."""
         await ws.send_message(encode_frame(protocol.hello()))
         while True:
-            for event in protocol.receive(await ws.get_message()):
+            events = protocol.receive(await ws.get_message())
+            for i, event in enumerate(events):
                 if isinstance(event, Outgoing):
                     await ws.send_message(encode_frame(event.frame))
                 elif isinstance(event, Registered):
-                    return event
+                    rest = events[i + 1 :]
+                    return event, [e.relay for e in rest if isinstance(e, RelayReceived)]
                 elif isinstance(event, SessionFailed):
                     raise event.error
                 else:

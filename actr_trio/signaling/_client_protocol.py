@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Sequence
-from typing import final
+from typing import Final, final
 
 import attrs
 
@@ -45,6 +45,9 @@ from ._protocol import (
     error_from_code,
     prove,
 )
+
+# Relays a server may deliver between making us reachable and telling us our id.
+MAX_EARLY_RELAYS: Final = 16
 
 
 @attrs.frozen
@@ -172,6 +175,8 @@ class ClientProtocol:
         self._issuer_key = b""  # the verified issuer, once registered
         self._phase = Phase.HELLO
         self._actr_id: ActrId | None = None
+        # Relays that overtook our Registered frame (see receive), read once registered.
+        self._early_relays: list[Frame.RelayMessage] = []
         self._next_request = 1
 
     @property
@@ -205,6 +210,14 @@ class ClientProtocol:
             return self._on_challenge(frame.challenge)
         if self._phase is Phase.REGISTER and body == "registered":
             return self._on_registered(frame.registered)
+        if self._phase is Phase.REGISTER and body == "relay":
+            # The server makes us reachable, then persists the registration, then sends
+            # Registered: another node's offer can reach us first. Kept (bounded) and delivered
+            # right after Registered, once we know our id to check it against.
+            if len(self._early_relays) >= MAX_EARLY_RELAYS:
+                raise FrameError(f"over {MAX_EARLY_RELAYS} relays before registration")
+            self._early_relays.append(frame.relay)
+            return []
         if self._phase is Phase.REGISTERED:
             if body == "heartbeat_ack":
                 if not frame.heartbeat_ack.credential:
@@ -325,8 +338,11 @@ class ClientProtocol:
         self._actr_id = actr_id
         self._issuer_key = issuer
         self._phase = Phase.REGISTERED
+        early = [RelayReceived(self._relay_from_wire(relay)) for relay in self._early_relays]
+        self._early_relays.clear()
         return [
-            Registered(actr_id, registered.presence_timeout, bytes(registered.credential), issuer)
+            Registered(actr_id, registered.presence_timeout, bytes(registered.credential), issuer),
+            *early,
         ]
 
     def _on_renewed(self, credential: bytes) -> list[ClientEvent]:

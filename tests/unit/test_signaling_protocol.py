@@ -20,6 +20,7 @@ from actr_trio.errors import (
     SignalingError,
 )
 from actr_trio.signaling._client_protocol import (
+    MAX_EARLY_RELAYS,
     ClientProtocol,
     CredentialRenewed,
     Outgoing,
@@ -772,3 +773,53 @@ def test_client_refuses_an_expired_credential() -> None:
     assert isinstance(event, SessionFailed)
     assert isinstance(event.error, CredentialError)
     assert "expired" in str(event.error)
+
+
+def test_a_relay_that_overtakes_registered_is_delivered_right_after_it() -> None:
+    # The server holds a new node's id (reachable) while it persists the registration, and only
+    # then sends Registered: another node's offer can reach the newcomer first.
+    server = make_server(None)
+    a, _ = register(server, 1)
+    newcomer = ClientProtocol(realm="demo", secret="s3cret", actr_type=CALLER, previous_id=None)
+    server.connect(2, 0.0)
+    to_server = [encode_frame(newcomer.hello())]
+    held: list[Frame] = []
+    while to_server:
+        effects = apply_store(server, server.receive(2, to_server.pop(0), 0.0), 0.0)
+        for frame in frames_to(2, effects):
+            if frame.WhichOneof("body") == "registered":
+                held.append(frame)  # still on its way
+                continue
+            to_server += [
+                encode_frame(e.frame)
+                for e in newcomer.receive(encode_frame(frame))
+                if isinstance(e, Outgoing)
+            ]
+    (registered,) = held
+    new_id = ActrId.from_proto(registered.registered.actr_id)
+    assert a.actr_id is not None
+    _, offer = a.relay(new_id, "offer", "v=0")
+    (forward,) = server.handle(1, offer, 0.0)
+    assert isinstance(forward, Forward)
+    assert newcomer.receive(encode_frame(forward.frame)) == []  # kept, not an error
+    events = newcomer.receive(encode_frame(registered))
+    assert [type(e) for e in events] == [Registered, RelayReceived]
+    assert events[1] == RelayReceived(Relay(a.actr_id, new_id, "offer", "v=0"))
+
+
+def test_relays_before_registered_are_bounded() -> None:
+    server = make_server(None)
+    a, _ = register(server, 1)
+    b, _ = register(server, 2, actr_type=CALLER)
+    assert a.actr_id is not None
+    assert b.actr_id is not None
+    newcomer = ClientProtocol(realm="demo", secret="s3cret", actr_type=CALLER, previous_id=None)
+    newcomer.hello()
+    newcomer.receive(encode_frame(Frame(challenge=Frame.Challenge(nonce=b"n" * 32))))
+    _, offer = a.relay(b.actr_id, "offer", "v=0")
+    (forward,) = server.handle(1, offer, 0.0)
+    assert isinstance(forward, Forward)
+    for _ in range(MAX_EARLY_RELAYS):
+        assert newcomer.receive(encode_frame(forward.frame)) == []
+    with pytest.raises(FrameError, match="relays before registration"):
+        newcomer.receive(encode_frame(forward.frame))
