@@ -33,6 +33,7 @@ import trio
 import benchmarks.workloads  # noqa: F401  (the workload ids, also when imported on its own)
 from actr_trio import ActrId, ActrRef, ActrSystem, Lane, Priority
 from actr_trio.errors import PeerUnavailable
+from actr_trio.signaling import SignalingLimits
 from actr_trio.testing import LocalRealm, network_config
 from benchmarks._harness import REPO_ROOT, Measurement, latency_figures, runtime
 from benchmarks._runtime_common import (
@@ -72,6 +73,11 @@ WARMUP_CALLS: Final = 200
 SETUP_BOUND: Final = 30.0  # child start + registration + first WebRTC connect
 STOP_BOUND: Final = 5.0  # child's graceful exit after SIGTERM before SIGKILL
 DISCOVERY_POLL: Final = 0.005
+# The rows measure nodes, not the server's abuse budgets: polling discovery every 5 ms is over
+# the default per-connection rate (50 frames/s) on purpose here.
+BENCH_LIMITS: Final = SignalingLimits(
+    message_rate=10_000, message_burst=10_000, discovery_rate=1e6, discovery_burst=1_000_000
+)
 CONNECT_ATTEMPTS: Final = 3
 
 T = TypeVar("T")
@@ -131,7 +137,7 @@ async def _with_worker(
     from actr_trio.signaling import serve
 
     with trio.fail_after(bound):
-        async with serve(host="127.0.0.1", port=0) as server:
+        async with serve(host="127.0.0.1", port=0, limits=BENCH_LIMITS) as server:
             config = network_config(server.url, realm=REALM)
             async with (
                 _worker_process(server.url) as proc,
@@ -320,7 +326,7 @@ async def _process_first_rpc(n: int) -> tuple[list[float], list[float]]:
 
     registered: list[float] = []
     answered: list[float] = []
-    async with serve(host="127.0.0.1", port=0) as server:
+    async with serve(host="127.0.0.1", port=0, limits=BENCH_LIMITS) as server:
         config = network_config(server.url, realm=REALM)
         async with ActrSystem(config).attach(BenchClient()).start() as ref:
             for _ in range(n):
