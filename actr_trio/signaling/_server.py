@@ -88,8 +88,7 @@ _WS_MAX_MESSAGE: Final = 4 * MAX_FRAME_SIZE
 # Refused connections being answered at once; beyond it they are closed without an answer
 # (a refusal takes at most ~1 s, and none of it counts against the caps).
 _REFUSING_MAX: Final = 256
-# Seconds and bytes of a refused client's request read before closing (one receive).
-_REFUSAL_DRAIN: Final = 0.1
+# Bytes of a refused client's request read per receive while waiting for it to close.
 _REFUSAL_READ: Final = 4096
 # The answer to a connection over a cap (before its handshake was even read).
 _REFUSAL: Final = (
@@ -120,6 +119,9 @@ class SignalingServerStatistics:
         refused_server_full: connections closed on accept: ``max_connections`` were open.
         refused_address_full: connections closed on accept: their address had
             ``max_connections_per_address`` open.
+        refused_unanswered: of the refused connections above, those closed without an
+            HTTP 503 answer because as many refusals as the server answers at once were
+            already in progress (a flood).
         register_timeouts: connections closed for not completing the WebSocket handshake and
             registration within ``hello_timeout``.
         rate_limited: frames refused over their connection's message rate.
@@ -143,6 +145,7 @@ class SignalingServerStatistics:
     auth_turned_away: int
     refused_server_full: int = 0
     refused_address_full: int = 0
+    refused_unanswered: int = 0
     register_timeouts: int = 0
     rate_limited: int = 0
     rate_closed: int = 0
@@ -257,6 +260,7 @@ class SignalingServer:
         self._accepted = 0
         self._rejected_frames = 0
         self._refused: dict[Admission, int] = dict.fromkeys(Admission, 0)
+        self._refused_unanswered = 0
         self._handshake_timeouts = 0
         self._refusing = 0  # refused connections being answered now
         self._relays_busy = 0
@@ -308,6 +312,7 @@ class SignalingServer:
             auth_turned_away=throttle.turned_away,
             refused_server_full=self._refused[Admission.SERVER_FULL],
             refused_address_full=self._refused[Admission.ADDRESS_FULL],
+            refused_unanswered=self._refused_unanswered,
             register_timeouts=self._handshake_timeouts + (core.register_timeouts if core else 0),
             rate_limited=core.rate_limited if core else 0,
             rate_closed=core.rate_closed if core else 0,
@@ -408,12 +413,14 @@ class SignalingServer:
                     admission.value,
                     self._cap_value(admission),
                 )
-                if self._refusing < _REFUSING_MAX:
-                    self._refusing += 1
-                    try:
-                        await _refuse(stream)
-                    finally:
-                        self._refusing -= 1
+                if self._refusing >= _REFUSING_MAX:
+                    self._refused_unanswered += 1
+                    return
+                self._refusing += 1
+                try:
+                    await _refuse(stream)
+                finally:
+                    self._refusing -= 1
                 return
             try:
                 await self._serve_admitted(stream, source)
@@ -756,14 +763,15 @@ async def _refuse(stream: trio.abc.Stream) -> None:
     Plain TCP only: over TLS this would cost a handshake."""
     if not isinstance(stream, trio.SocketStream):
         return
-    with contextlib.suppress(trio.BrokenResourceError):
-        # A fresh socket's buffer always takes these bytes at once; the bound is for safety.
-        with trio.move_on_after(_CLOSE_GRACE):
-            await stream.send_all(_REFUSAL)
-        # Read the client's request (it comes right after connecting) before closing: a
-        # socket closed with unread data sends RST, which may destroy the answer unread.
-        with trio.move_on_after(_REFUSAL_DRAIN):
-            await stream.receive_some(_REFUSAL_READ)
+    with contextlib.suppress(trio.BrokenResourceError), trio.move_on_after(_CLOSE_GRACE):
+        # A fresh socket's buffer always takes these bytes at once.
+        await stream.send_all(_REFUSAL)
+        await stream.send_eof()
+        # Read until the client closes too: a socket closed with unread data sends RST,
+        # which may destroy the answer unread (a client slow to send its request, on a
+        # loaded host, would see a reset instead of the 503).
+        while await stream.receive_some(_REFUSAL_READ):
+            pass
 
 
 def _stream_source(stream: trio.abc.Stream) -> str:

@@ -580,12 +580,16 @@ async def test_idle_connections_are_capped_timed_out_and_their_memory_bounded(
     print(f"\nhonest node in {honest[0]:.2f}s; RSS growth (MB) {mb}")
     print({o: outcomes.count(o) for o in set(outcomes)}, first)
     assert honest[0] < 4.0
-    # Beyond the per-address cap refused at once; the others closed at their hello timeout.
-    assert outcomes.count("refused") == first["refused_address_full"] >= attempts - per_address
+    # Beyond the per-address cap refused at once (answered 503, unless so many refusals were
+    # in progress that the server just closed); the others closed at their hello timeout.
+    assert first["refused_address_full"] >= attempts - per_address
+    assert outcomes.count("refused") == first["refused_address_full"] - first["refused_unanswered"]
+    assert outcomes.count("closed") == first["refused_unanswered"]
     assert outcomes.count("register_timeout") == first["register_timeouts"] > 0
-    assert outcomes.count("closed") == 0
     assert second["register_timeouts"] + second["refused_address_full"] == 2 * attempts
-    assert again.count("refused") + again.count("register_timeout") == attempts
+    unanswered = second["refused_unanswered"] - first["refused_unanswered"]
+    assert again.count("closed") == unanswered
+    assert again.count("refused") + again.count("register_timeout") == attempts - unanswered
     # ~30 KB per open connection, 1,000 at most (the per-address cap) at the peak; CPython
     # keeps what it freed for reuse, and a second flood reuses it.
     assert mb["peak"] < 60
