@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignalingFrame(_message.Message):
-    __slots__ = ("hello", "challenge", "authenticate", "register", "registered", "discover", "peers", "relay", "relayed", "heartbeat", "heartbeat_ack", "unregister", "error")
+    __slots__ = ("hello", "challenge", "authenticate", "register", "registered", "discover", "peers", "relay", "relayed", "heartbeat", "heartbeat_ack", "unregister", "error", "inspect", "inspection")
     class RelayKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         RELAY_KIND_UNSPECIFIED: _ClassVar[SignalingFrame.RelayKind]
@@ -110,9 +110,35 @@ class SignalingFrame(_message.Message):
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
         request_id: int
         def __init__(self, request_id: _Optional[int] = ...) -> None: ...
+    class LaneReport(_message.Message):
+        __slots__ = ("lane", "peers", "unacked")
+        LANE_FIELD_NUMBER: _ClassVar[int]
+        PEERS_FIELD_NUMBER: _ClassVar[int]
+        UNACKED_FIELD_NUMBER: _ClassVar[int]
+        lane: str
+        peers: int
+        unacked: int
+        def __init__(self, lane: _Optional[str] = ..., peers: _Optional[int] = ..., unacked: _Optional[int] = ...) -> None: ...
+    class NodeReport(_message.Message):
+        __slots__ = ("backlog", "handled", "accepted", "lanes", "dead_letters", "recent_dead_letters")
+        BACKLOG_FIELD_NUMBER: _ClassVar[int]
+        HANDLED_FIELD_NUMBER: _ClassVar[int]
+        ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+        LANES_FIELD_NUMBER: _ClassVar[int]
+        DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+        RECENT_DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+        backlog: _containers.RepeatedScalarFieldContainer[int]
+        handled: int
+        accepted: int
+        lanes: _containers.RepeatedCompositeFieldContainer[SignalingFrame.LaneReport]
+        dead_letters: int
+        recent_dead_letters: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, backlog: _Optional[_Iterable[int]] = ..., handled: _Optional[int] = ..., accepted: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[SignalingFrame.LaneReport, _Mapping]]] = ..., dead_letters: _Optional[int] = ..., recent_dead_letters: _Optional[_Iterable[str]] = ...) -> None: ...
     class Heartbeat(_message.Message):
-        __slots__ = ()
-        def __init__(self) -> None: ...
+        __slots__ = ("report",)
+        REPORT_FIELD_NUMBER: _ClassVar[int]
+        report: SignalingFrame.NodeReport
+        def __init__(self, report: _Optional[_Union[SignalingFrame.NodeReport, _Mapping]] = ...) -> None: ...
     class HeartbeatAck(_message.Message):
         __slots__ = ("credential",)
         CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +147,35 @@ class SignalingFrame(_message.Message):
     class Unregister(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
+    class Inspect(_message.Message):
+        __slots__ = ("request_id", "cursor")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        CURSOR_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        cursor: int
+        def __init__(self, request_id: _Optional[int] = ..., cursor: _Optional[int] = ...) -> None: ...
+    class NodeStatus(_message.Message):
+        __slots__ = ("actr_id", "since", "heartbeat_age", "report", "handled_rate")
+        ACTR_ID_FIELD_NUMBER: _ClassVar[int]
+        SINCE_FIELD_NUMBER: _ClassVar[int]
+        HEARTBEAT_AGE_FIELD_NUMBER: _ClassVar[int]
+        REPORT_FIELD_NUMBER: _ClassVar[int]
+        HANDLED_RATE_FIELD_NUMBER: _ClassVar[int]
+        actr_id: _types_pb2.ActrId
+        since: float
+        heartbeat_age: float
+        report: SignalingFrame.NodeReport
+        handled_rate: float
+        def __init__(self, actr_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., since: _Optional[float] = ..., heartbeat_age: _Optional[float] = ..., report: _Optional[_Union[SignalingFrame.NodeReport, _Mapping]] = ..., handled_rate: _Optional[float] = ...) -> None: ...
+    class Inspection(_message.Message):
+        __slots__ = ("request_id", "nodes", "next_cursor")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        NODES_FIELD_NUMBER: _ClassVar[int]
+        NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        nodes: _containers.RepeatedCompositeFieldContainer[SignalingFrame.NodeStatus]
+        next_cursor: int
+        def __init__(self, request_id: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[SignalingFrame.NodeStatus, _Mapping]]] = ..., next_cursor: _Optional[int] = ...) -> None: ...
     class Error(_message.Message):
         __slots__ = ("code", "message", "request_id")
         CODE_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +198,8 @@ class SignalingFrame(_message.Message):
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     UNREGISTER_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    INSPECT_FIELD_NUMBER: _ClassVar[int]
+    INSPECTION_FIELD_NUMBER: _ClassVar[int]
     hello: SignalingFrame.Hello
     challenge: SignalingFrame.Challenge
     authenticate: SignalingFrame.Authenticate
@@ -156,4 +213,6 @@ class SignalingFrame(_message.Message):
     heartbeat_ack: SignalingFrame.HeartbeatAck
     unregister: SignalingFrame.Unregister
     error: SignalingFrame.Error
-    def __init__(self, hello: _Optional[_Union[SignalingFrame.Hello, _Mapping]] = ..., challenge: _Optional[_Union[SignalingFrame.Challenge, _Mapping]] = ..., authenticate: _Optional[_Union[SignalingFrame.Authenticate, _Mapping]] = ..., register: _Optional[_Union[SignalingFrame.Register, _Mapping]] = ..., registered: _Optional[_Union[SignalingFrame.Registered, _Mapping]] = ..., discover: _Optional[_Union[SignalingFrame.Discover, _Mapping]] = ..., peers: _Optional[_Union[SignalingFrame.Peers, _Mapping]] = ..., relay: _Optional[_Union[SignalingFrame.RelayMessage, _Mapping]] = ..., relayed: _Optional[_Union[SignalingFrame.Relayed, _Mapping]] = ..., heartbeat: _Optional[_Union[SignalingFrame.Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[SignalingFrame.HeartbeatAck, _Mapping]] = ..., unregister: _Optional[_Union[SignalingFrame.Unregister, _Mapping]] = ..., error: _Optional[_Union[SignalingFrame.Error, _Mapping]] = ...) -> None: ...
+    inspect: SignalingFrame.Inspect
+    inspection: SignalingFrame.Inspection
+    def __init__(self, hello: _Optional[_Union[SignalingFrame.Hello, _Mapping]] = ..., challenge: _Optional[_Union[SignalingFrame.Challenge, _Mapping]] = ..., authenticate: _Optional[_Union[SignalingFrame.Authenticate, _Mapping]] = ..., register: _Optional[_Union[SignalingFrame.Register, _Mapping]] = ..., registered: _Optional[_Union[SignalingFrame.Registered, _Mapping]] = ..., discover: _Optional[_Union[SignalingFrame.Discover, _Mapping]] = ..., peers: _Optional[_Union[SignalingFrame.Peers, _Mapping]] = ..., relay: _Optional[_Union[SignalingFrame.RelayMessage, _Mapping]] = ..., relayed: _Optional[_Union[SignalingFrame.Relayed, _Mapping]] = ..., heartbeat: _Optional[_Union[SignalingFrame.Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[SignalingFrame.HeartbeatAck, _Mapping]] = ..., unregister: _Optional[_Union[SignalingFrame.Unregister, _Mapping]] = ..., error: _Optional[_Union[SignalingFrame.Error, _Mapping]] = ..., inspect: _Optional[_Union[SignalingFrame.Inspect, _Mapping]] = ..., inspection: _Optional[_Union[SignalingFrame.Inspection, _Mapping]] = ...) -> None: ...
