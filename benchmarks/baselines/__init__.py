@@ -11,4 +11,11 @@ from __future__ import annotations
 import benchmarks.workloads  # noqa: F401
 
 #: The modules imported by ``benchmarks._harness.load_registry``.
-MODULES = ("trio_inproc", "pykka_inproc", "sqlite_queue", "trio_tcp", "aiortc_raw")
+MODULES = (
+    "trio_inproc",
+    "pykka_inproc",
+    "sqlite_queue",
+    "trio_tcp",
+    "aiortc_raw",
+    "trio_websocket_raw",
+)

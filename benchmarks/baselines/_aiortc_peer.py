@@ -3,7 +3,11 @@
 Protocol: reads the offer (one JSON line) on stdin, writes the answer (one JSON line) on
 stdout, then serves the data channel the parent opened until stdin closes. Text messages are
 commands: ``"echo"`` makes it echo every binary message back; ``"sink:N"`` makes it count the
-next N binary messages and then answer ``"done:N:BYTES"``.
+next N binary messages and then answer ``"done:N:BYTES"``; ``"tally"`` makes it count every
+binary message from then on (on any channel) and ``"report"`` answers
+``"tally:COUNT:BYTES:LAST"``, LAST being ``time.monotonic()`` at the last counted message (one
+clock for every process of the machine: the parent computes sender start -> receiver's last
+byte, as the runtime's W7 row does).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 from benchmarks.baselines._loopback_ice import assert_loopback_sdp, restrict_ice_to_loopback
 
@@ -22,6 +27,8 @@ class _Sink:
         self.expected = 0
         self.count = 0
         self.bytes = 0
+        self.tally = False
+        self.last = 0.0
 
 
 async def main() -> None:
@@ -38,9 +45,18 @@ async def main() -> None:
         def on_message(message: bytes | str) -> None:
             if isinstance(message, str):
                 if message == "echo":
-                    state.expected = 0
+                    state.expected, state.tally = 0, False
                 elif message.startswith("sink:"):
                     state.expected, state.count, state.bytes = int(message[5:]), 0, 0
+                elif message == "tally":
+                    state.tally, state.count, state.bytes, state.last = True, 0, 0, 0.0
+                elif message == "report":
+                    channel.send(f"tally:{state.count}:{state.bytes}:{state.last!r}")
+                return
+            if state.tally:
+                state.count += 1
+                state.bytes += len(message)
+                state.last = time.monotonic()
                 return
             if not state.expected:
                 channel.send(message)
