@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final, final
@@ -40,6 +40,7 @@ from ._envelope import (
 )
 from ._fastlane import FastLaneStatistics
 from ._groups import reraise, sole_exception
+from ._heartbeat_report import ReportCarrier, ReportSource
 from ._identity import NodeKey
 from ._ids import ActrId
 from ._ingate import InGate, InGateStatistics
@@ -47,6 +48,9 @@ from ._local import Directory
 from ._logging import NODE
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, open_mailbox
 from ._mailbox_sqlite import SqliteMailbox
+from ._metrics import NodeMetrics, split_address
+from ._metrics_http import serve_metrics
+from ._metrics_transport import MeteredTransport
 from ._outgate import OutGate, OutGateStatistics
 from ._router import RouteTable, Workload
 from ._scheduler import SchedulerStatistics
@@ -70,6 +74,7 @@ ACK_FLUSH: Final = 1.0
 GOODBYE_BOUND: Final = 1.0
 # Step 4 of shutdown: the order components stop in (transport before signaling).
 STOP_ORDER: Final = (
+    "metrics",
     "recovery",
     "ingate",
     "streams",
@@ -134,6 +139,11 @@ class _NodeCore:
         self.workload = workload
         self.routes = RouteTable(workload)
         self.acl = guard(config.acl, workload.acl, owner=type(workload).__name__)
+        # Counted per route, and the transport's bytes, only when metrics are asked for.
+        self.metrics = NodeMetrics(self.routes.keys()) if config.metrics is not None else None
+        if self.metrics is not None:
+            transport = MeteredTransport(transport)
+        self.metrics_address: tuple[str, int] | None = None
         self.transport = transport
         self.signaling = signaling
         self.mailbox: Mailbox = open_mailbox(config)
@@ -142,14 +152,29 @@ class _NodeCore:
         # Fails calls and cancels handlers at their deadlines (no cancel scope per envelope).
         self.deadlines = DeadlineTimer()
         self.outgate = OutGate(
-            transport, max_payload=config.max_payload, outbox=outbox, deadlines=self.deadlines
+            transport,
+            max_payload=config.max_payload,
+            outbox=outbox,
+            deadlines=self.deadlines,
+            peer_state_timeout=config.peer_state_timeout,
+            max_peer_states=config.max_peer_states,
         )
         self.dispatcher = Dispatcher(
             self, mailbox=self.mailbox, routes=self.routes.by_key, deadlines=self.deadlines
         )
         self.scheduler = self.dispatcher.scheduler
-        self.streams = StreamRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
-        self.tracks = TrackRegistry(buffer=config.stream_buffer, make_context=self._peer_context)
+        self.streams = StreamRegistry(
+            buffer=config.stream_buffer,
+            make_context=self._peer_context,
+            max_per_peer=config.max_streams_per_peer,
+            idle_timeout=config.stream_idle_timeout,
+        )
+        self.tracks = TrackRegistry(
+            buffer=config.stream_buffer,
+            make_context=self._peer_context,
+            max_per_peer=config.max_tracks_per_peer,
+            idle_timeout=config.stream_idle_timeout,
+        )
         self._session: SignalingSession | None = None
         self._ingate: InGate | None = None
         self._directory: Directory | None = None
@@ -196,8 +221,10 @@ class _NodeCore:
                 "scheduler",
                 "ingate",
                 "recovery",
+                "metrics",
             )
         }
+        render = self._metrics_render()  # before anything opens: no extra, no start
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(c["mailbox"].run, self.mailbox.run)
@@ -224,6 +251,10 @@ class _NodeCore:
                 await nursery.start(c["ingate"].run, self._ingate.run)  # 5
                 if self._directory is not None:
                     self._directory.add(self._ingate)  # nodes of this trio.run: in process
+                if render is not None:
+                    self.metrics_address = await nursery.start(
+                        c["metrics"].run, self._serve_metrics, render
+                    )
                 log.info(
                     "%s started (%s, %s mailbox)",
                     self.actr_id,
@@ -237,6 +268,27 @@ class _NodeCore:
                     await self._shutdown(c)
                 self.stopped.set()
 
+    def _metrics_render(self) -> Callable[[], bytes] | None:
+        """The /metrics page of this node, if ``Config.metrics`` asks for one.
+
+        Raises:
+            MetricsUnavailable: the ``metrics`` extra (prometheus-client) is not installed.
+        """
+        if self.metrics is None:
+            return None
+        from ._metrics_export import NodeCollector, render
+
+        assert isinstance(self.transport, MeteredTransport)
+        actr_type = str(type(self.workload).actr_type)
+        return render(NodeCollector(self.statistics, self.metrics, self.transport, actr_type))
+
+    async def _serve_metrics(
+        self, render: Callable[[], bytes], *, task_status: trio.TaskStatus[tuple[str, int]]
+    ) -> None:
+        assert self.config.metrics is not None
+        host, port = split_address(self.config.metrics)
+        await serve_metrics(host, port, render, log=log, task_status=task_status)
+
     def _make_ingate(self) -> InGate:
         ingate = InGate(
             local=self.actr_id,
@@ -249,6 +301,9 @@ class _NodeCore:
             enqueue=self.scheduler.enqueue,
             max_payload=self.config.max_payload,
             acl=self.acl,
+            metrics=self.metrics,
+            peer_state_timeout=self.config.peer_state_timeout,
+            max_peer_states=self.config.max_peer_states,
         )
         if self.direct:
             # Nodes of this trio.run vouched for by the same issuer reach each other directly.
@@ -268,7 +323,7 @@ class _NodeCore:
 
     async def _replay(self) -> None:
         for stored in await self.mailbox.pending():
-            self.dispatcher.enqueue_stored(stored)
+            self.dispatcher.enqueue_stored(stored, replay=True)
 
     async def _shutdown(self, c: dict[str, Component]) -> None:
         try:
@@ -375,7 +430,7 @@ class ActrRef(Actions):
     Created by ``ActrNode.start()`` only.
     """
 
-    __slots__ = ("_core", "deadline", "trace_id")
+    __slots__ = ("_core", "deadline", "traceparent", "tracestate")
 
     _core: _NodeCore
 
@@ -384,7 +439,9 @@ class ActrRef(Actions):
             raise TypeError("ActrRef is created by ActrNode.start()")
         self._core = core
         self.deadline = math.inf
-        self.trace_id = ""
+        # No envelope of its own: a send starts a trace, or joins the current span's.
+        self.traceparent = ""
+        self.tracestate = ""
 
     @classmethod
     def _create(cls, core: _NodeCore) -> ActrRef:
@@ -401,6 +458,11 @@ class ActrRef(Actions):
     def statistics(self) -> NodeStatistics:
         """Counters of every component."""
         return self._core.statistics()
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` where this node serves ``/metrics`` (``Config.metrics``), or None."""
+        return self._core.metrics_address
 
     @property
     def mailbox(self) -> Mailbox:
@@ -582,4 +644,15 @@ class ActrSystem:
                 owner=type(workload).__name__,
             )
             signaling = SignalingClient(self.config, visibility=visibility)
-        return ActrNode(_NodeCore(self.config, workload, transport, signaling, direct=self._direct))
+        core = _NodeCore(self.config, workload, transport, signaling, direct=self._direct)
+        if isinstance(signaling, ReportCarrier):
+            # The node's figures ride on its heartbeats (actr-trio inspect, the status page).
+            signaling.report_with(
+                ReportSource(
+                    mailbox=core.mailbox,
+                    scheduler=core.scheduler,
+                    outgate=core.outgate,
+                    max_payload=self.config.max_payload,
+                )
+            )
+        return ActrNode(core)

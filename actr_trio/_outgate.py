@@ -44,7 +44,7 @@ from ._logging import LINK, RateLimiter
 from ._mailbox import Outgoing
 from ._peerlane import ChunkAcks, Waiter
 from ._tokens import request_id as new_request_id
-from ._wire import WireRoute, trio_deadline
+from ._wire import MAX_PEER_STATES, PEER_STATE_TIMEOUT, WireRoute, trio_deadline
 from .errors import (
     CallError,
     DeadlineExceeded,
@@ -82,6 +82,9 @@ class OutGateStatistics:
     forged_responses: int = 0
     #: Envelopes handed to nodes of this ``trio.run`` directly (accepted or duplicates).
     direct: int = 0
+    #: Peers whose lanes were forgotten: quiet for ``peer_state_timeout`` (or the quietest
+    #: beyond ``max_peer_states``) with nothing pending to them.
+    evicted_peers: int = 0
 
 
 class Outbox(Protocol):
@@ -109,6 +112,8 @@ class OutGate:
         max_payload: int,
         deadlines: DeadlineTimer,
         outbox: Outbox | None = None,
+        peer_state_timeout: float = PEER_STATE_TIMEOUT,
+        max_peer_states: int = MAX_PEER_STATES,
     ) -> None:
         self.transport = transport
         self._outbox = outbox
@@ -118,7 +123,14 @@ class OutGate:
         # Resend and expiry lines repeat while a peer is away: one per peer, lane and kind
         # every RATE_INTERVAL seconds.
         self._rate = RateLimiter(trio.current_time)
-        self._wire = WireRoute(transport, self._calls, self._rate)
+        # Lanes of peers gone quiet with nothing pending are forgotten (WireRoute.evict).
+        self._wire = WireRoute(
+            transport,
+            self._calls,
+            self._rate,
+            peer_state_timeout=peer_state_timeout,
+            max_peer_states=max_peer_states,
+        )
         self._route: LocalRoute | None = None
         self._deadlines = deadlines  # run by the node; fails in-process calls at their deadline
         self._direct_peers: set[ActrId] = set()  # reached in process (to say goodbye to)
@@ -142,7 +154,12 @@ class OutGate:
             wire.asked_again,
             self._forged,
             0 if route is None else route.delivered,
+            wire.evicted,
         )
+
+    def lane_summary(self) -> dict[Lane, tuple[int, int]]:
+        """Per wire lane in use: (peers linked on it, envelopes not acknowledged yet)."""
+        return self._wire.lane_summary()
 
     def use_directory(self, directory: Directory, me: LocalPeer) -> None:
         """Send to the nodes of ``directory`` in process (``me``: this node's own entry)."""
@@ -262,8 +279,9 @@ class OutGate:
         priority: Priority,
         timeout: float,
         within: float,
-        trace_id: str,
+        traceparent: str,
         request_id: str | None = None,
+        tracestate: str = "",
     ) -> Awaitable[bytes]:
         """Send a REQUEST (its awaitable gives the response payload) or a TELL (``b""`` once
         the receiver's mailbox committed it), within ``timeout`` seconds and by ``within`` (a
@@ -286,12 +304,14 @@ class OutGate:
             route_key,
             payload,
             request_id or new_request_id(),
-            trace_id,
+            traceparent,
             self.local_id,
             target,
             priority,
             lane,
             deadline_ms,
+            None,
+            tracestate,
         )
         if self._outbox is not None:
             return self._request_durably(self._outbox, env, deadline)
@@ -328,7 +348,8 @@ class OutGate:
         priority: Priority,
         timeout: float,
         within: float,
-        trace_id: str,
+        traceparent: str,
+        tracestate: str = "",
     ) -> None:
         """Send TELLs, one envelope per payload, as one batch: one accept and one commit at
         the receiver (in process: one hand-over; over the wire: one frame). Returns once
@@ -353,12 +374,14 @@ class OutGate:
                 route_key,
                 p,
                 new_request_id(),
-                trace_id,
+                traceparent,
                 local,
                 target,
                 priority,
                 lane,
                 deadline_ms,
+                None,
+                tracestate,
             )
             for p in payloads
         ]

@@ -32,6 +32,7 @@ from ._envelope import (
     encode_envelope,
     encode_goodbye,
 )
+from ._idle import IdleTable
 from ._ids import ActrId
 from ._lanes import Lane
 from ._logging import LINK, RateLimiter
@@ -55,6 +56,9 @@ RESPONSE_BOUND: Final = 60.0
 SPAWN_BUFFER: Final = 256
 # The lane a goodbye travels on: fully reliable and ordered.
 GOODBYE_LANE: Final = Lane.SIGNAL
+# Defaults of the bounds on per-peer lanes (the node passes its Config's).
+PEER_STATE_TIMEOUT: Final = 300.0
+MAX_PEER_STATES: Final = 4096
 
 
 class WireRoute:
@@ -67,10 +71,25 @@ class WireRoute:
         rate: the rate limiter of the link log (shared with the gate).
     """
 
-    def __init__(self, transport: Transport, calls: dict[str, Waiter], rate: RateLimiter) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        calls: dict[str, Waiter],
+        rate: RateLimiter,
+        *,
+        peer_state_timeout: float = PEER_STATE_TIMEOUT,
+        max_peer_states: int = MAX_PEER_STATES,
+    ) -> None:
         self._shared = LinkShared(transport, calls, rate)
         self._calls = calls
         self._lanes: dict[tuple[ActrId, Lane], PeerLane] = {}
+        # When each peer was last sent to or acked something: the lanes of one quiet for
+        # longer than peer_state_timeout are forgotten if nothing to it is pending.
+        self._seen: IdleTable[ActrId] = IdleTable()
+        self._peer_state_timeout = peer_state_timeout
+        self._max_peer_states = max_peer_states
+        self._next_sweep = trio.current_time() + peer_state_timeout / 2
+        self.evicted = 0  # peers whose lanes were forgotten
         self._spawn_send, self._spawn_recv = trio.open_memory_channel[PeerLane](SPAWN_BUFFER)
         self.closed = False
         self.overloaded = 0  # back-offs because a receiver's mailbox was full
@@ -87,6 +106,14 @@ class WireRoute:
     def unacked(self) -> int:
         """Packets sent and not acknowledged yet, on every lane."""
         return sum(len(pl.link) for pl in self._lanes.values())
+
+    def lane_summary(self) -> dict[Lane, tuple[int, int]]:
+        """Per lane in use: (peers with a link on it, packets not acknowledged yet)."""
+        summary: dict[Lane, tuple[int, int]] = {}
+        for (_, lane), pl in self._lanes.items():
+            peers, unacked = summary.get(lane, (0, 0))
+            summary[lane] = (peers + 1, unacked + len(pl.link))
+        return summary
 
     def peers(self) -> set[ActrId]:
         """Peers that acknowledged something on some lane."""
@@ -137,6 +164,7 @@ class WireRoute:
         """``peer`` said goodbye: close its lanes, failing what it never acknowledged with
         ``error``. Returns (packets dropped, calls/tells failed)."""
         dropped = failed = 0
+        self._seen.forget(peer)
         for key in [key for key in self._lanes if key[0] == peer]:
             pl = self._lanes.pop(key)
             dropped += len(pl.link)
@@ -149,6 +177,7 @@ class WireRoute:
         return dropped, failed
 
     def _lane(self, peer: ActrId, lane: Lane) -> PeerLane:
+        self._note(peer)
         pl = self._lanes.get((peer, lane))
         if pl is None:
             if self.closed:
@@ -328,7 +357,53 @@ class WireRoute:
     def on_ack(self, peer: ActrId, lane: Lane, ack: AckInfo) -> None:
         pl = self._lanes.get((peer, lane))
         if pl is not None:
+            self._note(peer)
             pl.on_ack(ack)
+
+    def _note(self, peer: ActrId) -> None:
+        """Traffic with ``peer`` now; forget the lanes of peers gone quiet (see
+        :meth:`evict`), at most every half timeout, and at once beyond the bound."""
+        now = trio.current_time()
+        self._seen.touch(peer, now)
+        if now >= self._next_sweep or len(self._seen) > self._max_peer_states:
+            self.evict(now)
+
+    def evict(self, now: float) -> int:
+        """Forget the lanes of peers quiet for longer than ``peer_state_timeout`` (and of the
+        quietest beyond ``max_peer_states``) to which nothing is pending; how many peers.
+
+        Only state that is rebuilt as it was is forgotten: a lane with nothing unsent, nothing
+        unacknowledged, no batch with the transport and no sender waiting holds only its
+        epoch and next seq, and the next send opens a new lane (a new epoch, which the
+        receiver takes at seq 1). A peer with a call waiting for its answer keeps its lanes
+        (the call asks again on them). A durable node's outbox is in its mailbox database,
+        not here: nothing recorded there is touched.
+        """
+        self._next_sweep = now + self._peer_state_timeout / 2
+        quiet = list(self._seen.idle(now, self._peer_state_timeout))
+        excess = len(self._seen) - len(quiet) - self._max_peer_states
+        if excess > 0:
+            seen = set(quiet)
+            quiet += [p for p in self._seen.oldest() if p not in seen][:excess]
+        if not quiet:
+            return 0
+        waiting = {waiter.peer for waiter in self._calls.values()}
+        evicted = 0
+        for peer in quiet:
+            if peer in waiting:
+                continue
+            lanes = [(lane, pl) for lane in Lane if (pl := self._lanes.get((peer, lane)))]
+            if any(not _idle(pl) for _, pl in lanes):
+                continue
+            for lane, pl in lanes:
+                del self._lanes[(peer, lane)]
+                pl.close(PeerUnavailable(f"{peer}: lane forgotten while idle"))
+            self._seen.forget(peer)
+            evicted += 1
+        self.evicted += evicted
+        if evicted:
+            log.debug("forgot the lanes of %d quiet peers", evicted)
+        return evicted
 
     async def wait_acked(self) -> None:
         """Return once nothing sent is waiting for an ack (bound it with a cancel scope)."""
@@ -337,6 +412,11 @@ class WireRoute:
                 pl.drained = trio.Event()
                 await pl.drained.wait()
         await trio.lowlevel.checkpoint()
+
+
+def _idle(pl: PeerLane) -> bool:
+    """Whether ``pl`` holds nothing but its numbering (nothing pending, nobody waiting)."""
+    return not (pl.link or pl.outbox or pl.sending.locked() or pl.window.statistics().tasks_waiting)
 
 
 def too_late(env: Envelope, *, overloaded: bool) -> Overloaded | DeadlineExceeded:

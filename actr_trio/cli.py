@@ -21,12 +21,17 @@ _COMMANDS = {
         "actr_trio.codegen._cli",
         "generate protobuf classes, handler bases and client stubs",
     ),
+    "inspect": (
+        "actr_trio.signaling._inspect_cli",
+        "list a realm's nodes and what they report (backlog, handled rate)",
+    ),
     "demo": ("actr_trio._demo", "run the demo: nodes exchanging RPCs, priorities and a stream"),
 }
 
 DESCRIPTION: Final = """\
 actr-trio runs actr actor nodes on Trio. This command runs the signaling server
-that nodes register with, generates code from .proto services, or runs a demo.
+that nodes register with, lists a realm's nodes, generates code from .proto
+services, or runs a demo.
 
 Run "actr-trio COMMAND --help" for the options of one command."""
 

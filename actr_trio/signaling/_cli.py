@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import ssl
 
     from ._limits import SignalingLimits
+    from ._server import SignalingServer
+    from ._status_page import StatusPage
 
 #: Environment variable holding realms as ``NAME:SECRET`` entries (comma or space separated).
 REALMS_ENV: Final = "ACTR_SIGNALING_REALMS"
@@ -202,6 +204,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds of silence before a node disappears from discovery (default 15)",
     )
+    parser.add_argument(
+        "--status",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the read-only realm status page at http://HOST:PORT/ (https with "
+        "--tls-cert); off by default. On a loopback HOST it shows every realm; elsewhere each "
+        "request must give REALM:SECRET (HTTP Basic) and sees that realm only",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve Prometheus metrics at http://HOST:PORT/metrics (needs "
+        "pip install 'actr-trio[metrics]'); off by default",
+    )
     budgets = parser.add_argument_group(
         "budgets", "limits on connections, rates and sizes (docs/operations.md)"
     )
@@ -353,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
     from .._identity import key_id
     from .._logging import SIGNALING
     from ..errors import ConfigError
+    from ._metrics import metrics_address, serve_metrics
     from ._server import SignalingServer
 
     if args.print_issuer_key:
@@ -361,10 +379,11 @@ def run(args: argparse.Namespace) -> int:
         if args.tls_key and not args.tls_cert:
             raise ConfigError("--tls-key needs --tls-cert")
         ssl_context = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+        realms = _realms(args, os.environ)
         server = SignalingServer(
             host=args.host,
             port=args.port,
-            realms=_realms(args, os.environ),
+            realms=realms,
             db_path=args.db,
             presence_timeout=args.presence_timeout,
             ssl_context=ssl_context,
@@ -372,6 +391,9 @@ def run(args: argparse.Namespace) -> int:
             credential_lifetime=args.credential_lifetime,
             limits=limits_from_args(args),
         )
+        status = status_page_from_args(args, server, realms, ssl_context)
+        if args.metrics is not None:
+            metrics_address(args.metrics)  # MetricsUnavailable, or a bad address, before start
     except ConfigError as exc:
         sys.stderr.write(f"actr-trio signaling: {exc}\n")
         return 2
@@ -400,6 +422,31 @@ def run(args: argparse.Namespace) -> int:
                         f"actr-trio signaling listening on {server.url}\n"
                         f"actr-trio signaling issuer key {issuer.hex()} (key id {key_id(issuer)})\n"
                     )
+                    if status is not None:
+                        try:
+                            await nursery.start(status.run)
+                        except OSError as exc:
+                            sys.stderr.write(
+                                f"actr-trio signaling: cannot serve the status page on "
+                                f"{args.status}: {exc}\n"
+                            )
+                            nursery.cancel_scope.cancel(reason="cannot serve the status page")
+                            return 1
+                        sys.stdout.write(f"actr-trio signaling status page at {status.url}\n")
+                    if args.metrics is not None:
+                        try:
+                            host, port = await nursery.start(serve_metrics, server, args.metrics)
+                        except OSError as exc:
+                            sys.stderr.write(
+                                f"actr-trio signaling: cannot serve metrics on {args.metrics}: "
+                                f"{exc}\n"
+                            )
+                            nursery.cancel_scope.cancel(reason="cannot serve metrics")
+                            return 1
+                        shown = f"[{host}]" if ":" in host else host
+                        sys.stdout.write(
+                            f"actr-trio signaling metrics at http://{shown}:{port}/metrics\n"
+                        )
                     sys.stdout.flush()
                     async for signum in signals:
                         logging.getLogger(SIGNALING).info(
@@ -410,6 +457,30 @@ def run(args: argparse.Namespace) -> int:
         return result
 
     return trio.run(main)
+
+
+def status_page_from_args(
+    args: argparse.Namespace,
+    server: SignalingServer,
+    realms: Mapping[str, str] | None,
+    ssl_context: ssl.SSLContext | None,
+) -> StatusPage | None:
+    """The status page ``--status HOST:PORT`` asks for (``None`` without it).
+
+    Raises:
+        ConfigError: not HOST:PORT, or a non-loopback HOST without realms.
+    """
+    if not args.status:
+        return None
+    from ..errors import ConfigError
+    from ._status_page import StatusPage
+
+    host, sep, port = args.status.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--status {args.status!r}: expected HOST:PORT, e.g. 127.0.0.1:8766")
+    return StatusPage(
+        server, host=host.strip("[]"), port=int(port), realms=realms, ssl_context=ssl_context
+    )
 
 
 def print_issuer_key(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final, final
@@ -30,6 +31,7 @@ from trio_websocket import (
 
 from .._acl import Visibility
 from .._config import Config
+from .._heartbeat_report import HeartbeatReport
 from .._identity import (
     ISSUER_PUB_FILE,
     NodeKey,
@@ -65,6 +67,7 @@ from ._protocol import (
     FrameError,
     encode_frame,
 )
+from ._reports import report_to_wire
 
 logger = logging.getLogger(SIGNALING)
 
@@ -81,9 +84,13 @@ CONNECT_TIMEOUT: Final = 10.0
 UNREGISTER_GRACE: Final = 1.0
 # Heartbeats per presence_timeout the server announced: 3 tolerates two lost or late ones.
 _HEARTBEATS_PER_TIMEOUT: Final = 3
+# Seconds the node's report may take before a heartbeat goes without it (presence first).
+REPORT_BOUND: Final = 1.0
 #: Most peers one discover() returns (it follows the server's pages up to this many): the
 #: server's default discovery burst, so one call never waits on the budget it spends.
 MAX_DISCOVERED: Final = 10_000
+#: Peers' advertised listen addresses remembered (discovery results; oldest forgotten first).
+MAX_ADDRESSES: Final = 4096
 
 # A request's answer: a discovery page and its next cursor ((), 0 for a relay).
 _Answer = tuple[tuple[ActrId, ...], int]
@@ -216,6 +223,11 @@ class _Session:
                 )
             cursor = next_cursor
 
+    def peer_address(self, peer: ActrId) -> str | None:
+        """The listen address ``peer`` advertised (``HOST:PORT``), as the last discovery that
+        listed it reported; ``None``: it advertised none, or was never discovered."""
+        return self._client._addresses.get(peer)
+
     async def send_relay(self, target: ActrId, kind: str, payload: str) -> None:
         """Relay an offer/answer/ICE ``payload`` to ``target``; returns once the server handed
         it to the target's connection.
@@ -279,6 +291,11 @@ class SignalingClient:
         self._changed = trio.Event()
         self._running = False
         self._log = RateLimiter(trio.current_time)
+        # Advertised in every Register of the current run() (direct WebSocket links).
+        self._listen: str | None = None
+        # Listen addresses peers advertised, as discovery reported them (bounded, newest kept).
+        self._addresses: OrderedDict[ActrId, str] = OrderedDict()
+        self._report_source: Callable[[], Awaitable[HeartbeatReport]] | None = None
 
     def __repr__(self) -> str:
         return f"<SignalingClient {self._actr_id or 'unregistered'} via {self._url}>"
@@ -292,6 +309,12 @@ class SignalingClient:
             connection_failures=self._failures,
             renewals=self._renewals,
         )
+
+    def report_with(self, source: Callable[[], Awaitable[HeartbeatReport]]) -> None:
+        """Await ``source()`` before each heartbeat and send the node's figures with it
+        (``actr-trio inspect``, the status page). A source that fails or takes longer than
+        :data:`REPORT_BOUND` costs that heartbeat its report, never the heartbeat."""
+        self._report_source = source
 
     async def wait_registrations(self, count: int) -> None:
         """Wait until the client has registered ``count`` times in total.
@@ -314,6 +337,7 @@ class SignalingClient:
         previous_id: ActrId | None,
         node_key: NodeKey | None = None,
         *,
+        listen: str | None = None,
         task_status: trio.TaskStatus[SignalingSession] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect, authenticate and register; then keep the registration until cancelled.
@@ -328,6 +352,8 @@ class SignalingClient:
             actr_type: what this node hosts.
             previous_id: the identity to register under again (a stale session holding it is
                 taken over), or ``None`` for a fresh one.
+            listen: the address this node takes direct WebSocket links on (``HOST:PORT``),
+                advertised in every registration; ``None``: none.
 
         Raises:
             AuthError: the server rejected the realm credentials (first or later connection).
@@ -343,6 +369,7 @@ class SignalingClient:
             raise RuntimeError("SignalingClient.run() is already running")
         self._running = True
         self._actr_id = None
+        self._listen = listen
         relay_send, relay_receive = trio.open_memory_channel[Relay](RELAY_BUFFER)
         session: _Session | None = None
         key = NodeKey.generate() if node_key is None else node_key
@@ -427,6 +454,7 @@ class SignalingClient:
             trusted_issuer=self._pinned,
             trust_hint=self._trust_hint(),
             visibility=self._visibility,
+            listen=self._listen,
         )
         with trio.fail_after(CONNECT_TIMEOUT):
             registered, early = await self._register(ws, protocol)
@@ -520,6 +548,7 @@ class SignalingClient:
                                 "relay from %s dropped: nobody reads relays", event.relay.source
                             )
                     elif isinstance(event, PeersFound):
+                        self._learn_addresses(event.peers, event.addresses)
                         page = (event.peers, event.next_cursor)
                         self._resolve(link, event.request_id, outcome.Value(page))
                     elif isinstance(event, CredentialRenewed):
@@ -542,14 +571,32 @@ class SignalingClient:
     async def _heartbeat_loop(
         self, link: _Link, interval: float, lost: list[Exception], scope: trio.CancelScope
     ) -> None:
-        data = encode_frame(link.protocol.heartbeat())
         try:
             while True:
                 await trio.sleep(interval)
-                await link.ws.send_message(data)
+                report = await self._report()
+                await link.ws.send_message(encode_frame(link.protocol.heartbeat(report)))
         except ConnectionClosed as exc:
             lost.append(exc)
             scope.cancel(reason="signaling connection lost")
+
+    async def _report(self) -> Frame.NodeReport | None:
+        source = self._report_source
+        if source is None:
+            return None
+        with trio.move_on_after(REPORT_BOUND):
+            try:
+                return report_to_wire(await source())
+            except Exception as exc:
+                # Figures are a courtesy: a failing source must not cost the node its presence.
+                self._log.log(
+                    logger,
+                    logging.WARNING,
+                    ("report",),
+                    "node figures for the heartbeat failed (%r); sent without them",
+                    exc,
+                )
+        return None
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -590,6 +637,17 @@ class SignalingClient:
         actr_id = protocol.actr_id
         assert actr_id is not None
         return actr_id
+
+    def _learn_addresses(
+        self, peers: tuple[ActrId, ...], addresses: tuple[tuple[ActrId, str], ...]
+    ) -> None:
+        """Remember the listen addresses of a discovery page (a peer without one: forgotten)."""
+        for peer in peers:
+            self._addresses.pop(peer, None)
+        for peer, address in addresses:
+            self._addresses[peer] = address
+        while len(self._addresses) > MAX_ADDRESSES:
+            self._addresses.popitem(last=False)
 
     def _require_link(self) -> _Link:
         link = self._link

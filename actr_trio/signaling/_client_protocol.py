@@ -7,8 +7,9 @@ failures) and the frames to send. The Trio shell in ``_client.py`` only reads, w
 from __future__ import annotations
 
 import hmac
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, final
 
 import attrs
@@ -31,6 +32,7 @@ from ..errors import (
     SignalingError,
 )
 from ..transport._abc import Relay
+from ..transport._websocket_address import parse_address
 from ._protocol import (
     _RELAY_KINDS,
     _RELAY_NAMES,
@@ -83,6 +85,8 @@ class PeersFound:
     request_id: int
     peers: tuple[ActrId, ...]
     next_cursor: int = 0
+    # The advertised listen addresses of peers of this page ("HOST:PORT", checked).
+    addresses: tuple[tuple[ActrId, str], ...] = ()
 
 
 @attrs.frozen
@@ -148,6 +152,8 @@ class ClientProtocol:
             ``IssuerKeyMismatch`` message.
         wall_clock: Unix time, to check credential expiry.
         visibility: who may discover this node (its ACLs' :class:`Visibility`); empty: all.
+        listen: the address this node takes direct WebSocket links on (``HOST:PORT``), to
+            advertise in ``Register``; ``None``: no listener.
     """
 
     def __init__(
@@ -162,7 +168,9 @@ class ClientProtocol:
         trust_hint: str = "",
         wall_clock: Callable[[], float] = time.time,
         visibility: Sequence[Visibility] = (),
+        listen: str | None = None,
     ) -> None:
+        self._listen = listen or ""
         self._realm = realm
         self._secret = secret
         self._actr_type = actr_type
@@ -228,7 +236,10 @@ class ClientProtocol:
                     peers = tuple(ActrId.from_proto(p) for p in frame.peers.peers)
                 except ConfigError as exc:
                     raise FrameError(f"invalid peer id: {exc}") from exc
-                return [PeersFound(frame.peers.request_id, peers, frame.peers.next_cursor)]
+                addresses = _addresses_from_wire(frame.peers.addresses, peers)
+                return [
+                    PeersFound(frame.peers.request_id, peers, frame.peers.next_cursor, addresses)
+                ]
             if body == "relayed":
                 return [RelayDelivered(frame.relayed.request_id)]
             if body == "relay":
@@ -267,9 +278,9 @@ class ClientProtocol:
         )
         return request_id, Frame(relay=relay)
 
-    def heartbeat(self) -> Frame:
-        """A ``Heartbeat`` frame (keeps this node discoverable)."""
-        return Frame(heartbeat=Frame.Heartbeat())
+    def heartbeat(self, report: Frame.NodeReport | None = None) -> Frame:
+        """A ``Heartbeat`` frame (keeps this node discoverable), with the node's ``report``."""
+        return Frame(heartbeat=Frame.Heartbeat(report=report))
 
     def unregister(self) -> Frame:
         """An ``Unregister`` frame; the session ends."""
@@ -295,7 +306,10 @@ class ClientProtocol:
             registration_message(challenge.nonce, self._realm, public_key)
         )
         register = Frame.Register(
-            actr_type=self._actr_type.to_proto(), public_key=public_key, signature=signature
+            actr_type=self._actr_type.to_proto(),
+            public_key=public_key,
+            signature=signature,
+            listen=self._listen,
         )
         if self._previous_id is not None:
             register.previous_id.CopyFrom(self._previous_id.to_proto())
@@ -416,3 +430,24 @@ class ClientProtocol:
         if target != self._actr_id or source.realm != self._realm:
             raise FrameError(f"relay from {source} to {target} is not for this node")
         return Relay(source=source, target=target, kind=kind, payload=relay.payload)
+
+
+def _addresses_from_wire(
+    entries: Iterable[Frame.PeerAddress], peers: tuple[ActrId, ...]
+) -> tuple[tuple[ActrId, str], ...]:
+    """The listen addresses of ``peers`` a ``Peers`` frame carries, each checked.
+
+    A node dials these: an entry for an id not on the page, with an invalid id or a malformed
+    address is dropped (that peer is then reached over WebRTC), never dialled.
+    """
+    on_page = set(peers)
+    found: list[tuple[ActrId, str]] = []
+    for entry in itertools.islice(entries, len(peers)):
+        try:
+            actr_id = ActrId.from_proto(entry.actr_id)
+            parse_address(entry.listen)
+        except (ConfigError, ValueError):
+            continue
+        if actr_id in on_page:
+            found.append((actr_id, entry.listen))
+    return tuple(found)

@@ -60,6 +60,21 @@ class Directory:
             actr_id = members[index]
             yield actr_id, self._holders[actr_id]
 
+    def realm_members(self, realm: str) -> Iterator[tuple[ActrId, int]]:
+        """Every holder of an id in ``realm``, by type and serial, with its connection. Do
+        not change the directory while iterating."""
+        for key in sorted(k for k in self._members if k[0] == realm):
+            for actr_id in self._members[key]:
+                yield actr_id, self._holders[actr_id]
+
+    def realm_names(self) -> list[str]:
+        """Realms with at least one holder, sorted."""
+        return sorted({realm for realm, _ in self._members})
+
+    def counts(self) -> dict[tuple[str, ActrType], int]:
+        """Holders per (realm, type), for the server's metrics."""
+        return {key: len(members) for key, members in self._members.items()}
+
     def realms(self) -> int:
         """Realms with at least one holder."""
         return len({realm for realm, _ in self._members})

@@ -176,4 +176,5 @@ class Phase(enum.Enum):
     REGISTER = "awaiting register"
     BINDING = "awaiting the database"
     REGISTERED = "registered"
+    OBSERVING = "observing"  # authenticated, inspecting the realm instead of registering
     CLOSED = "closed"

@@ -37,6 +37,7 @@ from trio_websocket import (
 
 from .._config import secret_problem
 from .._identity import IssuerKey
+from .._ids import ActrType
 from .._logging import SIGNALING, RateLimiter
 from ..errors import ConfigError
 from ._limits import OUTBOX_FRAMES, Admission, ConnectionCaps, OutboxBudget, SignalingLimits
@@ -57,6 +58,7 @@ from ._protocol import (
     encode_frame,
     error_frame,
 )
+from ._reports import NodeStatus
 from ._server_protocol import (
     Close,
     Forward,
@@ -133,6 +135,10 @@ class SignalingServerStatistics:
             does not read them as fast as they come).
         slow_readers: connections disconnected because their own answers overflowed their
             outbox (they do not read).
+        relays_forwarded: relays queued for their target's connection.
+        registered_by_type: ``(realm, type, registered connections)`` of every (realm, type)
+            with at least one.
+        reports_refused: heartbeat reports ignored because a figure was out of range.
     """
 
     connections: int
@@ -154,6 +160,9 @@ class SignalingServerStatistics:
     relays_too_large: int = 0
     relays_busy: int = 0
     slow_readers: int = 0
+    relays_forwarded: int = 0
+    registered_by_type: tuple[tuple[str, ActrType, int], ...] = ()
+    reports_refused: int = 0
 
 
 # An outbox entry: the encoded frame and whether it is a relay from another connection;
@@ -321,7 +330,21 @@ class SignalingServer:
             relays_too_large=core.relays_too_large if core else 0,
             relays_busy=self._relays_busy,
             slow_readers=self._slow_readers,
+            relays_forwarded=core.relays_forwarded if core else 0,
+            registered_by_type=core.registered_by_type if core else (),
+            reports_refused=core.reports_refused if core else 0,
         )
+
+    def inspect(self, realm: str) -> list[NodeStatus]:
+        """The registered nodes of ``realm`` with what they last reported, by type and serial
+        (what ``actr-trio inspect`` and the status page show)."""
+        protocol = self._protocol
+        return [] if protocol is None else protocol.inspect(realm, trio.current_time())
+
+    def realm_names(self) -> list[str]:
+        """Realms with at least one registered node, sorted."""
+        protocol = self._protocol
+        return [] if protocol is None else protocol.realm_names()
 
     async def run(
         self, *, task_status: trio.TaskStatus[SignalingServer] = trio.TASK_STATUS_IGNORED

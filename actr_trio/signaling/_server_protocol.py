@@ -11,7 +11,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import final
+from typing import Final, final
 
 import attrs
 
@@ -27,6 +27,7 @@ from .._ids import ActrId, ActrType, check_name
 from ..errors import (
     ConfigError,
 )
+from ..transport._websocket_address import parse_address
 from ._directory import Directory
 from ._limits import ConnectionBudget, SignalingLimits, Verdict
 from ._protocol import (
@@ -57,6 +58,7 @@ from ._protocol import (
     error_frame,
     prove,
 )
+from ._reports import INSPECT_PAGE, NodeStatus, Reported, ReportRefused, report_from_wire
 
 
 @attrs.frozen
@@ -125,9 +127,11 @@ class _Connection:
     nonce: bytes = b""
     actr_id: ActrId | None = None
     visibility: tuple[Visibility, ...] = ()  # who may discover it (its ACLs); () is everyone
+    listen: str = ""  # where it takes direct WebSocket links (Register.listen); "": nowhere
     public_key: bytes = b""  # the node key, once its possession was proved
     actr_type: ActrType | None = None  # asked for in Register
     renew_at: float = 0.0  # when (``now``'s clock) the credential is due for renewal
+    reported: Reported | None = None  # once registered: its heartbeats and latest report
 
 
 @final
@@ -145,6 +149,9 @@ class ServerProtocolStatistics:
         discovery_limited: discovery requests refused over their connection's discovery budget.
         relays_limited: relays refused over the budget of their (source, target) pair.
         relays_too_large: relays refused because their payload was over the size cap.
+        relays_forwarded: relays queued for their target's connection.
+        registered_by_type: ``(realm, type, registered connections)``, for the metrics.
+        reports_refused: heartbeat reports ignored because a figure was out of range.
     """
 
     connections: int
@@ -156,6 +163,14 @@ class ServerProtocolStatistics:
     discovery_limited: int = 0
     relays_limited: int = 0
     relays_too_large: int = 0
+    relays_forwarded: int = 0
+    registered_by_type: tuple[tuple[str, ActrType, int], ...] = ()
+    reports_refused: int = 0
+
+
+# Phases of a connection that proved its realm and got past the hello timeout: rated, kept
+# alive by its own frames.
+_ADMITTED: Final = frozenset({Phase.REGISTERED, Phase.OBSERVING})
 
 
 def _random_nonce() -> bytes:
@@ -218,6 +233,8 @@ class ServerProtocol:
         self._discovery_limited = 0
         self._relays_limited = 0
         self._relays_too_large = 0
+        self._relays_forwarded = 0
+        self._reports_refused = 0
 
     @property
     def presence_timeout(self) -> float:
@@ -252,7 +269,7 @@ class ServerProtocol:
         if state is None or state.phase is Phase.CLOSED:
             return None
         presence = state.last_seen + self._presence_timeout
-        if state.phase is Phase.REGISTERED:
+        if state.phase in _ADMITTED:
             return presence
         return min(presence, state.connected_at + self._limits.hello_timeout)
 
@@ -272,7 +289,7 @@ class ServerProtocol:
         state.last_seen = now
         # Before registration a connection gets three frames in order (anything else closes
         # it) within the hello timeout: only registered connections need a rate.
-        if state.phase is Phase.REGISTERED:
+        if state.phase in _ADMITTED:
             verdict = state.budget.message(now)
             if verdict is not Verdict.ALLOW:
                 return self._over_rate(conn, frame, verdict)
@@ -283,8 +300,13 @@ class ServerProtocol:
             return self._on_authenticate(conn, state, frame.authenticate)
         if state.phase is Phase.REGISTER and body == "register":
             return self._on_register(conn, state, frame.register, now)
+        if state.phase in (Phase.REGISTER, Phase.OBSERVING) and body == "inspect":
+            return self._on_inspect(conn, state, frame.inspect, now)
+        if state.phase is Phase.OBSERVING and body == "unregister":
+            return [Close(conn, "observer left")]
         if state.phase is Phase.REGISTERED:
             if body == "heartbeat":
+                self._on_heartbeat(state, frame.heartbeat, now)
                 return [Send(conn, Frame(heartbeat_ack=self._heartbeat_ack(state, now)))]
             if body == "discover":
                 return self._on_discover(conn, state, frame.discover, now)
@@ -300,7 +322,7 @@ class ServerProtocol:
         state = self._connections.get(conn)
         if state is None or state.phase is Phase.CLOSED:
             return []
-        if state.phase is not Phase.REGISTERED:
+        if state.phase not in _ADMITTED:
             hello_timeout = self._limits.hello_timeout
             if now - state.connected_at >= hello_timeout:
                 self._register_timeouts += 1
@@ -349,6 +371,16 @@ class ServerProtocol:
                 found.append(actr_id)
         return found, 0
 
+    def _addresses(self, found: list[ActrId]) -> list[Frame.PeerAddress]:
+        """The advertised listen addresses of ``found`` (those that have one)."""
+        addresses = []
+        for actr_id in found:
+            holder = self._directory.holder(actr_id)
+            listen = self._connections[holder].listen if holder is not None else ""
+            if listen:
+                addresses.append(Frame.PeerAddress(actr_id=actr_id.to_proto(), listen=listen))
+        return addresses
+
     def _visible(self, conn: int, asker: ActrType) -> bool:
         return all(v.admits(asker) for v in self._connections[conn].visibility)
 
@@ -364,7 +396,26 @@ class ServerProtocol:
             discovery_limited=self._discovery_limited,
             relays_limited=self._relays_limited,
             relays_too_large=self._relays_too_large,
+            relays_forwarded=self._relays_forwarded,
+            registered_by_type=tuple(
+                (realm, actr_type, n) for (realm, actr_type), n in self._directory.counts().items()
+            ),
+            reports_refused=self._reports_refused,
         )
+
+    def inspect(self, realm: str, now: float) -> list[NodeStatus]:
+        """Every registered, present node of ``realm`` with its latest report, by type and
+        serial (for the status page; an observer gets the same in pages)."""
+        rows: list[NodeStatus] = []
+        for actr_id, conn in self._directory.realm_members(realm):
+            state = self._connections[conn]
+            if self._present(conn, now) and state.reported is not None:
+                rows.append(state.reported.status(actr_id, now))
+        return rows
+
+    def realm_names(self) -> list[str]:
+        """Realms with at least one registered node, sorted."""
+        return self._directory.realm_names()
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -422,6 +473,13 @@ class ServerProtocol:
             state.visibility = _visibility_from_wire(register)
         except ConfigError as exc:
             return self._fail(conn, BAD_REQUEST, str(exc))
+        if register.listen:
+            # Handed to every node that discovers this one, which may dial it: checked here.
+            try:
+                parse_address(register.listen)
+            except ValueError as exc:
+                return self._fail(conn, BAD_REQUEST, f"Register.listen {exc}")
+        state.listen = register.listen
         state.public_key = bytes(register.public_key)
         state.actr_type = actr_type
         if not register.HasField("previous_id"):
@@ -466,6 +524,34 @@ class ServerProtocol:
         bound = self._connections[holder].public_key if holder is not None else public_key
         return self._claim(conn, state, actr_id, bound, now)
 
+    def _on_heartbeat(self, state: _Connection, heartbeat: Frame.Heartbeat, now: float) -> None:
+        """Keep the heartbeat's report if every figure is in range; a bad one is ignored
+        (counted), the heartbeat still counts: a node can only misreport itself."""
+        assert state.reported is not None
+        report = None
+        if heartbeat.HasField("report"):
+            try:
+                report = report_from_wire(heartbeat.report)
+            except ReportRefused:
+                self._reports_refused += 1
+        state.reported.heartbeat(now, report)
+
+    def _on_inspect(
+        self, conn: int, state: _Connection, inspect: Frame.Inspect, now: float
+    ) -> list[ServerEffect]:
+        """An observer of the realm it proved (Authenticate came first): one page of nodes."""
+        state.phase = Phase.OBSERVING
+        rows = self.inspect(state.realm, now)
+        start = inspect.cursor
+        page = rows[start : start + INSPECT_PAGE]
+        following = start + INSPECT_PAGE if start + INSPECT_PAGE < len(rows) else 0
+        inspection = Frame.Inspection(
+            request_id=inspect.request_id,
+            nodes=[row.to_wire() for row in page],
+            next_cursor=following,
+        )
+        return [Send(conn, Frame(inspection=inspection))]
+
     def _on_discover(
         self, conn: int, state: _Connection, discover: Frame.Discover, now: float
     ) -> list[ServerEffect]:
@@ -493,7 +579,10 @@ class ServerProtocol:
         )
         state.budget.charge_discovery(now, len(found))
         peers = Frame.Peers(
-            request_id=request_id, peers=[p.to_proto() for p in found], next_cursor=next_cursor
+            request_id=request_id,
+            peers=[p.to_proto() for p in found],
+            next_cursor=next_cursor,
+            addresses=self._addresses(found),
         )
         return [Send(conn, Frame(peers=peers))]
 
@@ -534,6 +623,7 @@ class ServerProtocol:
             kind=relay.kind,
             payload=relay.payload,
         )
+        self._relays_forwarded += 1
         return [Forward(holder, Frame(relay=forwarded), origin=conn, request_id=request_id)]
 
     # -- registration -------------------------------------------------------------------------
@@ -566,6 +656,7 @@ class ServerProtocol:
         self._directory.hold(actr_id, conn)
         state.actr_id = actr_id
         state.phase = Phase.REGISTERED
+        state.reported = Reported(since=self._wall_clock(), heartbeat_at=now)
         registered = Frame.Registered(
             actr_id=actr_id.to_proto(),
             presence_timeout=self._presence_timeout,
@@ -622,6 +713,7 @@ class ServerProtocol:
 
     def _leave(self, conn: int, state: _Connection) -> list[ServerEffect]:
         state.phase = Phase.CLOSED
+        state.reported = None
         actr_id, state.actr_id = state.actr_id, None
         if actr_id is not None and self._directory.holder(actr_id) == conn:
             self._directory.release(actr_id)
@@ -661,6 +753,8 @@ def _request_id(frame: Frame) -> int:
         return frame.discover.request_id
     if body == "relay":
         return frame.relay.request_id
+    if body == "inspect":
+        return frame.inspect.request_id
     return 0
 
 
