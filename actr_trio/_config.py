@@ -519,6 +519,61 @@ class Config:
             "LatencyFirst chunks and media frames beyond it are dropped and counted.",
         ),
     )
+    max_streams_per_peer: int = attrs.field(
+        default=64,
+        validator=_validate,
+        metadata=_meta(
+            _integer(1, 65536),
+            "Streams one peer may have open to this node at once (per ``(peer, stream_id)`` "
+            "with a registered callback, until its end marker or ``stream_idle_timeout``). "
+            "A chunk opening one more is refused (``Overloaded``, code ``streams``, on "
+            "Signal/Reliable; dropped on LatencyFirst) and counted in "
+            "``statistics().streams.refused``. Chunks for a stream id with no callback are "
+            "refused and never remembered, whatever this is.",
+        ),
+    )
+    max_tracks_per_peer: int = attrs.field(
+        default=16,
+        validator=_validate,
+        metadata=_meta(
+            _integer(1, 65536),
+            "Media tracks one peer may have announced to this node at once (per WebRTC "
+            "link) and delivering frames to registered callbacks; announcements and frames "
+            "beyond it are dropped and counted.",
+        ),
+    )
+    stream_idle_timeout: float = attrs.field(
+        default=60.0,
+        converter=_to_float,
+        validator=_validate,
+        metadata=_meta(
+            _SECONDS,
+            "Seconds a peer's stream (or media track) may go without a chunk (or frame) "
+            "before the node forgets it (``statistics().streams.expired``); a later chunk "
+            "opens it anew.",
+        ),
+    )
+    peer_state_timeout: float = attrs.field(
+        default=300.0,
+        converter=_to_float,
+        validator=_validate,
+        metadata=_meta(
+            _SECONDS,
+            "Seconds after which the per-peer link state of a peer that sent nothing and was "
+            "sent nothing is forgotten (inbound links; outbound lanes only when nothing to "
+            "the peer is pending). It is rebuilt on the next envelope; nothing accepted or "
+            "recorded in the outbox is lost.",
+        ),
+    )
+    max_peer_states: int = attrs.field(
+        default=4096,
+        validator=_validate,
+        metadata=_meta(
+            _integer(1, 1 << 20),
+            "Peers whose link state the node keeps at once (each way); beyond it the quietest "
+            "are forgotten first, as after ``peer_state_timeout``.",
+        ),
+    )
     heartbeat_interval: float = attrs.field(
         default=5.0,
         converter=_to_float,

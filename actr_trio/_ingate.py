@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container, Sequence
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 import trio
@@ -43,6 +43,7 @@ from ._envelope import (
     encode_envelope,
     encode_rejection,
 )
+from ._idle import IdleTable
 from ._ids import ActrId
 from ._lanes import Lane, Priority
 from ._link import ReceiveLink
@@ -76,6 +77,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(LINK)
 
+# Defaults of the bounds on per-peer link state (the node passes its Config's).
+PEER_STATE_TIMEOUT: Final = 300.0
+MAX_PEER_STATES: Final = 4096
+
 
 @attrs.define(slots=True)
 class Work:
@@ -104,6 +109,9 @@ class InGateStatistics:
     #: Refused or dropped because of the ACL or a ``caller`` field naming someone else
     #: (also counted in ``refused`` when refused).
     denied: int = 0
+    #: Peers whose inbound link state was forgotten: quiet for ``peer_state_timeout``, or the
+    #: quietest beyond ``max_peer_states``.
+    evicted_peers: int = 0
 
 
 class InGate:
@@ -123,6 +131,8 @@ class InGate:
         enqueue: Callable[[Priority, Work], None],
         max_payload: int,
         acl: AclGuard | None = None,
+        peer_state_timeout: float = PEER_STATE_TIMEOUT,
+        max_peer_states: int = MAX_PEER_STATES,
     ) -> None:
         self._local = local
         self._transport = transport
@@ -135,6 +145,13 @@ class InGate:
         self._max_payload = max_payload
         self._acl = acl
         self._links: dict[tuple[ActrId, Lane], ReceiveLink] = {}
+        # When each peer last sent something: the links of one quiet for longer than
+        # peer_state_timeout are forgotten, the quietest first beyond max_peer_states.
+        self._seen: IdleTable[ActrId] = IdleTable()
+        self._peer_state_timeout = peer_state_timeout
+        self._max_peer_states = max_peer_states
+        self._next_sweep = trio.current_time() + peer_state_timeout / 2
+        self._evicted = 0
         # LocalPeer: plain attributes, read per envelope by in-process senders.
         self.actr_id = local
         self.key = str(local)
@@ -158,6 +175,7 @@ class InGate:
             self._refused,
             self._rejected,
             self._denied,
+            self._evicted,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -177,9 +195,43 @@ class InGate:
     def _on_goodbye(self, peer: ActrId, goodbye: Goodbye) -> None:
         # The transport names the peer a batch came from (over WebRTC: the DTLS identity it
         # signed), so a goodbye can only ever be about the link it arrived on.
-        for key in [key for key in self._links if key[0] == peer]:
-            del self._links[key]
+        self._forget_links(peer)
         self._outgate.on_goodbye(peer, goodbye)
+
+    def _forget_links(self, peer: ActrId) -> None:
+        for lane in Lane:
+            self._links.pop((peer, lane), None)
+        self._seen.forget(peer)
+
+    def _note(self, peer: ActrId) -> None:
+        """``peer`` sent something now; forget the links of peers gone quiet (see
+        :meth:`evict`), at most every half timeout, and at once beyond the bound."""
+        now = trio.current_time()
+        self._seen.touch(peer, now)
+        if now >= self._next_sweep or len(self._seen) > self._max_peer_states:
+            self.evict(now)
+
+    def evict(self, now: float) -> int:
+        """Forget the inbound links of peers quiet for longer than ``peer_state_timeout``,
+        and of the quietest beyond ``max_peer_states``; how many peers.
+
+        Always safe: a forgotten link is what a restart of this node leaves. The peer's next
+        packet with a higher ``seq`` gets a ``reset`` ack and it renumbers what it had not
+        seen acknowledged; what this node committed before is recognised by the mailbox's
+        dedupe table, and a stream's chunks it delivered already are late for the stream.
+        """
+        self._next_sweep = now + self._peer_state_timeout / 2
+        gone = list(self._seen.idle(now, self._peer_state_timeout))
+        excess = len(self._seen) - len(gone) - self._max_peer_states
+        if excess > 0:
+            quiet = set(gone)
+            gone += [p for p in self._seen.oldest() if p not in quiet][:excess]
+        for peer in gone:
+            self._forget_links(peer)
+        if gone:
+            self._evicted += len(gone)
+            log.debug("forgot the inbound links of %d quiet peers", len(gone))
+        return len(gone)
 
     def _refusal(self, env: Envelope, peer: ActrId) -> CallError | None:
         if env.target is not None and env.target != self._local and self.accepting:
@@ -246,6 +298,7 @@ class InGate:
     async def _on_batch(self, batch: InboundPackets) -> None:
         self._batches += 1
         peer, lane = batch.peer, batch.lane
+        self._note(peer)
         link = self._links.get((peer, lane))
         if link is None:
             link = self._links[(peer, lane)] = ReceiveLink()
@@ -359,12 +412,22 @@ class InGate:
                 f"{self._local} does not accept stream chunks from {sender}", code="acl"
             )
             return WireError.of(denied)
-        if await self._streams.deliver(sender, lane, chunk):
+        refusal = await self._streams.deliver(sender, lane, chunk)
+        if refusal is None:
             return None
         # Refused, not silently dropped: the sender's close() reports it as unacknowledged.
-        # Not logged per chunk (a whole stream would flood the log); the registry counts it.
+        # The registry counts it and logs it (rate-limited: a flood is one line per 10 s).
         self._refused += 1
-        error = RouteNotFound(f"{self._local} has no callback for stream {chunk.stream_id!r}")
+        error: CallError
+        if refusal == "unregistered":
+            error = RouteNotFound(f"{self._local} has no callback for stream {chunk.stream_id!r}")
+        elif refusal == "peer_limit":
+            error = Overloaded(
+                f"{self._local}: {sender} has too many streams open (max_streams_per_peer)",
+                code="streams",
+            )
+        else:
+            error = Overloaded(f"{self._local}: stream {chunk.stream_id!r} is closing")
         return WireError.of(error)
 
     def _refuse(

@@ -13,10 +13,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar, final
 
+import attrs
 import trio
 
 from ._envelope import Chunk, WireError
-from ._fastlane import FastLane, FastLaneStatistics
+from ._fastlane import IDLE_TIMEOUT, MAX_PER_PEER, FastLane, FastLaneStatistics, Refusal
 from ._ids import ActrId
 from ._lanes import Lane
 from ._peerlane import ChunkAcks
@@ -38,12 +39,25 @@ StreamChunk = Chunk
 @final
 class StreamRegistry(Generic[C]):
     """``stream_id -> callback`` for inbound chunks (``ctx.streams``, a
-    ``StreamRegistry[Context]``)."""
+    ``StreamRegistry[Context]``).
 
-    def __init__(self, *, buffer: int, make_context: Callable[[ActrId | None], C]) -> None:
-        self._lane: FastLane[str, tuple[ActrId, Chunk]] = FastLane("stream", buffer=buffer)
+    What arrives is kept per ``(peer, stream_id)`` (see ``_fastlane.py``): a chunk for a
+    stream id nothing registered is refused and not remembered, a peer has at most
+    ``max_per_peer`` streams open, and a stream quiet for ``idle_timeout`` seconds is closed.
+    """
+
+    def __init__(
+        self,
+        *,
+        buffer: int,
+        make_context: Callable[[ActrId | None], C],
+        max_per_peer: int = MAX_PER_PEER,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        self._lane: FastLane[tuple[ActrId, Chunk]] = FastLane(
+            "stream", buffer=buffer, max_per_peer=max_per_peer, idle_timeout=idle_timeout
+        )
         self._make_context = make_context
-        self._last: dict[str, tuple[int, int]] = {}  # stream_id -> (instance, last sequence)
         self._late = 0
 
     def register(self, stream_id: str, callback: StreamCallback[C]) -> None:
@@ -62,45 +76,53 @@ class StreamRegistry(Generic[C]):
     def unregister(self, stream_id: str) -> None:
         """Stop delivering ``stream_id`` (chunks arriving later are counted as unrouted)."""
         self._lane.unregister(stream_id)
-        self._last.pop(stream_id, None)
 
     def statistics(self) -> FastLaneStatistics:
-        """Delivered, dropped (full buffer or late), unrouted and failed-callback counts."""
+        """Delivered, dropped (full buffer or late), unrouted (no callback), refused (the
+        peer's open streams at their bound), expired and failed-callback counts."""
         stats = self._lane.statistics()
-        return FastLaneStatistics(
-            stats.registered,
-            stats.active,
-            stats.delivered,
-            stats.dropped + self._late,
-            stats.unrouted,
-            stats.failed_callbacks,
-        )
+        return attrs.evolve(stats, dropped=stats.dropped + self._late)
 
-    async def deliver(self, peer: ActrId, lane: Lane, chunk: Chunk) -> bool:
+    def open_streams(self, peer: ActrId | None) -> int:
+        """Streams ``peer`` has open to this node now."""
+        return self._lane.open_keys(peer)
+
+    def expire(self, now: float) -> int:
+        """Close the streams idle for longer than the timeout at ``now``; how many."""
+        return self._lane.expire(now)
+
+    async def deliver(self, peer: ActrId, lane: Lane, chunk: Chunk) -> Refusal | None:
         """Route one inbound chunk (called by the node's inbound gate).
 
-        Returns False when the stream has no callback (the gate refuses such a chunk on a
-        reliable lane); True when it was queued for the callback, dropped on LatencyFirst, or
-        is late (already superseded: nothing to retry).
+        Returns why it was refused (the gate refuses such a chunk on a reliable lane): no
+        callback for the stream, or the peer's open streams at their bound; None when it was
+        queued for the callback, dropped on LatencyFirst, or is late (already superseded:
+        nothing to retry).
         """
-        instance, last = self._last.get(chunk.stream_id, (chunk.instance, -1))
+        key = (peer, chunk.stream_id)
+        worker = self._lane.open(key)
+        if isinstance(worker, str):
+            await trio.lowlevel.checkpoint()
+            return worker
+        # Ordering is per (peer, stream): another peer's chunk with the same id never moves
+        # this mark, whatever instance or sequence it claims.
+        instance, last = worker.mark or (chunk.instance, -1)
         if chunk.instance > instance:
             last = -1  # the sender opened the stream again
         elif chunk.instance < instance or chunk.sequence <= last:
             self._late += 1
             await trio.lowlevel.checkpoint()
-            return True
-        self._last[chunk.stream_id] = (chunk.instance, chunk.sequence)
+            return None
+        worker.mark = (chunk.instance, chunk.sequence)
         routed = True
         if lane is Lane.LATENCY_FIRST:
             await trio.lowlevel.checkpoint()
-            self._lane.offer(chunk.stream_id, (peer, chunk))
+            self._lane.offer_to(worker, (peer, chunk))
         else:
-            routed = await self._lane.put(chunk.stream_id, (peer, chunk))
+            routed = await self._lane.put_to(worker, (peer, chunk))
         if chunk.end or not routed:
-            self._lane.finish(chunk.stream_id)
-            self._last.pop(chunk.stream_id, None)
-        return routed
+            self._lane.finish(key)
+        return None if routed else "busy"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._lane.run(task_status=task_status)

@@ -102,7 +102,7 @@ def test_inner_ring_does_not_import_transports_or_signaling() -> None:
         "_scheduler.py", "_mailbox.py", "_mailbox_sqlite.py", "_router.py", "_streams.py",
         "_tracks.py", "_fastlane.py", "_link.py", "_envelope.py", "_ingate.py", "_outgate.py",
         "_wire.py", "_local.py", "_peerlane.py", "_dispatcher.py", "_deadlines.py",
-        "_mailbox_memory.py", "_mailbox_sqlcore.py", "_mailbox_schema.py",
+        "_mailbox_memory.py", "_mailbox_sqlcore.py", "_mailbox_schema.py", "_idle.py",
     }  # fmt: skip
     for name, imports in _sources().items():
         if name not in inner:
