@@ -1,30 +1,35 @@
 """``Context``: how a workload acts on the world (calls, tells, discovery, streams, media).
 
 The runtime creates one per handled envelope (and one for ``on_start``/``on_stop`` and for
-``ActrRef``); it carries the caller's identity, request id, trace id and deadline. Nested calls
-made from a handler inherit the remaining deadline and the trace id.
+``ActrRef``); it carries the caller's identity, request id, trace context and deadline. Nested
+calls made from a handler inherit the remaining deadline and the trace (``_tracing.py``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, overload
 
 import trio
 from google.protobuf.message import DecodeError, Message
 
+from . import _tracing
 from ._envelope import REQUEST, TELL
 from ._ids import ActrId, ActrType
 from ._lanes import Lane, Priority, as_lane, as_priority
 from ._streams import StreamRegistry, StreamSender
-from ._tokens import trace_id as new_trace_id
+from ._tokens import traceparent as new_traceparent
 from ._tracks import TrackRegistry
 from .errors import ActrError, ConfigError, MalformedEnvelope
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from ._config import Config
+    from ._metrics import NodeMetrics
     from ._outgate import OutGate
     from .transport._abc import MediaSource, SignalingSession, Transport
 
@@ -32,6 +37,9 @@ M = TypeVar("M", bound=Message)
 
 # Seconds a stream whose block raised may spend queueing its end-of-stream marker.
 CLOSE_ON_ERROR_BOUND: Final = 1.0
+
+# Whether OpenTelemetry is there at all: without it a send only tests this constant.
+_OTEL: Final = _tracing.AVAILABLE
 
 
 class NodeServices(Protocol):
@@ -44,6 +52,7 @@ class NodeServices(Protocol):
     config: Config
     outgate: OutGate
     transport: Transport
+    metrics: NodeMetrics | None  # Config.metrics: the per-route counters and histograms
 
     @property
     def actr_id(self) -> ActrId: ...
@@ -71,14 +80,22 @@ def _payload(message: bytes | Message) -> bytes:
 class Actions:
     """The calls a node makes: shared by :class:`Context` (inside handlers) and ``ActrRef``.
 
-    Subclasses provide ``_core``, ``deadline`` and ``trace_id``.
+    Subclasses provide ``_core``, ``deadline``, ``traceparent`` and ``tracestate``.
     """
 
     __slots__ = ()
 
     _core: NodeServices
     deadline: float
-    trace_id: str
+    #: W3C trace context of the envelope being handled (``""`` outside a handler).
+    traceparent: str
+    tracestate: str
+
+    @property
+    def trace_id(self) -> str:
+        """The W3C trace id (32 hex characters) of the envelope being handled; ``""`` when
+        there is none (outside a handler)."""
+        return self.traceparent[3:35]
 
     @property
     def self_id(self) -> ActrId:
@@ -102,8 +119,45 @@ class Actions:
             raise ConfigError(f"timeout={timeout!r} must be > 0")
         return timeout
 
-    def _trace(self) -> str:
-        return self.trace_id or new_trace_id()
+    async def _traced(
+        self,
+        tracer: Tracer,
+        kind: int,
+        target: ActrId,
+        route_key: str,
+        payload: bytes,
+        lane: Lane,
+        priority: Priority,
+        timeout: float,
+    ) -> bytes:
+        """``outgate.request`` inside a span (the slow path: tracing is on)."""
+        outgate, within = self._core.outgate, self.deadline
+
+        def send(traceparent: str, tracestate: str) -> Awaitable[bytes]:
+            return outgate.request(
+                target,
+                route_key,
+                payload,
+                kind,
+                lane,
+                priority,
+                timeout,
+                within,
+                traceparent,
+                tracestate=tracestate,
+            )
+
+        return await _tracing.traced_send(
+            tracer,
+            call=kind == REQUEST,
+            route_key=route_key,
+            target=target,
+            priority=priority,
+            lane=lane,
+            traceparent=self.traceparent,
+            tracestate=self.tracestate,
+            send=send,
+        )
 
     async def discover(self, actr_type: ActrType) -> list[ActrId]:
         """Nodes of ``actr_type`` present in this realm (this node included if it matches).
@@ -177,17 +231,28 @@ class Actions:
         Cancellation: cancelling the caller abandons the wait; the request may still be
         handled by the receiver (its effects stay idempotent by ``request_id``).
         """
-        data = await self._core.outgate.request(
-            target,
-            route_key,
-            _payload(request),
-            REQUEST,
-            as_lane(lane),
-            as_priority(priority),
-            self._timeout(timeout),
-            self.deadline,
-            self.trace_id or new_trace_id(),
-        )
+        payload, lane, priority = _payload(request), as_lane(lane), as_priority(priority)
+        metrics = self._core.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
+        if _OTEL and (tracer := _tracing.tracer()) is not None:
+            data = await self._traced(
+                tracer, REQUEST, target, route_key, payload, lane, priority, self._timeout(timeout)
+            )
+        else:
+            data = await self._core.outgate.request(
+                target,
+                route_key,
+                payload,
+                REQUEST,
+                lane,
+                priority,
+                self._timeout(timeout),
+                self.deadline,
+                self.traceparent or new_traceparent(),
+                tracestate=self.tracestate,
+            )
+        if metrics is not None:
+            metrics.on_call(target.type, lane, time.perf_counter() - started)
         if response is bytes:
             return data
         try:
@@ -213,16 +278,23 @@ class Actions:
         ``Config.default_timeout``). Raises like :meth:`call`, except that handler errors are
         not reported (nobody waits for the handler).
         """
+        payload, lane, priority = _payload(message), as_lane(lane), as_priority(priority)
+        if _OTEL and (tracer := _tracing.tracer()) is not None:
+            await self._traced(
+                tracer, TELL, target, route_key, payload, lane, priority, self._timeout(timeout)
+            )
+            return
         await self._core.outgate.request(
             target,
             route_key,
-            _payload(message),
+            payload,
             TELL,
-            as_lane(lane),
-            as_priority(priority),
+            lane,
+            priority,
             self._timeout(timeout),
             self.deadline,
-            self.trace_id or new_trace_id(),
+            self.traceparent or new_traceparent(),
+            tracestate=self.tracestate,
         )
 
     async def tell_many(
@@ -259,16 +331,38 @@ class Actions:
             the deadline, so on ``Overloaded`` or ``DeadlineExceeded`` a first part of the
             batch may have been committed (and will be handled).
         """
-        await self._core.outgate.tell_many(
-            target,
-            route_key,
-            [_payload(message) for message in messages],
-            lane=as_lane(lane),
-            priority=as_priority(priority),
-            timeout=self._timeout(timeout),
-            within=self.deadline,
-            trace_id=self._trace(),
-        )
+        payloads = [_payload(message) for message in messages]
+        lane_, priority_, timeout_ = as_lane(lane), as_priority(priority), self._timeout(timeout)
+        outgate, within = self._core.outgate, self.deadline
+
+        def send(traceparent: str, tracestate: str) -> Awaitable[None]:
+            return outgate.tell_many(
+                target,
+                route_key,
+                payloads,
+                lane=lane_,
+                priority=priority_,
+                timeout=timeout_,
+                within=within,
+                traceparent=traceparent,
+                tracestate=tracestate,
+            )
+
+        if _OTEL and payloads and (tracer := _tracing.tracer()) is not None:
+            await _tracing.traced_send(
+                tracer,
+                call=False,
+                route_key=route_key,
+                target=target,
+                priority=priority_,
+                lane=lane_,
+                traceparent=self.traceparent,
+                tracestate=self.tracestate,
+                send=send,
+                batch=len(payloads),
+            )
+            return
+        await send(self.traceparent or new_traceparent(), self.tracestate)
 
     @asynccontextmanager
     async def open_stream(
@@ -323,24 +417,26 @@ class Context(Actions):
     """Identity of the current request plus the calls a workload makes.
 
     Created by the runtime only. Attributes: ``self_id``, ``caller_id`` (None outside a
-    handler), ``request_id``, ``trace_id``, ``deadline`` (``trio.current_time()`` scale,
-    ``math.inf`` when none).
+    handler), ``request_id``, ``trace_id`` and ``traceparent`` (W3C trace context of the
+    envelope), ``deadline`` (``trio.current_time()`` scale, ``math.inf`` when none).
     """
 
-    __slots__ = ("_core", "caller_id", "deadline", "request_id", "trace_id")
+    __slots__ = ("_core", "caller_id", "deadline", "request_id", "traceparent", "tracestate")
 
     def __init__(
         self,
         core: NodeServices,
         caller_id: ActrId | None = None,
         request_id: str = "",
-        trace_id: str = "",
+        traceparent: str = "",
         deadline: float = math.inf,
+        tracestate: str = "",
     ) -> None:
         self._core = core
         self.caller_id = caller_id
         self.request_id = request_id
-        self.trace_id = trace_id
+        self.traceparent = traceparent
+        self.tracestate = tracestate
         self.deadline = deadline
 
     def __repr__(self) -> str:

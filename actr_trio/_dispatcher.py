@@ -14,10 +14,11 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
+from . import _tracing
 from ._context import Context, NodeServices
 from ._deadlines import DeadlineTimer
 from ._envelope import (
@@ -38,7 +39,13 @@ from ._router import BoundRoute
 from ._scheduler import Scheduler
 from .errors import CallError, DeadlineExceeded, RemoteError, Retryable, RouteNotFound
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 log = logging.getLogger(NODE)
+
+# Whether OpenTelemetry is there at all: without it a handler run only tests this constant.
+_OTEL: Final = _tracing.AVAILABLE
 
 
 class _Retry:
@@ -70,6 +77,7 @@ class Dispatcher:
         self._config = core.config
         self._mailbox = mailbox
         self._routes = routes
+        self._metrics = core.metrics  # None unless Config.metrics
         self.scheduler: Scheduler[Work] = Scheduler(
             self.handle,
             capacity=core.config.mailbox_capacity,
@@ -80,6 +88,8 @@ class Dispatcher:
         # Dead letters an in-memory mailbox keeps without their encoding (they came in
         # process): their envelopes, for a redrive, by (caller, request_id), oldest first.
         self._dead_envelopes: dict[tuple[str, str], Envelope] = {}
+        if _OTEL:
+            _tracing.load()  # now, not in the first handler run
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.scheduler!r}>"
@@ -87,11 +97,16 @@ class Dispatcher:
     def _enqueue(self, work: Work) -> None:
         self.scheduler.enqueue(work.envelope.priority, work)
 
+    def dead_envelope(self, caller: str, request_id: str) -> Envelope | None:
+        """The envelope of a dead letter an in-memory mailbox keeps without its encoding."""
+        return self._dead_envelopes.get((caller, request_id))
+
     def forget_dead_letters(self) -> None:
         """The dead letters were purged: their kept envelopes go too."""
         self._dead_envelopes.clear()
 
-    def enqueue_stored(self, stored: StoredEnvelope) -> None:
+    def enqueue_stored(self, stored: StoredEnvelope, *, replay: bool = False) -> None:
+        """Queue a mailbox row again: left by a previous run (``replay``), or redriven."""
         kept = self._dead_envelopes.pop((stored.caller, stored.request_id), None)
         try:
             if kept is not None and not stored.data:
@@ -102,9 +117,11 @@ class Dispatcher:
             log.error("dropping undecodable mailbox row %d: %s", stored.id, exc)
             self._mailbox.complete(stored.id, None)
             return
+        if replay and self._metrics is not None:
+            self._metrics.on_replayed(env.route_key, env.priority)
         # The caller is the link peer stored beside the envelope when it was accepted, never
         # the envelope's own field (the sender wrote that): replays and redrives show the truth.
-        self._enqueue(Work(stored, env, ActrId.parse(stored.caller)))
+        self._enqueue(Work(stored, env, ActrId.parse(stored.caller), replayed=True))
 
     async def handle(self, work: Work) -> None:
         env, stored = work.envelope, work.stored
@@ -120,7 +137,16 @@ class Dispatcher:
                 work, f"failed {attempts - 1} attempts (max_attempts={self._config.max_attempts})"
             )
             return
-        response = await self._run_handler(work)
+        metrics = self._metrics
+        started = time.perf_counter() if metrics is not None else 0.0
+        tracer = _tracing.tracer() if _OTEL else None
+        if tracer is None:
+            response = await self._run_handler(work)
+        else:
+            response = await self._run_traced(tracer, work, attempts)
+        if metrics is not None:
+            finished = not isinstance(response, _Retry)
+            metrics.on_handled(env.route_key, env.priority, time.perf_counter() - started, finished)
         if isinstance(response, _Retry):
             self._enqueue(work)  # to the back of its priority; the next attempt is counted too
             return
@@ -155,7 +181,7 @@ class Dispatcher:
             route_key=env.route_key,
             payload=result if isinstance(result, bytes) else b"",
             request_id=env.request_id,
-            trace_id=env.trace_id,
+            traceparent=env.traceparent,
             caller=self._core.actr_id,
             target=work.peer,
             priority=env.priority,
@@ -175,6 +201,8 @@ class Dispatcher:
             reason,
         )
         await self._mailbox.dead_letter(work.stored.id, reason)
+        if self._metrics is not None:
+            self._metrics.on_dead_lettered(env.route_key, env.priority)
         if not work.stored.data:
             self._keep_dead_envelope(work)
         if env.kind == REQUEST:
@@ -202,6 +230,27 @@ class Dispatcher:
             self.enqueue_stored(stored)
         return len(moved)
 
+    async def _run_traced(
+        self, tracer: Tracer, work: Work, attempt: int
+    ) -> bytes | WireError | _Retry:
+        """:meth:`_run_handler` inside a handler span (tracing is on)."""
+        env = work.envelope
+        with _tracing.handler_span(
+            tracer,
+            env,
+            self_id=self._core.actr_id,
+            caller=work.peer,
+            call=env.kind == REQUEST,
+            replayed=work.replayed,
+            attempt=attempt,
+        ) as span:
+            result = await self._run_handler(work)
+            if isinstance(result, WireError):
+                _tracing.handler_failed(span, result.code, result.message)
+            elif isinstance(result, _Retry):
+                span.set_attribute("actr.retry", True)
+            return result
+
     async def _run_handler(self, work: Work) -> bytes | WireError | _Retry:
         env = work.envelope
         # A caller's deadline bounds a request's handler. A tell has no waiting caller once it was
@@ -220,7 +269,9 @@ class Dispatcher:
             return WireError.of(
                 RouteNotFound(f"{self._core.actr_id} has no route {env.route_key!r}")
             )
-        ctx = Context(self._core, work.peer, env.request_id, env.trace_id, deadline)
+        ctx = Context(
+            self._core, work.peer, env.request_id, env.traceparent, deadline, env.tracestate
+        )
         try:
             request = bound.decode(env.payload)
             if not bounded:

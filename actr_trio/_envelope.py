@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from ._ids import ActrId, ActrType
 from ._lanes import LANE_OF, PRIORITY_OF, Lane, Priority
 from ._proto.actr import types_pb2, wire_pb2
+from ._tracing import checked_traceparent, checked_tracestate
 from .errors import ActrError, CallError, EnvelopeTooLarge, MalformedEnvelope, error_from_wire
 
 REQUEST: Final = wire_pb2.REQUEST
@@ -63,13 +64,15 @@ class Envelope:
     route_key: str
     payload: bytes
     request_id: str
-    trace_id: str
+    #: W3C trace context of the span that sent it (``""``: none); see ``_tracing.py``.
+    traceparent: str
     caller: ActrId | None
     target: ActrId | None
     priority: Priority
     lane: Lane
     deadline_ms: int
     error: WireError | None = None
+    tracestate: str = ""
 
 
 @final
@@ -125,6 +128,8 @@ class Packet:
     seq: int
     body: Envelope | Chunk | AckInfo | WireError | InvalidEnvelope | Goodbye
     envelope_bytes: bytes = b""  # the RpcEnvelope's own encoding, stored in the mailbox
+    #: An acknowledgement riding on this packet (``Packet.piggyback``), for our link on its lane.
+    piggyback: AckInfo | None = None
 
 
 def actr_id_from_proto(msg: types_pb2.ActrId) -> ActrId:
@@ -164,10 +169,11 @@ def encode_envelope(env: Envelope) -> bytes:
         route_key=env.route_key,
         payload=env.payload,
         request_id=env.request_id,
-        trace_id=env.trace_id,
+        traceparent=env.traceparent,
         priority=int(env.priority),  # type: ignore[arg-type]
         lane=int(env.lane),  # type: ignore[arg-type]
         deadline_ms=env.deadline_ms,
+        tracestate=env.tracestate,
     )
     if env.error is not None:
         msg.error.CopyFrom(env.error.to_proto())
@@ -226,18 +232,23 @@ def _envelope_from_proto(msg: wire_pb2.RpcEnvelope, max_payload: int) -> Envelop
     error = None
     if msg.HasField("error"):
         error = WireError(msg.error.kind, msg.error.code, msg.error.message)
+    # Trace context is advice: a malformed one (or a bare trace id, as field 5 once held) is
+    # dropped and the envelope is handled as the start of a trace.
+    traceparent = checked_traceparent(msg.traceparent) if msg.traceparent else ""
+    tracestate = checked_tracestate(msg.tracestate) if traceparent and msg.tracestate else ""
     return Envelope(
         kind=msg.kind,
         route_key=msg.route_key,
         payload=msg.payload,
         request_id=msg.request_id,
-        trace_id=msg.trace_id,
+        traceparent=traceparent,
         caller=actr_id_from_proto(msg.caller) if msg.HasField("caller") else None,
         target=actr_id_from_proto(msg.target) if msg.HasField("target") else None,
         priority=priority,
         lane=lane,
         deadline_ms=msg.deadline_ms,
         error=error,
+        tracestate=tracestate,
     )
 
 
@@ -260,6 +271,8 @@ _ONE_BYTE: Final = tuple(bytes((n,)) for n in range(0x80))
 _ENVELOPE_TAG: Final = _varint((10 << 3) | 2)
 # Field 11 (chunk), wire type 2.
 _CHUNK_TAG: Final = _varint((11 << 3) | 2)
+# Packet field 15 (piggyback, an Ack), wire type 2.
+_PIGGYBACK_TAG: Final = _varint((15 << 3) | 2)
 # RpcEnvelope fields 6 (caller) and 7 (target), wire type 2.
 _CALLER_TAG: Final = _varint((6 << 3) | 2)
 _TARGET_TAG: Final = _varint((7 << 3) | 2)
@@ -319,6 +332,23 @@ def encode_ack(
     return pkt.SerializeToString()
 
 
+def encode_piggyback(
+    epoch: int, cumulative: int, refused: Sequence[tuple[int, WireError]] = ()
+) -> bytes:
+    """The ``Packet.piggyback`` field carrying an acknowledgement, to append to any encoded
+    ``Packet`` (serialized protobuf fields concatenate: nothing is re-encoded)."""
+    ack = wire_pb2.Ack(epoch=epoch, cumulative=cumulative)
+    for seq, error in refused:
+        ack.refused.add(seq=seq, error=error.to_proto())
+    body = ack.SerializeToString()
+    return _PIGGYBACK_TAG + _varint(len(body)) + body
+
+
+def _ack_info(a: wire_pb2.Ack) -> AckInfo:
+    refused = {r.seq: WireError(r.error.kind, r.error.code, r.error.message) for r in a.refused}
+    return AckInfo(a.epoch, a.cumulative, a.reset, refused)
+
+
 def encode_rejection(error: WireError) -> bytes:
     """A ``Packet`` telling a peer that something it sent could not be decoded."""
     pkt = wire_pb2.Packet()
@@ -347,6 +377,16 @@ def decode_packet(data: bytes, *, max_payload: int) -> Packet:
         pkt.ParseFromString(data)
     except (DecodeError, UnicodeDecodeError, ValueError) as exc:
         raise MalformedEnvelope(f"undecodable packet: {exc}") from exc
+    decoded = _packet_body(pkt, max_payload)
+    if pkt.HasField("piggyback"):
+        if pkt.piggyback.reset:
+            # A reset names an epoch the receiver does not know: only ever a packet of its own.
+            raise MalformedEnvelope("a piggybacked ack cannot ask for a reset")
+        decoded.piggyback = _ack_info(pkt.piggyback)
+    return decoded
+
+
+def _packet_body(pkt: wire_pb2.Packet, max_payload: int) -> Packet:
     which = pkt.WhichOneof("body")
     if which == "envelope":
         try:
@@ -365,9 +405,7 @@ def decode_packet(data: bytes, *, max_payload: int) -> Packet:
             pkt.epoch, pkt.seq, Chunk(c.stream_id, c.sequence, c.payload, c.end, c.instance)
         )
     if which == "ack":
-        a = pkt.ack
-        refused = {r.seq: WireError(r.error.kind, r.error.code, r.error.message) for r in a.refused}
-        return Packet(0, 0, AckInfo(a.epoch, a.cumulative, a.reset, refused))
+        return Packet(0, 0, _ack_info(pkt.ack))
     if which == "rejected":
         r = pkt.rejected
         return Packet(0, 0, WireError(r.kind, r.code, r.message))

@@ -31,6 +31,7 @@ from ._acl import AclGuard
 from ._envelope import (
     REQUEST,
     RESPONSE,
+    TELL,
     AckInfo,
     Chunk,
     Envelope,
@@ -58,6 +59,7 @@ from ._mailbox import (
     StoredEnvelope,
 )
 from ._mailbox_memory import MemoryMailbox
+from ._metrics import NodeMetrics, refusal_reason
 from ._proto.actr import wire_pb2
 from .errors import (
     CallError,
@@ -72,10 +74,15 @@ from .transport._abc import InboundFrame, InboundPackets, Transport
 
 if TYPE_CHECKING:
     from ._outgate import OutGate
+    from ._peerlane import PeerLane
     from ._streams import StreamRegistry
     from ._tracks import TrackRegistry
 
 log = logging.getLogger(LINK)
+
+# Inbound batches an ack that is due may wait behind (while more keep arriving) before it is
+# sent anyway: one ack then covers them all, and a flood cannot hold it back for long.
+ACK_BATCHES: Final = 16
 
 # Defaults of the bounds on per-peer link state (the node passes its Config's).
 PEER_STATE_TIMEOUT: Final = 300.0
@@ -94,6 +101,8 @@ class Work:
     counted: bool = False
     # The node that handed it over in process: its answer goes straight back there.
     reply: LocalPeer | None = None
+    # Read back from the mailbox (after a restart, or redriven), not freshly accepted.
+    replayed: bool = False
 
 
 @final
@@ -131,6 +140,7 @@ class InGate:
         enqueue: Callable[[Priority, Work], None],
         max_payload: int,
         acl: AclGuard | None = None,
+        metrics: NodeMetrics | None = None,
         peer_state_timeout: float = PEER_STATE_TIMEOUT,
         max_peer_states: int = MAX_PEER_STATES,
     ) -> None:
@@ -144,7 +154,12 @@ class InGate:
         self._enqueue = enqueue
         self._max_payload = max_payload
         self._acl = acl
+        self._metrics = metrics  # per-route counts (Config.metrics), else None
         self._links: dict[tuple[ActrId, Lane], ReceiveLink] = {}
+        # Lanes whose owed ack is due now, sent once no inbound batch is waiting (one ack for
+        # several batches that queued up meanwhile).
+        self._urgent_acks: set[PeerLane] = set()
+        self._ack_wait = 0  # batches handled since the first of them became due
         # When each peer last sent something: the links of one quiet for longer than
         # peer_state_timeout are forgotten, the quietest first beyond max_peer_states.
         self._seen: IdleTable[ActrId] = IdleTable()
@@ -187,6 +202,10 @@ class InGate:
                     self._tracks.deliver(item)
             else:
                 await self._on_batch(item)
+                if self._urgent_acks:
+                    self._ack_wait += 1
+                    if self._ack_wait >= ACK_BATCHES or not _more_waiting(self._transport.inbound):
+                        await self._flush_acks()
 
     def peers(self) -> set[ActrId]:
         """Peers that sent this node something (the ones to say goodbye to)."""
@@ -307,6 +326,7 @@ class InGate:
         reset_epoch: int | None = None
         replies: list[bytes] = []
         goodbye: Goodbye | None = None
+        waiting = False  # the sender waits for this batch's ack: send it without delay
         for raw in batch.packets:
             try:
                 pkt = decode_packet(raw, max_payload=self._max_payload)
@@ -323,6 +343,10 @@ class InGate:
                 replies.append(encode_rejection(WireError.of(exc)))
                 continue
             body = pkt.body
+            if pkt.piggyback is not None:
+                # An ack of our link on this lane riding on the packet: first, so a response
+                # finds its request acknowledged (or refused) already.
+                self._outgate.on_ack(peer, lane, pkt.piggyback)
             if isinstance(body, Chunk) and not (pkt.seq and lane.sequenced):
                 # LatencyFirst: never acked, so a chunk the ACL refuses is only dropped.
                 if self._admits(peer, None, None, f"stream {body.stream_id!r}"):
@@ -350,6 +374,7 @@ class InGate:
                 continue
             touched.append(pkt.seq)
             if verdict != "accept":
+                waiting = True  # a resend: our ack was lost or late, and the sender waits
                 continue
             if isinstance(body, InvalidEnvelope):
                 self._refuse(link, pkt.seq, body.error, peer)
@@ -359,7 +384,7 @@ class InGate:
                 continue
             impostor = self._impostor(body, peer)
             if impostor is not None:
-                self._refuse(link, pkt.seq, impostor, peer, logged=True)
+                self._refuse(link, pkt.seq, impostor, peer, logged=True, env=body)
                 continue
             if body.kind == RESPONSE:
                 self._outgate.on_response(peer, body)
@@ -367,9 +392,17 @@ class InGate:
             refusal = self._refusal(body, peer)
             if refusal is not None:
                 self._refuse(
-                    link, pkt.seq, refusal, peer, logged=isinstance(refusal, PermissionDenied)
+                    link,
+                    pkt.seq,
+                    refusal,
+                    peer,
+                    logged=isinstance(refusal, PermissionDenied),
+                    env=body,
                 )
                 continue
+            # A tell completes on its ack: its sender waits for it. A request's ack rides on
+            # its response; a response's or a chunk's on the next packet going back.
+            waiting = waiting or body.kind == TELL
             accepts.append(
                 (
                     pkt.seq,
@@ -380,13 +413,40 @@ class InGate:
         if accepts:
             await self._commit(link, peer, lane, accepts)
         if touched and link.epoch is not None:
-            replies.append(encode_ack(link.epoch, link.cumulative, refused=link.refusals(touched)))
+            # Only now, after the commit: what is owed never runs ahead of the mailbox.
+            ack = self._owe_ack(peer, lane, link, touched, urgent=waiting)
+            if ack is not None:
+                replies.append(ack)
         if reset_epoch is not None:
             replies.append(encode_ack(reset_epoch, 0, reset=True))
         if replies:
             await self._reply(peer, lane, replies)
         if goodbye is not None:
             self._on_goodbye(peer, goodbye)
+
+    def _owe_ack(
+        self, peer: ActrId, lane: Lane, link: ReceiveLink, touched: list[int], *, urgent: bool
+    ) -> bytes | None:
+        """Owe ``peer`` the ack of what this batch touched (it leaves with the next packet to
+        ``peer`` on ``lane``, or on its own when due); an urgent one is sent once the inbound
+        packets already waiting are handled. Returns the ack packet to send directly when no
+        lane can carry it (shutting down)."""
+        assert link.epoch is not None
+        refused = link.refusals(touched)
+        carrier = self._outgate.owe_ack(
+            peer, lane, link.epoch, link.cumulative, refused, urgent=urgent
+        )
+        if carrier is None:
+            return encode_ack(link.epoch, link.cumulative, refused=refused)
+        if carrier.ack.due <= trio.current_time():
+            self._urgent_acks.add(carrier)
+        return None
+
+    async def _flush_acks(self) -> None:
+        carriers, self._urgent_acks = self._urgent_acks, set()
+        self._ack_wait = 0
+        for carrier in carriers:
+            await carrier.flush_ack()
 
     async def _deliver_chunk(
         self, link: ReceiveLink, seq: int, peer: ActrId, lane: Lane, chunk: Chunk
@@ -431,9 +491,19 @@ class InGate:
         return WireError.of(error)
 
     def _refuse(
-        self, link: ReceiveLink, seq: int, error: CallError, peer: ActrId, *, logged: bool = False
+        self,
+        link: ReceiveLink,
+        seq: int,
+        error: CallError,
+        peer: ActrId,
+        *,
+        logged: bool = False,
+        env: Envelope | None = None,
     ) -> None:
         self._refused += 1
+        if self._metrics is not None:
+            route, priority = (None, None) if env is None else (env.route_key, env.priority)
+            self._metrics.on_refused(route, priority, refusal_reason(error))
         if not logged:  # security refusals were logged at WARNING where they were decided
             self._rate.log(
                 log, logging.INFO, (peer, "refused"), "refused an envelope from %s: %s", peer, error
@@ -466,6 +536,8 @@ class InGate:
         not refused: its sender learns it is there)."""
         if type(outcome) is Accepted:
             self._accepted += 1
+            if self._metrics is not None:
+                self._metrics.on_accepted(env.route_key, env.priority)
             self._enqueue(env.priority, Work(outcome.envelope, env, peer, True, reply))
             return None
         if isinstance(outcome, Duplicate):
@@ -473,12 +545,16 @@ class InGate:
             if not outcome.dead_lettered:
                 return None
             self._refused += 1
+            if self._metrics is not None:
+                self._metrics.on_refused(env.route_key, env.priority, "dead_letter")
             return WireError(
                 wire_pb2.DEAD_LETTER, "dead_letter", f"{env.route_key}: in the dead-letter table"
             )
         # Refused: full, this sender's share full, or the disk full (the code says which).
         overloaded = Overloaded(f"{self._local}: {outcome.describe()}", code=outcome.reason)
         self._refused += 1
+        if self._metrics is not None:
+            self._metrics.on_refused(env.route_key, env.priority, outcome.reason)
         self._rate.log(
             log,
             logging.INFO,
@@ -511,6 +587,8 @@ class InGate:
         outcome = memory.accept_one_now(sender.key, env.request_id, env.priority, b"")
         if type(outcome) is Accepted:
             self._accepted += 1
+            if self._metrics is not None:
+                self._metrics.on_accepted(env.route_key, env.priority)
             self._enqueue(env.priority, Work(outcome.envelope, env, peer, True, sender))
             return None
         return self._settle_handed(sender, env, outcome)
@@ -572,6 +650,8 @@ class InGate:
         if refusal is None:
             return None
         self._refused += 1
+        if self._metrics is not None:
+            self._metrics.on_refused(env.route_key, env.priority, refusal_reason(refusal))
         if not isinstance(refusal, PermissionDenied):  # logged where it was decided
             self._rate.log(
                 log,
@@ -622,3 +702,12 @@ class InGate:
             await self._transport.send(peer, lane, packets)
         except Exception as exc:  # any transport failure: the peer retransmits
             self._rate.log(log, logging.INFO, (peer, "ack"), "could not ack %s: %s", peer, exc)
+
+
+def _more_waiting(inbound: object) -> bool:
+    """Whether more inbound items wait already (a memory channel says so; otherwise assume
+    not, and send due acks after each batch)."""
+    statistics = getattr(inbound, "statistics", None)
+    if statistics is None:
+        return False
+    return bool(getattr(statistics(), "current_buffer_used", 0))

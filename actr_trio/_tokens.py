@@ -1,4 +1,4 @@
-"""Random request and trace ids, cut from one pooled ``os.urandom`` read.
+"""Random request ids and trace contexts, cut from one pooled ``os.urandom`` read.
 
 ``secrets.token_hex`` is a system call per id, a visible part of an in-process tell; reading
 4 KiB at once and slicing it gives the same unpredictable bits at a fraction of the cost. A
@@ -45,6 +45,8 @@ def request_id() -> str:
     return _pool.take(32)
 
 
-def trace_id() -> str:
-    """64 random bits as 16 hex characters."""
-    return _pool.take(16)
+def traceparent() -> str:
+    """A W3C traceparent that starts a new trace: random 128-bit trace id and 64-bit parent id,
+    flagged sampled (a node downstream that records spans records its part of the trace)."""
+    ids = _pool.take(48)
+    return f"00-{ids[:32]}-{ids[32:]}-01"

@@ -102,7 +102,7 @@ def _response(request_id: str, *, caller: ActrId, target: ActrId) -> bytes:
             route_key="itest.Node.Hold",
             payload=b"forged answer",
             request_id=request_id,
-            trace_id="",
+            traceparent="",
             caller=caller,
             target=target,
             priority=Priority.NORMAL,

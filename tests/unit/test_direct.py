@@ -14,7 +14,7 @@ from actr_trio import ActrSystem, ActrType, Context, Lane, Priority, Workload, r
 from actr_trio._deadlines import DeadlineTimer
 from actr_trio._local import Directory
 from actr_trio._scheduler import Scheduler
-from actr_trio._tokens import _pool, request_id, trace_id
+from actr_trio._tokens import _pool, request_id, traceparent
 from actr_trio.errors import DeadlineExceeded, PeerUnavailable, StreamIncomplete
 from actr_trio.testing import LocalRealm
 from actr_trio.transport import Transport
@@ -283,6 +283,6 @@ def test_ids_are_random_hex_of_their_size_and_a_fork_drops_the_pool() -> None:
     ids = {request_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
-    assert len(trace_id()) == 16
+    assert len(traceparent()) == 55
     _pool.drop()  # what a forked child does: it never hands out its parent's ids
     assert request_id() not in ids

@@ -155,7 +155,7 @@ async def test_garbage_packets_are_rejected_and_the_node_keeps_serving() -> None
             route_key="demo.Echo.Echo",
             payload=b"",
             request_id="r1",
-            trace_id="",
+            traceparent="",
             caller=b.actr_id,
             target=a.actr_id,
             priority=Priority.NORMAL,

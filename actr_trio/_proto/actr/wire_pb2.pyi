@@ -79,30 +79,32 @@ class ErrorPayload(_message.Message):
     def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class RpcEnvelope(_message.Message):
-    __slots__ = ("kind", "route_key", "payload", "request_id", "trace_id", "caller", "target", "priority", "lane", "deadline_ms", "error")
+    __slots__ = ("kind", "route_key", "payload", "request_id", "traceparent", "caller", "target", "priority", "lane", "deadline_ms", "error", "tracestate")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUTE_KEY_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     LANE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
     kind: EnvelopeKind
     route_key: str
     payload: bytes
     request_id: str
-    trace_id: str
+    traceparent: str
     caller: _types_pb2.ActrId
     target: _types_pb2.ActrId
     priority: Priority
     lane: Lane
     deadline_ms: int
     error: ErrorPayload
-    def __init__(self, kind: _Optional[_Union[EnvelopeKind, str]] = ..., route_key: _Optional[str] = ..., payload: _Optional[bytes] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., caller: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., target: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., lane: _Optional[_Union[Lane, str]] = ..., deadline_ms: _Optional[int] = ..., error: _Optional[_Union[ErrorPayload, _Mapping]] = ...) -> None: ...
+    tracestate: str
+    def __init__(self, kind: _Optional[_Union[EnvelopeKind, str]] = ..., route_key: _Optional[str] = ..., payload: _Optional[bytes] = ..., request_id: _Optional[str] = ..., traceparent: _Optional[str] = ..., caller: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., target: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., lane: _Optional[_Union[Lane, str]] = ..., deadline_ms: _Optional[int] = ..., error: _Optional[_Union[ErrorPayload, _Mapping]] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class StreamChunk(_message.Message):
     __slots__ = ("stream_id", "sequence", "payload", "end", "instance")
@@ -161,7 +163,7 @@ class Goodbye(_message.Message):
     def __init__(self, answers_pending: _Optional[bool] = ...) -> None: ...
 
 class Packet(_message.Message):
-    __slots__ = ("epoch", "seq", "envelope", "chunk", "ack", "rejected", "goodbye")
+    __slots__ = ("epoch", "seq", "envelope", "chunk", "ack", "rejected", "goodbye", "piggyback")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +171,7 @@ class Packet(_message.Message):
     ACK_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    PIGGYBACK_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     seq: int
     envelope: RpcEnvelope
@@ -176,4 +179,5 @@ class Packet(_message.Message):
     ack: Ack
     rejected: ErrorPayload
     goodbye: Goodbye
-    def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., envelope: _Optional[_Union[RpcEnvelope, _Mapping]] = ..., chunk: _Optional[_Union[StreamChunk, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., rejected: _Optional[_Union[ErrorPayload, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
+    piggyback: Ack
+    def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., envelope: _Optional[_Union[RpcEnvelope, _Mapping]] = ..., chunk: _Optional[_Union[StreamChunk, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., rejected: _Optional[_Union[ErrorPayload, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., piggyback: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
