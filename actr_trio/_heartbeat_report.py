@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, final, runtime_checkable
+from typing import Final, Protocol, final, runtime_checkable
 
 import attrs
 
+from ._dispatcher import Dispatcher
 from ._envelope import decode_envelope
 from ._lanes import PRIORITIES_HIGH_FIRST
 from ._logging import NODE
 from ._mailbox import Mailbox
 from ._outgate import OutGate
-from ._scheduler import Scheduler
 from .errors import EnvelopeTooLarge, MalformedEnvelope
 
 log = logging.getLogger(NODE)
@@ -107,10 +107,10 @@ class ReportSource:
     """
 
     def __init__(
-        self, *, mailbox: Mailbox, scheduler: Scheduler[Any], outgate: OutGate, max_payload: int
+        self, *, mailbox: Mailbox, dispatcher: Dispatcher, outgate: OutGate, max_payload: int
     ) -> None:
         self._mailbox = mailbox
-        self._scheduler = scheduler
+        self._dispatcher = dispatcher
         self._outgate = outgate
         self._max_payload = max_payload
         self._seen: tuple[int, int] | None = None  # (dead letters, dropped) at the last read
@@ -131,7 +131,7 @@ class ReportSource:
             self._seen = seen
         return HeartbeatReport(
             backlog=(high, normal, low),
-            handled=self._scheduler.statistics().handled,
+            handled=self._dispatcher.scheduler.statistics().handled,
             accepted=stats.accepted,
             lanes=lanes,
             dead_letters=stats.dead_letters,
@@ -142,11 +142,17 @@ class ReportSource:
         letters = await self._mailbox.dead_letters()
         routes: list[str] = []
         for letter in letters[-MAX_RECENT_DEAD_LETTERS:]:
+            stored = letter.envelope
+            # One that came in process is kept without its encoding; the dispatcher has it.
+            kept = self._dispatcher.dead_envelope(stored.caller, stored.request_id)
+            if kept is not None:
+                routes.append(clean_route(kept.route_key))
+                continue
             try:
-                route = decode_envelope(letter.envelope.data, max_payload=self._max_payload)
+                env = decode_envelope(stored.data, max_payload=self._max_payload)
             except (MalformedEnvelope, EnvelopeTooLarge):  # counted; its name is unknown
-                log.debug("dead letter %d: envelope unreadable", letter.envelope.id)
+                log.debug("dead letter %d: envelope unreadable", stored.id)
                 routes.append("?")
                 continue
-            routes.append(clean_route(route.route_key))
+            routes.append(clean_route(env.route_key))
         return tuple(routes)

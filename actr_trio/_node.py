@@ -650,7 +650,7 @@ class ActrSystem:
             signaling.report_with(
                 ReportSource(
                     mailbox=core.mailbox,
-                    scheduler=core.scheduler,
+                    dispatcher=core.dispatcher,
                     outgate=core.outgate,
                     max_payload=self.config.max_payload,
                 )
