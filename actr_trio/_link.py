@@ -15,11 +15,19 @@ Rules:
 2. An ack acknowledges every ``seq <= cumulative`` of its epoch; acks of another epoch are stale.
 3. A refused envelope (overloaded, malformed, shutting down...) is still acknowledged, with the
    reason; B keeps recent refusals so a retransmission gets the same answer.
+4. B's acks ride on whatever B sends A on the same lane anyway (``Packet.piggyback``): a response
+   acknowledges its request that way. What B owes A waits in a :class:`PendingAck` until such a
+   packet leaves, and goes out as a packet of its own only when due: after :data:`ACK_DELAY`,
+   or at once when A is waiting for it (a tell completes on its ack), when A retransmitted
+   (B's ack was lost), with a refusal, or once it covers :data:`ACK_EVERY` packets (A's window
+   never fills for want of an ack). B owes only what it committed: an ack never runs ahead of
+   the mailbox.
 """
 
 from __future__ import annotations
 
 import random
+import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final, Generic, Literal, TypeVar
@@ -32,6 +40,14 @@ T = TypeVar("T")
 # than this many refusals ago is answered with a plain cumulative ack (the sender already had
 # time to get the first one).
 REFUSALS_KEPT: Final = 1024
+
+# Seconds an owed ack waits for a packet going the same way to ride on before it is sent on
+# its own: a few ms, far below the sender's retransmission timeout (RTO_MIN, 0.2 s), and above
+# the gap between a quick handler's response, or a caller's next call, and the ack it carries.
+ACK_DELAY: Final = 0.005
+# Packets an owed ack may cover before it is sent at once: a sixteenth of the sender's window
+# (``_peerlane.WINDOW``), so the sender never waits for room because the receiver waits.
+ACK_EVERY: Final = 256
 
 Verdict = Literal["accept", "duplicate", "gap", "reset"]
 
@@ -121,3 +137,59 @@ class ReceiveLink:
     def refusals(self, seqs: Iterable[int]) -> list[tuple[int, WireError]]:
         """The remembered refusals among ``seqs``."""
         return [(s, self._refusals[s]) for s in seqs if s in self._refusals]
+
+
+class PendingAck:
+    """What a receiver owes the sender of one link and has not sent yet (rule 4).
+
+    ``due`` is when it must leave as a packet of its own (``math.inf``: nothing is owed); any
+    packet going to that sender on the same lane before then carries it instead (:meth:`take`).
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.cumulative = 0
+        self.due = math.inf
+        self._refused: OrderedDict[int, WireError] = OrderedDict()
+        self._told = 0  # the cumulative last sent in this epoch
+
+    def __repr__(self) -> str:
+        return f"<PendingAck epoch={self.epoch} cumulative={self.cumulative} due={self.due}>"
+
+    @property
+    def owed(self) -> bool:
+        return self.due != math.inf
+
+    def owe(
+        self,
+        epoch: int,
+        cumulative: int,
+        refused: Iterable[tuple[int, WireError]],
+        now: float,
+        *,
+        urgent: bool,
+    ) -> None:
+        """Owe the sender ``cumulative`` (committed) in ``epoch``: due at once when ``urgent``,
+        refused or covering :data:`ACK_EVERY` packets, else within :data:`ACK_DELAY`."""
+        if epoch != self.epoch:
+            # The sender started a new link: what was owed on the old one is moot.
+            self.epoch, self._told, self.cumulative = epoch, 0, 0
+            self._refused.clear()
+        self.cumulative = max(self.cumulative, cumulative)
+        for seq, error in refused:
+            self._refused[seq] = error
+        while len(self._refused) > REFUSALS_KEPT:
+            # The sender resends what it hears nothing about; ReceiveLink answers it again.
+            self._refused.popitem(last=False)
+        if urgent or self._refused or self.cumulative - self._told >= ACK_EVERY:
+            self.due = now
+        else:
+            self.due = min(self.due, now + ACK_DELAY)
+
+    def take(self) -> tuple[int, int, list[tuple[int, WireError]]]:
+        """(epoch, cumulative, refusals) to send now; nothing is owed afterwards."""
+        refused = list(self._refused.items())
+        self._refused.clear()
+        self._told = self.cumulative
+        self.due = math.inf
+        return self.epoch, self.cumulative, refused

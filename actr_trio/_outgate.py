@@ -42,7 +42,7 @@ from ._lanes import Lane, Priority
 from ._local import Directory, LocalPeer, LocalRoute
 from ._logging import LINK, RateLimiter
 from ._mailbox import Outgoing
-from ._peerlane import ChunkAcks, Waiter
+from ._peerlane import ChunkAcks, PeerLane, Waiter
 from ._tokens import request_id as new_request_id
 from ._wire import MAX_PEER_STATES, PEER_STATE_TIMEOUT, WireRoute, trio_deadline
 from .errors import (
@@ -85,6 +85,10 @@ class OutGateStatistics:
     #: Peers whose lanes were forgotten: quiet for ``peer_state_timeout`` (or the quietest
     #: beyond ``max_peer_states``) with nothing pending to them.
     evicted_peers: int = 0
+    #: Acknowledgements this node sent as packets of their own, and those that rode on a
+    #: packet going to the same peer and lane anyway (a response, the next call).
+    acks_sent: int = 0
+    acks_piggybacked: int = 0
 
 
 class Outbox(Protocol):
@@ -155,6 +159,8 @@ class OutGate:
             self._forged,
             0 if route is None else route.delivered,
             wire.evicted,
+            acks_sent=shared.acks_sent,
+            acks_piggybacked=shared.acks_piggybacked,
         )
 
     def lane_summary(self) -> dict[Lane, tuple[int, int]]:
@@ -512,6 +518,20 @@ class OutGate:
 
     def on_ack(self, peer: ActrId, lane: Lane, ack: AckInfo) -> None:
         self._wire.on_ack(peer, lane, ack)
+
+    def owe_ack(
+        self,
+        peer: ActrId,
+        lane: Lane,
+        epoch: int,
+        cumulative: int,
+        refused: Sequence[tuple[int, WireError]],
+        *,
+        urgent: bool,
+    ) -> PeerLane | None:
+        """The inbound gate committed ``peer``'s packets up to ``cumulative`` on ``lane``: the
+        ack leaves with the next packet going there (see :meth:`WireRoute.owe_ack`)."""
+        return self._wire.owe_ack(peer, lane, epoch, cumulative, refused, urgent=urgent)
 
     def on_response(self, peer: ActrId, env: Envelope) -> None:
         """A RESPONSE arrived on ``peer``'s link (``peer`` is the authenticated link end).

@@ -9,6 +9,12 @@ goes out at once: coalescing without a timer.
 When acks stop making progress for ``rto`` seconds, the flusher retransmits every unacked
 packet in order (go-back-N, see ``_link.py``), doubling ``rto`` up to ``RTO_MAX``.
 
+The same PeerLane carries what this node owes the peer's link on this lane (its
+:class:`~actr_trio._link.PendingAck`, filled by the inbound gate after each commit): every batch
+that leaves carries the owed ack on its last packet (``Packet.piggyback``), so a response
+acknowledges its request and a call takes two packets; when nothing leaves, the flusher sends
+the ack on its own once it is due (``ACK_DELAY``, or at once when the gate says so).
+
 Stream chunks on a Signal/Reliable lane ride the same link (numbered, acknowledged once the
 receiver's stream registry took them, resent like envelopes); each stream counts what became of
 its chunks in a :class:`ChunkAcks`. LatencyFirst chunks are unsequenced: sent once, never acked.
@@ -17,16 +23,24 @@ its chunks in a :class:`ChunkAcks`. LatencyFirst chunks are unsequenced: sent on
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Final, final
 
 import attrs
 import trio
 
-from ._envelope import TELL, AckInfo, WireError, encode_sequenced
+from ._envelope import (
+    TELL,
+    AckInfo,
+    WireError,
+    encode_ack,
+    encode_piggyback,
+    encode_sequenced,
+)
 from ._ids import ActrId
 from ._lanes import Lane
-from ._link import SendLink
+from ._link import PendingAck, SendLink
 from ._logging import LINK, RateLimiter
 from .errors import DeadlineExceeded, PeerUnavailable, ShuttingDown, TransportError
 from .transport._abc import Transport
@@ -192,6 +206,8 @@ class LinkShared:
     acked: int = 0
     refused: int = 0
     batches: int = 0
+    acks_sent: int = 0  # acknowledgements sent as packets of their own
+    acks_piggybacked: int = 0  # acknowledgements that rode on a packet going anyway
 
 
 class PeerLane:
@@ -213,6 +229,9 @@ class PeerLane:
         self.sending = trio.Lock()
         # Set when the peer said goodbye: the gate dropped this lane and its flusher returns.
         self.closed = False
+        # What this node owes the peer's link on this lane, and when the flusher wakes next.
+        self.ack = PendingAck()
+        self.timer = math.inf
 
     def __repr__(self) -> str:
         return f"<PeerLane {self.peer} {self.lane.name} unacked={len(self.link)}>"
@@ -319,51 +338,90 @@ class PeerLane:
             )
             self.fail_all(DeadlineExceeded("deadline passed before the peer acknowledged"))
 
+    def owe_ack(
+        self,
+        epoch: int,
+        cumulative: int,
+        refused: Sequence[tuple[int, WireError]],
+        *,
+        urgent: bool,
+    ) -> None:
+        """The inbound gate committed the peer's packets up to ``cumulative``: acknowledge them
+        with the next batch, or on their own when due. An ``urgent`` ack is due now; the gate
+        then calls :meth:`flush_ack` (after the inbound packets already waiting)."""
+        self.ack.owe(epoch, cumulative, refused, trio.current_time(), urgent=urgent)
+        if not urgent and self.ack.due < self.timer:
+            self.wake.set()  # the flusher sleeps past the new due time
+
+    async def flush_ack(self) -> None:
+        """Send an ack that is due: inline when no batch is in flight, else the flusher sends
+        it (with the batch after the one in flight)."""
+        if self.sending.locked():
+            self.wake.set()
+            await trio.lowlevel.checkpoint()
+            return
+        await self.send_inline()
+
     async def flush_loop(self) -> None:
         while not self.closed:
-            if not self.outbox:
-                self.wake = trio.Event()
-                if self.link:
-                    with trio.move_on_at(self.last_progress + self.rto):
-                        await self.wake.wait()
-                    now = trio.current_time()
-                    if not self.outbox and self.link and now >= self.last_progress + self.rto:
-                        self.expire(now)
-                        if self.link:
-                            self.timeouts += 1
-                            if self.timeouts % FORGET_AFTER == 0:
-                                # Silence although the peer is registered: it may have
-                                # restarted behind a link that looks alive. Start a new one.
-                                self.shared.rate.log(
-                                    log,
-                                    logging.INFO,
-                                    (self.peer, self.lane, "silent"),
-                                    "%s: no ack for %.1f s on %s; resending %d packets "
-                                    "over a new link",
-                                    self.peer,
-                                    now - self.last_progress,
-                                    self.lane.name,
-                                    len(self.link),
-                                )
-                                self.shared.transport.forget(self.peer)
-                            self.retransmit(self.link.unacked())
-                            self.rto = min(self.rto * 2, RTO_MAX)
-                            self.last_progress = now
-                    continue
-                await self.wake.wait()
+            if self.outbox or self.ack.due <= trio.current_time():
+                async with self.sending:
+                    if not await self.send_outbox():
+                        return
                 continue
-            async with self.sending:
-                if not await self.send_outbox():
-                    return
+            self.wake = trio.Event()
+            self.timer = self.ack.due
+            if self.link:
+                self.timer = min(self.timer, self.last_progress + self.rto)
+            with trio.move_on_at(self.timer):
+                await self.wake.wait()
+            self.timer = math.inf
+            now = trio.current_time()
+            if not self.outbox and self.link and now >= self.last_progress + self.rto:
+                self._timed_out(now)
+
+    def _timed_out(self, now: float) -> None:
+        """Acks made no progress for ``rto``: expire, or resend everything unacked."""
+        self.expire(now)
+        if not self.link:
+            return
+        self.timeouts += 1
+        if self.timeouts % FORGET_AFTER == 0:
+            # Silence although the peer is registered: it may have restarted behind a link
+            # that looks alive. Start a new one.
+            self.shared.rate.log(
+                log,
+                logging.INFO,
+                (self.peer, self.lane, "silent"),
+                "%s: no ack for %.1f s on %s; resending %d packets over a new link",
+                self.peer,
+                now - self.last_progress,
+                self.lane.name,
+                len(self.link),
+            )
+            self.shared.transport.forget(self.peer)
+        self.retransmit(self.link.unacked())
+        self.rto = min(self.rto * 2, RTO_MAX)
+        self.last_progress = now
 
     async def send_outbox(self) -> bool:
         """Hand the whole outbox to the transport (caller holds ``sending``); False once closed."""
         batch, self.outbox = self.outbox, []
         self.flushed.set()
+        shared = self.shared
+        shared.sent += len(batch)
+        ack = self.ack
+        if ack.owed and (batch or ack.due <= trio.current_time()):
+            epoch, cumulative, refused = ack.take()
+            if batch:
+                batch[-1] += encode_piggyback(epoch, cumulative, refused)
+                shared.acks_piggybacked += 1
+            else:
+                batch.append(encode_ack(epoch, cumulative, refused=refused))
+                shared.acks_sent += 1
         if not batch:
             return True
-        self.shared.batches += 1
-        self.shared.sent += len(batch)
+        shared.batches += 1
         try:
             await self.shared.transport.send(self.peer, self.lane, batch)
         except PeerUnavailable as exc:

@@ -6,14 +6,18 @@ its link, hands them to the transport in batches (one flusher task per lane, own
 call when its response arrives (asked again while accepted but unanswered: the response may
 have died with a restarted receiver); a refusal fails it with its typed error, an overloaded
 receiver gets the envelope again after a backoff, and ``DeadlineExceeded`` ends the wait at
-its deadline. Acks arrive from the inbound gate (:meth:`WireRoute.on_ack`).
+its deadline. Acks arrive from the inbound gate (:meth:`WireRoute.on_ack`), and the acks this
+node owes its peers leave through the same lanes (:meth:`WireRoute.owe_ack`): on the next packet
+going that way, or on their own once due.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import trio
@@ -31,6 +35,7 @@ from ._envelope import (
     encode_chunk_body,
     encode_envelope,
     encode_goodbye,
+    encode_piggyback,
 )
 from ._idle import IdleTable
 from ._ids import ActrId
@@ -147,6 +152,12 @@ class WireRoute:
         carries (one sender at a time); True once the transport took it. Bound it with a
         cancel scope: opening a link to a peer that left meanwhile waits."""
         packet = encode_goodbye(goodbye)
+        # Acks still owed leave first: the peer fails whatever it never had acknowledged.
+        for key, owed in list(self._lanes.items()):
+            if key[0] == peer and key[1] != GOODBYE_LANE and owed.ack.owed:
+                owed.ack.due = -math.inf
+                async with owed.sending:
+                    await owed.send_outbox()
         pl = self._lanes.get((peer, GOODBYE_LANE))
         transport = self._shared.transport
         try:
@@ -154,6 +165,9 @@ class WireRoute:
                 await transport.send(peer, GOODBYE_LANE, [packet])
             else:
                 async with pl.sending:
+                    if pl.ack.owed:
+                        epoch, cumulative, refused = pl.ack.take()
+                        packet += encode_piggyback(epoch, cumulative, refused)
                     await transport.send(peer, GOODBYE_LANE, [packet])
         except (TransportError, ShuttingDown) as exc:
             log.debug("could not say goodbye to %s: %s", peer, exc)
@@ -175,6 +189,25 @@ class WireRoute:
             )
             pl.close(error)
         return dropped, failed
+
+    def owe_ack(
+        self,
+        peer: ActrId,
+        lane: Lane,
+        epoch: int,
+        cumulative: int,
+        refused: Sequence[tuple[int, WireError]],
+        *,
+        urgent: bool,
+    ) -> PeerLane | None:
+        """Owe ``peer`` an ack of its link on ``lane`` (see :meth:`PeerLane.owe_ack`); the lane
+        that carries it, or None when none can be had (shutting down): send it directly."""
+        try:
+            pl = self._lane(peer, lane)
+        except (ShuttingDown, PeerUnavailable):
+            return None
+        pl.owe_ack(epoch, cumulative, refused, urgent=urgent)
+        return pl
 
     def _lane(self, peer: ActrId, lane: Lane) -> PeerLane:
         self._note(peer)
@@ -415,8 +448,15 @@ class WireRoute:
 
 
 def _idle(pl: PeerLane) -> bool:
-    """Whether ``pl`` holds nothing but its numbering (nothing pending, nobody waiting)."""
-    return not (pl.link or pl.outbox or pl.sending.locked() or pl.window.statistics().tasks_waiting)
+    """Whether ``pl`` holds nothing but its numbering (nothing pending, nobody waiting, no
+    ack owed to the peer)."""
+    return not (
+        pl.link
+        or pl.outbox
+        or pl.ack.owed
+        or pl.sending.locked()
+        or pl.window.statistics().tasks_waiting
+    )
 
 
 def too_late(env: Envelope, *, overloaded: bool) -> Overloaded | DeadlineExceeded:
