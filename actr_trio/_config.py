@@ -26,6 +26,7 @@ import attrs
 from ._acl import Acl
 from ._identity import decode_public_key
 from ._ids import NAME_RE
+from ._metrics import split_address
 from .errors import ConfigError
 
 __all__ = ["Config", "Synchronous", "config_reference"]
@@ -256,6 +257,16 @@ def _ip_problem(item: str) -> Problem:
         ipaddress.ip_address(item)
     except ValueError:
         return "is not an IP address"
+    return None
+
+
+def _address_problem(value: Any) -> Problem:
+    if not isinstance(value, str):
+        return "is not a string"
+    try:
+        split_address(value)
+    except ValueError as exc:
+        return f"is not an address to listen on ({exc})"
     return None
 
 
@@ -681,6 +692,19 @@ class Config:
     def from_file(
         cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
     ) -> Config:
+    metrics: str | None = attrs.field(
+        default=None,
+        validator=_validate,
+        metadata=_meta(
+            _optional(
+                _Rule("HOST:PORT (``[::1]:PORT`` for IPv6; port 0 picks one)", _address_problem)
+            ),
+            "Serve Prometheus metrics at ``http://HOST:PORT/metrics`` while the node runs "
+            "(``docs/observability.md``), e.g. ``127.0.0.1:9464``; ``ref.metrics_address`` "
+            "is the address bound. Needs ``pip install 'actr-trio[metrics]'``. None (the "
+            "default): no metrics, nothing counted.",
+        ),
+    )
         """Load ``Actr.toml`` (keys at top level or under ``[actr]``), then apply ``ACTR_*`` env.
 
         ``ACTR_REALM=x`` overrides ``realm``, ``ACTR_DATA_DIR`` overrides ``data_dir``, and so on;

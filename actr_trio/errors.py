@@ -4,7 +4,8 @@
 
     ActrError
     ├── ConfigError (also ValueError)          invalid configuration or argument
-    │   └── DataDirInUse                       another node holds that data_dir
+    │   ├── DataDirInUse                       another node holds that data_dir
+    │   └── MetricsUnavailable                 Config.metrics set without the `metrics` extra
     ├── CodegenError                           `actr-trio codegen` failed
     ├── ShuttingDown                           *we* are closing: nothing new accepted
     ├── Retryable                              raised by a handler: run it again (up to max_attempts)
@@ -57,6 +58,7 @@ __all__ = [
     "IssuerKeyMismatch",
     "LinkRefused",
     "MalformedEnvelope",
+    "MetricsUnavailable",
     "Overloaded",
     "PeerNotAuthenticated",
     "PeerUnavailable",
@@ -83,6 +85,11 @@ class ActrError(Exception):
 
 class ConfigError(ActrError, ValueError):
     """A configuration value or argument is invalid; the message names it."""
+
+
+class MetricsUnavailable(ConfigError):
+    """Metrics were asked for (``Config.metrics``, ``actr-trio signaling --metrics``) but
+    ``prometheus-client`` is not installed: ``pip install 'actr-trio[metrics]'``."""
 
 
 class DataDirInUse(ConfigError):

@@ -2,8 +2,10 @@
 
 ``actr-trio signaling --host 127.0.0.1 --port 8765`` runs the server; embed it with
 ``async with actr_trio.signaling.serve(port=0) as server:`` (``server.url``) or
-``await nursery.start(SignalingServer(...).run)``. Nodes use :class:`SignalingClient`, the
-WebSocket implementation of ``actr_trio.transport.SignalingConnector``.
+``await nursery.start(SignalingServer(...).run)``, and its Prometheus metrics with
+``await nursery.start(serve_metrics, server, "127.0.0.1:9465")``. Nodes use
+:class:`SignalingClient`, the WebSocket implementation of
+``actr_trio.transport.SignalingConnector``.
 
 Layout: ``_protocol.py`` (the frame codec and the rules), ``_server_protocol.py`` and
 ``_client_protocol.py`` (sans-IO sessions), ``_directory.py`` (who holds which id),
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from ._client import SignalingClient as SignalingClient
     from ._client import SignalingClientStatistics as SignalingClientStatistics
     from ._limits import SignalingLimits as SignalingLimits
+    from ._metrics import serve_metrics as serve_metrics
     from ._server import SignalingServer as SignalingServer
     from ._server import SignalingServerStatistics as SignalingServerStatistics
     from ._server import serve as serve
@@ -33,6 +36,7 @@ __all__ = [
     "SignalingServer",
     "SignalingServerStatistics",
     "serve",
+    "serve_metrics",
 ]
 
 _MODULES = {
@@ -42,6 +46,7 @@ _MODULES = {
     "SignalingServer": "._server",
     "SignalingServerStatistics": "._server",
     "serve": "._server",
+    "serve_metrics": "._metrics",
 }
 
 

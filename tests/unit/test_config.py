@@ -202,6 +202,7 @@ def test_fields_are_annotated_with_their_real_types() -> None:
         "offers_total_rate": "float",
         "max_relay_payload": "int",
         "acl": "Acl | None",
+        "metrics": "str | None",
     }
 
 

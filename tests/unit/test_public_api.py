@@ -25,6 +25,7 @@ PUBLIC = {
 ERRORS = {
     "ActrError", "AuthError", "CallError", "CodegenError", "ConfigError", "DataDirInUse",
     "DeadlineExceeded", "EnvelopeTooLarge", "MalformedEnvelope", "Overloaded", "PeerUnavailable",
+    "MetricsUnavailable",
     "RemoteError",
     "PeerNotAuthenticated", "LinkRefused",
     "CredentialError", "IdentityTaken", "IssuerKeyMismatch",
