@@ -1,13 +1,22 @@
-"""WebRTC transport: aiortc peer connections driven from Trio through trio-asyncio.
+"""WebRTC transport: aiortc on a native asyncio loop in its own thread, driven from Trio.
 
-The only modules of actr_trio that import asyncio, aiortc or trio_asyncio are this one and its
-parts: ``_webrtc_link`` (a link's state: outboxes, credits, decoders, the CONTROL messages, the
-counters), ``_webrtc_peer`` (creating a peer connection, its callbacks, and keeping aiortc's
-errors inside the link they concern), ``_webrtc_send`` (a lane's flusher: outbox to frames,
-within credit). The admission policy is sans-IO, in ``_admission``.
-``run`` opens one asyncio loop (``trio_asyncio.open_loop``) and owns every peer connection;
-aiortc callbacks do nothing but hand data to Trio (set an event, ``send_nowait`` on a bounded
-channel).
+aiortc runs on one asyncio event loop per transport, on a thread of its own; everything else is
+Trio. The only module of actr_trio that runs asyncio code is ``_webrtc_aio`` (the loop thread,
+the batched crossings between the two sides, and each link's ``RTCPeerConnection``; ``_ice``
+bends aioice's address gathering). The Trio side is split by component: this module (the
+transport: links table, ``send``, ``publish_track``, statistics), ``_webrtc_relays`` (offers,
+answers, refusals from signaling; admission), ``_webrtc_linktask`` (a link's life: negotiate,
+serve, close), ``_webrtc_link`` (a link's state: outboxes, credits, decoders, the CONTROL
+messages, the counters), ``_webrtc_recv`` (what the asyncio side reports: decoding, credit,
+inbound), ``_webrtc_send`` (a lane's flusher: outbox to frames, within credit). The admission
+policy is sans-IO, in ``_admission``.
+
+Threads. ``run`` starts the loop thread and stops it when it ends (cancelled or not): every link
+is closed first, then the loop's remaining tasks are cancelled, the codec threads of any
+connection left are stopped, the loop is closed and the thread joined. The two sides exchange
+batches, never one crossing per frame: frames a flusher writes cross as one call, and the
+messages aiortc delivers in one loop iteration reach Trio as one callback (``_webrtc_aio``).
+aiortc callbacks do nothing but report to Trio.
 
 Links. One ``RTCPeerConnection`` per remote node, opened by the first ``send``/``publish_track``
 (offer relayed through signaling once ICE gathering finished: no trickle) and reused. When both
@@ -39,8 +48,8 @@ names.
 Containment. Any exception on a link (an aiortc callback, its negotiation, a flusher, a track
 reader, an aiortc task whose object belongs to the link) closes that link and is logged at
 WARNING (rate-limited) and counted; it never reaches the transport's nursery. The asyncio
-loop's exception handler is replaced, since trio-asyncio's default one re-raises into the
-loop's nursery (see ``_webrtc_peer``).
+loop's exception handler attributes what aiortc's own tasks raise to the link they belong to
+(``_webrtc_aio.Ports``), and the Trio side closes it (``_webrtc_recv``).
 
 Lanes. Four *negotiated* data channels with fixed ids, so neither side announces anything in
 band: SIGNAL (ordered, fully reliable), RELIABLE (ordered, maxRetransmits=8), LATENCY_FIRST
@@ -89,71 +98,49 @@ receiver maps the transceiver's mid to the announced ``track_id`` and delivers d
 ``InboundFrame`` (frames arriving before the announcement are dropped, like any late media).
 
 Shutdown. Cancelling ``run`` cancels every link task; each closes its peer connection
-(``pc.close()`` under a shielded, bounded scope) before the asyncio loop is closed.
+(``pc.close()`` under a shielded, bounded scope) before the asyncio loop is stopped and its
+thread joined: no thread of the transport (the loop's, aiortc's codec threads, the loop's
+executor) outlives ``run``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Final
 
 import attrs
 import trio
-import trio_asyncio
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpTransceiver,
-)
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from .._config import Config
 from .._ids import ActrId
 from .._lanes import Lane
 from .._logging import TRANSPORT
-from ..errors import (
-    LinkRefused,
-    PeerNotAuthenticated,
-    PeerUnavailable,
-    ShuttingDown,
-    TransportError,
-)
-from . import _binding, _ice
-from ._abc import Inbound, InboundFrame, MediaSource, Relay, SignalingSession
-from ._admission import Admission, AdmissionStatistics, Refusal, decode_refusal, encode_refusal
+from ..errors import LinkRefused, ShuttingDown
+from . import _ice
+from ._abc import Inbound, MediaSource, SignalingSession
+from ._admission import Admission, AdmissionStatistics
 from ._frames import DEFAULT_MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
+from ._webrtc_aio import Ports, is_media_track, open_asyncio_thread
 from ._webrtc_link import (
     CHANNEL_OF_LANE,
-    DATA_LANES,
     INBOUND_BUFFER,
     TRACK_KINDS,
-    Channel,
     Counters,
     InboundChannel,
     Link,
-    aio,
-    stop_decoder_threads,
 )
-from ._webrtc_peer import PeerConnections
-from ._webrtc_send import flush
+from ._webrtc_linktask import CLOSE_GRACE, LinkTasks
+from ._webrtc_recv import Receiver
+from ._webrtc_relays import RelayHandler
 
-__all__ = ["WebRTCStatistics", "WebRTCTransport"]
+__all__ = ["CLOSE_GRACE", "CONNECT_TIMEOUT", "WebRTCStatistics", "WebRTCTransport"]
 
 log = logging.getLogger(TRANSPORT)
 
 #: Seconds a link may take from first use to open data channels.
-CONNECT_TIMEOUT: Final = 10.0
-#: Seconds ``pc.close()`` may take at link teardown (shielded).
-CLOSE_GRACE: Final = 5.0
-#: Refusals waiting to be relayed; beyond it a refusal is not sent (the offerer times out).
-REFUSAL_QUEUE: Final = 16
+CONNECT_TIMEOUT = 10.0
 
 
 @attrs.frozen
@@ -230,27 +217,26 @@ class WebRTCTransport:
             if kind not in TRACK_KINDS:
                 raise ValueError(f"media_slots entry {kind!r} must be 'video' or 'audio'")
         FrameEncoder(max_frame_size)  # validates the size
+        for address in config.ice_addresses:
+            with _ice.host_addresses((address,)):  # raises ValueError naming a bad entry
+                pass
         self._config = config
-        self._connect_timeout = connect_timeout
         self._max_frame_size = max_frame_size
         self._max_packet = config.max_payload + PACKET_OVERHEAD
         self._media_slots = media_slots
         self._session: SignalingSession | None = None
-        self._local: ActrId | None = None
         self._closed = False
         self._nursery: trio.Nursery | None = None
         self._links: dict[ActrId, Link] = {}
-        self._spawn_send, self._spawn_recv = trio.open_memory_channel[tuple[Link, str | None]](16)
-        self._refusal_send, self._refusal_recv = trio.open_memory_channel[tuple[ActrId, str]](
-            REFUSAL_QUEUE
-        )
         self._inbound_send, inbound_recv = trio.open_memory_channel[tuple[Link | None, Inbound]](
             INBOUND_BUFFER
         )
         self._inbound = InboundChannel(inbound_recv)
         self._counters = Counters()
-        self._peers = PeerConnections(
-            self._counters, self._inbound_send, media_slots, lambda: list(self._links.values())
+        self._receiver = Receiver(self._counters, self._inbound_send)
+        self._receiver.max_tracks = config.max_tracks_per_peer
+        self._ports = Ports(
+            self._receiver, media_slots, tuple(config.ice_servers), tuple(config.ice_addresses)
         )
         self._admission = Admission(
             max_links=config.max_links,
@@ -262,10 +248,29 @@ class WebRTCTransport:
             now=time.monotonic(),
         )
         # A hostile relay could send a refused offer per message: one WARNING per key per 10 s.
-        self._rate = self._peers.rate
+        self._rate = self._receiver.rate
+        self._relays = RelayHandler(
+            config,
+            links=self._links,
+            admission=self._admission,
+            counters=self._counters,
+            rate=self._rate,
+            new_link=self._answer_link,
+        )
+        self._tasks = LinkTasks(
+            links=self._links,
+            admission=self._admission,
+            counters=self._counters,
+            receiver=self._receiver,
+            ports=self._ports,
+            connect_timeout=connect_timeout,
+            max_frame_size=max_frame_size,
+            closed=lambda: self._closed,
+        )
 
     def __repr__(self) -> str:
-        return f"<WebRTCTransport {self._local} peers={len(self._links)} closed={self._closed}>"
+        local = None if self._session is None else self._session.actr_id
+        return f"<WebRTCTransport {local} peers={len(self._links)} closed={self._closed}>"
 
     @property
     def inbound(self) -> trio.abc.ReceiveChannel[Inbound]:
@@ -309,23 +314,27 @@ class WebRTCTransport:
         """Serve until cancelled; ``task_status.started()`` once ``send`` may be called.
 
         Cancellation: closes every peer connection (each ``pc.close()`` shielded and bounded by
-        ``CLOSE_GRACE``), then the asyncio loop; ``inbound`` then ends.
+        ``CLOSE_GRACE``), then stops the asyncio loop and joins its thread; ``inbound`` then
+        ends.
         """
         if self._session is not None:
             raise RuntimeError(f"{self!r} was already run")
         self._session = session
-        self._local = session.actr_id
+        ports = self._ports
         try:
-            with _ice.hooked(), self._inbound_send, self._spawn_recv, self._refusal_recv:
-                async with trio_asyncio.open_loop() as loop, trio.open_nursery() as nursery:
-                    # trio-asyncio's default handler re-raises into the loop's nursery.
-                    loop.set_exception_handler(self._peers.on_asyncio_error)
-                    self._nursery = nursery
-                    nursery.start_soon(self._serve_relays, session)
-                    nursery.start_soon(self._send_refusals, session)
-                    task_status.started()
-                    async for link, offer in self._spawn_recv:
-                        nursery.start_soon(self._run_link, link, offer)
+            with _ice.hooked(), self._inbound_send, self._relays.refusal_recv:
+                async with open_asyncio_thread(ports.on_asyncio_error, ports.stop_all) as thread:
+                    ports.thread = thread
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            self._nursery = nursery
+                            nursery.start_soon(self._relays.serve, session)
+                            nursery.start_soon(self._relays.send_refusals, session)
+                            task_status.started()
+                            await trio.sleep_forever()
+                    finally:
+                        # Every link task ended: no new one while the loop thread stops.
+                        self._nursery = None
         finally:
             self._closed = True
             self._nursery = None
@@ -334,142 +343,15 @@ class WebRTCTransport:
                     outbox.fail(ShuttingDown("transport is closed"))
             self._links.clear()
 
-    # ------------------------------------------------------------------ relays and admission
-
-    async def _serve_relays(self, session: SignalingSession) -> None:
-        """Handle what signaling relays to us. Never waits on anything but the next relay: a
-        flood of relays is refused at the rate it arrives, so signaling never sees us stall."""
-        async for relay in session.relays:
-            if relay.kind == "offer":
-                self._on_offer(session, relay)
-            elif relay.kind == "answer":
-                self._on_answer(session, relay)
-            elif relay.kind == "refuse":
-                self._on_refusal(relay)
-            # "ice": candidates travel inside the SDP (non-trickle), nothing to do.
-            await trio.lowlevel.checkpoint()
-
-    def _on_offer(self, session: SignalingSession, relay: Relay) -> None:
-        assert self._local is not None
+    def _start_link(self, link: Link, offer: str | None) -> None:
         assert self._nursery is not None
-        peer = relay.source
-        current = self._links.get(peer)
-        if current is not None and current.offerer and not current.ready.is_set():
-            if self._local < peer:
-                log.debug("glare with %s: we stay the offerer", peer)
-                return
-            log.debug("glare with %s: dropping our offer, answering theirs", peer)
-        replaces = None if current is None else current.ready.is_set()
-        now = time.monotonic()
-        refusal = self._admission.check_offer(peer, len(relay.payload), now, replaces=replaces)
-        if refusal is not None:
-            self._refuse_offer(peer, refusal, now)
-            return
-        try:
-            offer = self._open(session, relay, "offer")
-        except PeerNotAuthenticated as exc:
-            # Not answered, and no link is replaced: a forged offer cannot even cut the link we
-            # have with the node it names.
-            self._refused(relay, exc)
-            return
-        if current is not None:
-            current.superseded = True
-            current.break_("superseded by a new offer from the peer")
-        link = Link(peer, False, self._max_frame_size, self._max_packet)
-        self._links[peer] = link
+        assert self._session is not None
+        self._links[link.peer] = link
         self._admission.link_started()
-        self._nursery.start_soon(self._run_link, link, offer)
+        self._nursery.start_soon(self._tasks.run_link, self._session, link, offer)
 
-    def _on_answer(self, session: SignalingSession, relay: Relay) -> None:
-        link = self._links.get(relay.source)
-        if link is None or not link.offerer or link.answered.is_set():
-            log.debug("stale answer from %s ignored", relay.source)
-            return
-        try:
-            link.answer = self._open(session, relay, "answer")
-        except PeerNotAuthenticated as exc:
-            self._refused(relay, exc)
-            link.refuse(f"answer refused: {exc}")
-            return
-        link.answered.set()
-        link.wakeup.unpark_all()
-
-    def _on_refusal(self, relay: Relay) -> None:
-        """The peer refused our offer: its senders fail now, with the peer's reason."""
-        link = self._links.get(relay.source)
-        if link is None or not link.offerer or link.answered.is_set() or link.ready.is_set():
-            log.debug("stale refusal from %s ignored", relay.source)
-            return
-        refusal = decode_refusal(relay.payload)
-        self._rate.log(
-            log,
-            logging.INFO,
-            (relay.source, "refused us"),
-            "%s refused our offer (%s): %s",
-            relay.source,
-            refusal.code,
-            refusal.message,
-        )
-        link.refused_by_peer(refusal)
-
-    def _refuse_offer(self, peer: ActrId, refusal: Refusal, now: float) -> None:
-        self._rate.log(
-            log,
-            logging.WARNING,
-            ("offer refused", refusal.code),
-            "refused an offer from %s: %s",
-            peer,
-            refusal.message,
-        )
-        if self._admission.refusal_due(peer, refusal, now):
-            # A full queue: the offerer times out instead of failing fast.
-            with contextlib.suppress(
-                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-            ):
-                self._refusal_send.send_nowait((peer, encode_refusal(refusal)))
-
-    async def _send_refusals(self, session: SignalingSession) -> None:
-        async for peer, payload in self._refusal_recv:
-            try:
-                await session.send_relay(peer, "refuse", payload)
-            except TransportError as exc:  # gone, or signaling busy or away: it times out
-                log.debug("refusal to %s not relayed: %s", peer, exc)
-
-    def _open(self, session: SignalingSession, relay: Relay, kind: _binding.Kind) -> str:
-        """The relayed SDP once its binding verified (see ``_binding.open_description``)."""
-        verified = _binding.open_description(
-            relay.payload,
-            kind=kind,
-            source=relay.source,
-            local=session.actr_id,
-            issuer_key=session.issuer_key,
-            now=time.time(),
-            max_size=self._config.max_relay_payload,
-        )
-        return verified.sdp
-
-    def _seal(self, session: SignalingSession, kind: _binding.Kind, peer: ActrId, sdp: str) -> str:
-        """Our SDP for ``peer`` as a relay payload: with our credential and binding signature."""
-        return _binding.seal_description(
-            kind,
-            sdp,
-            signer=session.actr_id,
-            peer=peer,
-            credential=session.credential,
-            sign=session.node_key.sign,
-        )
-
-    def _refused(self, relay: Relay, error: PeerNotAuthenticated) -> None:
-        self._counters.bindings_refused += 1
-        self._rate.log(
-            log,
-            logging.WARNING,
-            (relay.source, "binding"),
-            "refused the %s relayed as from %s: %s; no link",
-            relay.kind,
-            relay.source,
-            error,
-        )
+    def _answer_link(self, peer: ActrId, offer: str) -> None:
+        self._start_link(Link(peer, False, self._max_frame_size, self._max_packet), offer)
 
     # ------------------------------------------------------------------ sending
 
@@ -506,7 +388,7 @@ class WebRTCTransport:
 
     async def _link_for(self, peer: ActrId) -> Link:
         while True:
-            if self._closed or self._local is None:
+            if self._closed or self._nursery is None:
                 raise ShuttingDown("transport is closed")
             link = self._links.get(peer)
             if link is None:
@@ -514,13 +396,7 @@ class WebRTCTransport:
                 if refusal is not None:
                     raise LinkRefused(f"{peer}: not linked: {refusal.message}", refusal.code)
                 link = Link(peer, True, self._max_frame_size, self._max_packet)
-                self._links[peer] = link
-                self._admission.link_started()
-                try:
-                    await self._spawn_send.send((link, None))
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    self._admission.link_ended(was_ready=False)
-                    raise ShuttingDown("transport is closed") from None
+                self._start_link(link, None)
             if not link.ready.is_set():
                 await link.ready.wait()
             if link.failure is None:
@@ -541,187 +417,10 @@ class WebRTCTransport:
             TransportError: every media slot of that kind is in use on this link.
             PeerUnavailable / ShuttingDown: as for :meth:`send`.
         """
-        if not isinstance(track, MediaStreamTrack):
+        if not is_media_track(track):
             raise TypeError(f"{track!r} is not an aiortc MediaStreamTrack")
         link = await self._link_for(peer)
-        assert link.pc is not None
-        slot = self._free_slot(link.pc, track.kind)
-        if slot is None or slot.mid is None:
-            raise TransportError(
-                f"no free {track.kind} slot to {peer} (media_slots={self._media_slots})"
-            )
-        announce = b"T" + bytes([TRACK_KINDS[track.kind]]) + f"{slot.mid}\0{track.id}".encode()
-        sender = slot.sender
-        link.send_control(announce, then=lambda: sender.replaceTrack(track))
-        await trio.lowlevel.checkpoint()
-
-    @staticmethod
-    def _free_slot(pc: RTCPeerConnection, kind: str) -> RTCRtpTransceiver | None:
-        for transceiver in pc.getTransceivers():
-            # aiortc annotates sender.track as never None, but a slot without a track has None.
-            current: MediaStreamTrack | None = transceiver.sender.track
-            if (
-                transceiver.kind == kind
-                and current is None
-                and transceiver.currentDirection in ("sendrecv", "sendonly")
-            ):
-                return transceiver
-        return None
-
-    async def _receive_track(self, link: Link, mid: str, track: MediaStreamTrack) -> None:
-        sequence = 0
-        counters = self._counters
-        while True:
-            try:
-                frame = await aio(track.recv)
-            except MediaStreamError:
-                return
-            name = link.track_names.get(mid)
-            if name is None:
-                counters.media_dropped += 1
-                continue
-            track_id, kind = name
-            sequence += 1
-            item = InboundFrame(
-                peer=link.peer,
-                track_id=track_id,
-                sequence=sequence,
-                kind=kind,
-                pts=frame.pts,
-                width=int(getattr(frame, "width", 0)),
-                height=int(getattr(frame, "height", 0)),
-                frame=frame,
-            )
-            if not self._peers.offer_lossy((None, item)):
-                counters.media_dropped += 1
-            else:
-                counters.media_received += 1
-
-    # ------------------------------------------------------------------ links
-
-    async def _run_link(self, link: Link, offer: str | None) -> None:
-        """Open, serve and close one link (the link task; see the module docstring).
-
-        Whatever is raised on the link ends here: the link closes, nothing else does.
-        """
-        assert self._session is not None
-        ready = False
-        try:
-            with trio.move_on_after(self._connect_timeout) as connecting:
-                await self._negotiate(self._session, link, offer)
-                while link.open_channels < len(Channel) and not link.broken.is_set():
-                    await link.wakeup.park()
-            if connecting.cancelled_caught:
-                link.break_(f"did not connect within {self._connect_timeout} s")
-            if not link.broken.is_set():
-                self._counters.links_opened += 1
-                self._admission.link_ready()
-                ready = True
-                link.ready.set()
-                log.info(
-                    "linked to %s over WebRTC (%s)",
-                    link.peer,
-                    "we offered" if link.offerer else "it offered",
-                )
-                await self._serve_link(link)
-        except PeerUnavailable as exc:
-            link.break_(str(exc))
-        except Exception as exc:
-            # aiortc's errors on a bad or unexpected SDP, a socket error, a bug: this link only.
-            self._peers.link_error(link, exc, "negotiation" if not ready else "the link")
-        finally:
-            # Shielded so a cancelled link still closes its peer connection; _close_link's own
-            # bound is CLOSE_GRACE.
-            with trio.move_on_after(CLOSE_GRACE + 1, shield=True):
-                await self._close_link(link)
-            self._admission.link_ended(was_ready=ready)
-
-    async def _serve_link(self, link: Link) -> None:
-        async with trio.open_nursery() as nursery:
-            for lane in DATA_LANES:
-                nursery.start_soon(
-                    self._guarded,
-                    link,
-                    f"{lane.name} flusher",
-                    partial(flush, max_frame_size=self._max_frame_size, counters=self._counters),
-                    lane,
-                )
-            nursery.start_soon(self._guarded, link, "track reader", self._accept_tracks, nursery)
-            await link.broken.wait()
-            nursery.cancel_scope.cancel(reason="link closed")
-
-    async def _guarded(
-        self, link: Link, where: str, fn: Callable[..., Awaitable[None]], *args: object
-    ) -> None:
-        """Run one of ``link``'s tasks: an exception in it closes the link, nothing more."""
-        try:
-            await fn(link, *args)
-        except Exception as exc:
-            self._peers.link_error(link, exc, where)
-
-    async def _close_link(self, link: Link) -> None:
-        """Fail the link's senders, close its peer connection (shielded, bounded)."""
-        if link.failure is None:
-            link.break_("transport closed")
-        if not link.superseded and not self._closed:
-            self._counters.links_failed += 1
-        if self._links.get(link.peer) is link:
-            del self._links[link.peer]
-        error: ShuttingDown | PeerUnavailable = (
-            ShuttingDown("transport is closed") if self._closed else link.error()
-        )
-        for outbox in link.outboxes.values():
-            outbox.fail(error)
-        link.ready.set()
-        link.new_tracks_send.close()
-        pc = link.pc
-        if pc is not None:
-            with trio.move_on_after(CLOSE_GRACE, shield=True):
-                try:
-                    stop_decoder_threads(pc)
-                    await aio(pc.close)
-                except Exception as exc:
-                    log.debug("closing the connection to %s raised %r", link.peer, exc)
-            # Also after a close that overran its bound: setRemoteDescription may have started a
-            # receiver after the first stop.
-            try:
-                stop_decoder_threads(pc)
-            except Exception as exc:
-                log.debug("stopping codec threads of %s raised %r", link.peer, exc)
-        # A link that closes while we run is news (the peer left or the path broke); our own
-        # shutdown closing every link is not.
-        quiet = self._closed or link.superseded or link.failure == "transport closed"
-        log.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "link to %s closed: %s",
-            link.peer,
-            link.failure,
-        )
-
-    async def _accept_tracks(self, link: Link, nursery: trio.Nursery) -> None:
-        async for mid, track in link.new_tracks_recv:
-            nursery.start_soon(self._guarded, link, "track reader", self._receive_track, mid, track)
-
-    async def _negotiate(self, session: SignalingSession, link: Link, offer: str | None) -> None:
-        servers = [RTCIceServer(url) for url in self._config.ice_servers]
-        configuration = RTCConfiguration(
-            iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
-        )
-        peers = self._peers
-        with _ice.host_addresses(self._config.ice_addresses):
-            if offer is None:
-                local = await aio(lambda: peers.offer(configuration, link))
-                await session.send_relay(
-                    link.peer, "offer", self._seal(session, "offer", link.peer, local)
-                )
-                while not link.answered.is_set() and not link.broken.is_set():
-                    await link.wakeup.park()
-                if link.answer is None:
-                    return
-                answer = link.answer
-                await aio(lambda: peers.accept_answer(link, answer))
-            else:
-                local = await aio(lambda: peers.answer(configuration, link, offer))
-                await session.send_relay(
-                    link.peer, "answer", self._seal(session, "answer", link.peer, local)
-                )
+        port, thread = link.port, self._ports.thread
+        assert port is not None
+        assert thread is not None
+        await thread.run(partial(port.publish, track))

@@ -1,25 +1,24 @@
 """The state of one WebRTC link: its lanes' outboxes, credits, decoders and lifecycle events.
 
 Part of the WebRTC transport (``_webrtc.py`` has the overview): a :class:`Link` is owned by its
-link task (``WebRTCTransport._run_link``); aiortc callbacks (``_webrtc_peer``) and the runtime's
-reads of ``inbound`` (:class:`InboundChannel`) only touch it through the methods here, which
-never block. Also the flow-control messages on CONTROL and the transport's counters.
+link task (``_webrtc_linktask``); what the asyncio side reports (``_webrtc_recv``) and the
+runtime's reads of ``inbound`` (:class:`InboundChannel`) only touch it through the methods here,
+which never block. All of it lives in Trio: the link reaches its aiortc connection only through
+its :class:`~._webrtc_aio.Port`. Also the flow-control messages on CONTROL and the transport's
+counters.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import enum
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
-import trio_asyncio
-from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection
 
 from .._ids import ActrId
 from .._lanes import Lane
@@ -28,7 +27,8 @@ from ._abc import Inbound, InboundPackets
 from ._admission import Refusal
 from ._frames import FrameDecoder, FrameEncoder
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from ._webrtc_aio import Port
 
 #: Frames per SIGNAL/RELIABLE lane a sender may have in flight before the receiving runtime
 #: consumed them (credit window).
@@ -108,26 +108,6 @@ class Counters:
     asyncio_errors: int = 0
 
 
-async def aio(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run asyncio-flavoured ``fn()`` from Trio (typed wrapper around ``aio_as_trio``)."""
-    result: T = await trio_asyncio.aio_as_trio(fn)()
-    return result
-
-
-def stop_decoder_threads(pc: RTCPeerConnection) -> None:
-    """Stop the codec threads of every receiver of ``pc`` now (idempotent, thread-safe).
-
-    aiortc starts a non-daemon "audio-decoder"/"video-decoder" thread per receiving transceiver
-    and joins it only in ``RTCRtpReceiver.stop()``, which ``pc.close()`` reaches after every
-    sender has stopped. A sender whose RTP task never started (a link torn down before DTLS
-    connected) makes ``close()`` wait until its bound runs out, and the thread then outlives the
-    node and keeps the interpreter from exiting. ``_handle_disconnect`` (aiortc 1.16, pinned) is
-    the receiver's own "stop the decoder" step: it queues the end marker and joins the thread.
-    """
-    for transceiver in pc.getTransceivers():
-        transceiver.receiver._handle_disconnect()
-
-
 class Outbox:
     """Packets waiting for one lane's flusher; bounded in bytes (``send`` waits when full)."""
 
@@ -180,9 +160,8 @@ class Link:
     def __init__(self, peer: ActrId, offerer: bool, max_frame_size: int, max_packet: int) -> None:
         self.peer = peer
         self.offerer = offerer
-        self.pc: RTCPeerConnection | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.channels: dict[Channel, RTCDataChannel] = {}
+        # The asyncio side (set by the link task before negotiating).
+        self.port: Port | None = None
         self.encoders = {lane: FrameEncoder(max_frame_size) for lane in DATA_LANES}
         self.decoders = {lane: FrameDecoder(max_packet) for lane in DATA_LANES}
         self.outboxes = {lane: Outbox() for lane in DATA_LANES}
@@ -191,9 +170,8 @@ class Link:
         self.consumed = dict.fromkeys(CREDITED, 0)
         self.drained = {lane: trio.lowlevel.ParkingLot() for lane in DATA_LANES}
         self.track_names: dict[str, tuple[str, str]] = {}
-        self.new_tracks_send, self.new_tracks_recv = trio.open_memory_channel[
-            tuple[str, MediaStreamTrack]
-        ](8)
+        # Frames delivered per media slot (InboundFrame.sequence).
+        self.track_sequences: dict[str, int] = {}
         self.answer: str | None = None
         self.answered = trio.Event()
         self.ready = trio.Event()
@@ -213,7 +191,7 @@ class Link:
         return f"<Link {self.peer} {role} ready={self.ready.is_set()} failure={self.failure!r}>"
 
     def break_(self, reason: str) -> None:
-        """Ask the link task to close the connection (safe from aiortc callbacks)."""
+        """Ask the link task to close the connection (never blocks; from any Trio code)."""
         if self.failure is None:
             self.failure = reason
         self.broken.set()
@@ -239,29 +217,10 @@ class Link:
             return LinkRefused(message, self.refusal.code)
         return self.error_type(message)
 
-    def send_control(self, message: bytes, then: Callable[[], object] | None = None) -> None:
-        """Write ``message`` on CONTROL, then call ``then``; from any Trio task.
-
-        aiortc's ``send`` schedules asyncio work, which needs the loop's context: tasks outside
-        ``run`` (the runtime reading ``inbound``, a ``publish_track`` caller) lack it, so the
-        write is queued on the loop with ``call_soon`` (FIFO, so CONTROL stays ordered). An
-        error writing breaks this link only.
-        """
-        if self.loop is None:
-            return
-
-        def write() -> None:
-            channel = self.channels.get(Channel.CONTROL)
-            if channel is None or channel.readyState != "open" or self.broken.is_set():
-                return
-            try:
-                channel.send(message)
-                if then is not None:
-                    then()
-            except Exception as exc:  # aiortc's, on a channel closing under us
-                self.break_(f"writing on CONTROL failed: {exc!r}")
-
-        self.loop.call_soon(write)
+    def send_control(self, message: bytes) -> None:
+        """Write ``message`` on CONTROL (queued on the asyncio loop in order; never blocks)."""
+        if self.port is not None and not self.broken.is_set():
+            self.port.write_soon(Channel.CONTROL, [message])
 
 
 class InboundChannel(trio.abc.ReceiveChannel[Inbound]):

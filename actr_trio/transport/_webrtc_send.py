@@ -3,11 +3,13 @@
 Part of the WebRTC transport (``_webrtc.py`` has the overview, "Backpressure"): the link task
 runs :func:`flush` for each data lane while the link is open. It waits for packets, lets busy
 senders fill a frame (flush when idle or full), waits for the receiver's credit and for aiortc's
-buffer to drain, then encodes and writes frames, each within its own credit.
+buffer to drain, then encodes frames, each within its own credit, and hands them to the
+asyncio side in one batch (``Port.write_soon``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -20,6 +22,7 @@ from ._webrtc_link import (
     FRAME_OVERHEAD,
     HIGH_WATER,
     PROBE,
+    Channel,
     Counters,
     Link,
     Outbox,
@@ -33,6 +36,8 @@ IDLE_ROUNDS: Final = 3
 MAX_IDLE_ROUNDS: Final = 512
 #: Seconds a sender waits for credit before probing the receiver (tail loss, see flush).
 STALL_PROBE: Final = 0.5
+#: Seconds between two looks at aiortc's buffer while waiting for it to drain.
+DRAIN_RECHECK: Final = 0.05
 
 
 async def flush(link: Link, lane: Lane, *, max_frame_size: int, counters: Counters) -> None:
@@ -47,8 +52,9 @@ async def flush(link: Link, lane: Lane, *, max_frame_size: int, counters: Counte
     """
     outbox = link.outboxes[lane]
     encoder = link.encoders[lane]
-    channel = link.channels[CHANNEL_OF_LANE[lane]]
-    drained = link.drained[lane]
+    which = CHANNEL_OF_LANE[lane]
+    port = link.port
+    assert port is not None
     credited = lane in CREDITED
     payload_per_frame = max_frame_size - FRAME_OVERHEAD
     while True:
@@ -56,20 +62,38 @@ async def flush(link: Link, lane: Lane, *, max_frame_size: int, counters: Counte
         await _wait_idle(outbox, max_frame_size)
         if credited:
             await _wait_credit(link, lane, encoder, counters)
-        while channel.bufferedAmount > HIGH_WATER:
-            await drained.park()
+        await _wait_drained(link, lane, port.buffered)
         if credited:
             budget = link.credits[lane] * payload_per_frame
         else:
-            budget = max(HIGH_WATER - channel.bufferedAmount, payload_per_frame)
+            budget = max(HIGH_WATER - port.buffered(which), payload_per_frame)
         packets = outbox.take(budget)
+        # Frames cross to the asyncio loop in batches: all those the credit covers at once.
+        batch: list[bytes] = []
         for frame in encoder.encode(packets):
             if credited:
+                if link.credits[lane] <= 0 and batch:
+                    port.write_soon(which, batch)
+                    batch = []
                 await _wait_credit(link, lane, encoder, counters)
                 link.credits[lane] -= 1
-            channel.send(frame)
+            batch.append(frame)
             counters.frames_sent += 1
+        if batch:
+            port.write_soon(which, batch)
         counters.packets_sent += len(packets)
+
+
+async def _wait_drained(link: Link, lane: Lane, buffered: Callable[[Channel], int]) -> None:
+    """Wait while aiortc buffers more than ``HIGH_WATER`` on the lane's channel.
+
+    The buffer lives on the asyncio thread: its ``bufferedamountlow`` event may come between
+    reading the amount and parking here, so the wait re-reads it now and then.
+    """
+    which = CHANNEL_OF_LANE[lane]
+    while buffered(which) > HIGH_WATER:
+        with trio.move_on_after(DRAIN_RECHECK):
+            await link.drained[lane].park()
 
 
 async def _wait_credit(link: Link, lane: Lane, encoder: FrameEncoder, counters: Counters) -> None:

@@ -9,17 +9,20 @@ tested with the server). Each flood shows: the victim alive, the legitimate call
 (>= 95 % within their deadline), the victim's memory growth under a stated bound, its refusal
 counters non-zero, and refusals travelling back to the offerers.
 
-Containment: three transports in this process; an exception injected into an aiortc callback
-of one link, into an aiortc task of that link, and a task destroyed while pending close that
-link only (or nothing), never the transport.
+Containment: three transports in this process; an exception injected into the handling of one
+link's data (in Trio), into our code on the asyncio thread for that link, into an aiortc task
+of that link, and a task destroyed while pending close that link only (or nothing), never the
+transport.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
 import sys
+import threading
 import types
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,7 +33,6 @@ import attrs
 import pytest
 import trio
 import trio.testing
-import trio_asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection
 from netprocs import HERE, Processes, read_line_matching
 
@@ -44,7 +46,8 @@ from actr_trio.testing._memory_signaling import MemorySignaling
 from actr_trio.transport import InboundPackets, SignalingSession, _ice
 from actr_trio.transport._binding import seal_description
 from actr_trio.transport._webrtc import WebRTCTransport
-from actr_trio.transport._webrtc_link import Link
+from actr_trio.transport._webrtc_aio import THREAD_NAME, AsyncioThread, Port
+from actr_trio.transport._webrtc_link import Channel, Link
 
 pytestmark = pytest.mark.integration
 
@@ -180,9 +183,9 @@ async def _aiortc_offer() -> str:
 async def genuine_sdp() -> str:
     """A real aiortc offer (loopback candidate only); its connection is closed at once, so an
     answer to it never connects: each admitted copy holds a negotiating slot until timeout."""
-    async with trio_asyncio.open_loop():
-        with _ice.hooked(), _ice.host_addresses(("127.0.0.1",)):
-            sdp: str = await trio_asyncio.aio_as_trio(_aiortc_offer)()
+    with _ice.hooked(), _ice.host_addresses(("127.0.0.1",)):
+        # The thread runs in a copy of this context: aiortc gathers on 127.0.0.1 only.
+        sdp: str = await trio.to_thread.run_sync(asyncio.run, _aiortc_offer())
     return sdp
 
 
@@ -360,13 +363,31 @@ async def test_garbage_offers_of_60_kb_are_refused_by_size_before_decoding(
 CONFIG = Config(realm="contain", ice_addresses=("127.0.0.1",))
 
 
+class FaultyPort(Port):
+    """A link's asyncio side whose data-channel callback raises on the loop's thread once its
+    peer is in ``poisoned``."""
+
+    poisoned: set[ActrId]
+    raised_in: list[str]
+
+    def on_message(self, which: Channel, message: bytes | str) -> None:
+        if self.link.peer in self.poisoned:
+            self.poisoned.discard(self.link.peer)
+            self.raised_in.append(threading.current_thread().name)
+            raise RuntimeError("injected fault on the asyncio side")
+        super().on_message(which, message)
+
+
 class FaultyTransport(WebRTCTransport):
-    """A transport whose data-channel callback raises once for each peer in ``poisoned``."""
+    """A transport whose handling of received data raises once for each peer in ``poisoned``
+    (in Trio), and whose asyncio side raises once for each peer in ``poisoned_aio``."""
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.poisoned: set[ActrId] = set()
-        on_data = self._peers._on_data
+        self.poisoned_aio: set[ActrId] = set()
+        self.raised_in: list[str] = []
+        on_data = self._receiver._on_data
 
         def faulty(link: Link, lane: Lane, message: bytes | str) -> None:
             if link.peer in self.poisoned:
@@ -374,7 +395,20 @@ class FaultyTransport(WebRTCTransport):
                 raise RuntimeError("injected fault in an aiortc callback")
             on_data(link, lane, message)
 
-        self._peers._on_data = faulty  # type: ignore[method-assign]
+        self._receiver._on_data = faulty  # type: ignore[method-assign]
+        ports = self._ports
+
+        def faulty_port(link: Link) -> Port:
+            port = FaultyPort(ports, link)
+            port.poisoned, port.raised_in = self.poisoned_aio, self.raised_in
+            return port
+
+        ports.port = faulty_port  # type: ignore[method-assign]
+
+    @property
+    def loop_thread(self) -> AsyncioThread:
+        assert self._ports.thread is not None
+        return self._ports.thread
 
 
 @attrs.define(eq=False)
@@ -445,6 +479,8 @@ async def test_an_exception_in_an_aiortc_callback_closes_only_that_link(
             await _exchange(t.b, t.victim, t.victim_id)
             await _unlinked(t.a, t.victim_id)
             await _exchange(t.a, t.victim, t.victim_id)
+            # Data can reach the runtime a moment before the link task counts the link open.
+            await t.victim._links[t.a_id].ready.wait()
             stats = t.victim.statistics()
     assert stats.link_errors == 1
     assert stats.links_opened == 3
@@ -462,43 +498,55 @@ async def _explode(self: object) -> None:
 async def test_asyncio_errors_are_logged_close_their_link_and_never_reach_the_nursery(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """trio-asyncio's default handler would re-raise these into the loop's nursery and end
-    the transport (a 'Task was destroyed but it is pending!' killed a node in a flood)."""
+    """What aiortc's own tasks raise reaches the loop's exception handler, never our code (under
+    trio-asyncio its default handler re-raised these into the loop's nursery and ended the
+    transport: a 'Task was destroyed but it is pending!' killed a node in a flood)."""
     with trio.fail_after(60), caplog.at_level(logging.WARNING, logger="actr_trio.transport"):
         async with three_transports() as t:
             await _exchange(t.a, t.victim, t.victim_id)
             await _exchange(t.b, t.victim, t.victim_id)
             link_to_a = t.victim._links[t.a_id]
             link_to_b = t.victim._links[t.b_id]
-            assert link_to_a.pc is not None
-            assert link_to_a.loop is not None
-            loop = link_to_a.loop
-            sctp = link_to_a.pc.sctp
+            assert link_to_a.port is not None
+            assert link_to_a.port.pc is not None
+            thread = t.victim.loop_thread
+            loop = thread.loop
+            sctp = link_to_a.port.pc.sctp
 
-            # A task of an aiortc object of A's link fails and nobody retrieves its exception.
+            # A task of an aiortc object of A's link fails and nobody retrieves its exception
+            # (asyncio reports it when the task is collected).
             done = trio.Event()
-            task = loop.create_task(types.MethodType(_explode, sctp)())
-            task.add_done_callback(lambda _: done.set())
+
+            def explode() -> None:  # on the loop's thread
+                task = loop.create_task(types.MethodType(_explode, sctp)())
+                task.add_done_callback(lambda _: thread.to_trio(done.set))
+
+            thread.call(explode)
             await done.wait()
-            del task
-            gc.collect()
-            await link_to_a.broken.wait()
+            while not link_to_a.broken.is_set():
+                gc.collect()
+                await trio.sleep(0.01)
 
             # A task destroyed while pending (what a half-closed connection leaves behind).
+            started = trio.Event()
+
             async def forever() -> None:
+                thread.to_trio(started.set)
                 await loop.create_future()
 
-            pending = loop.create_task(forever())
-            await trio.sleep(0.05)
-            del pending
-            gc.collect()
-            await trio.sleep(0.05)
+            thread.call(lambda: loop.create_task(forever()))
+            await started.wait()
+            while not any("Task was destroyed" in m for m in _warnings(caplog)):
+                gc.collect()
+                await trio.sleep(0.01)
 
             # Nothing else was touched: B's link serves, A is linked again on its next send.
             assert not link_to_b.broken.is_set()
             await _exchange(t.b, t.victim, t.victim_id)
             await _unlinked(t.a, t.victim_id)
             await _exchange(t.a, t.victim, t.victim_id)
+            # Data can reach the runtime a moment before the link task counts the link open.
+            await t.victim._links[t.a_id].ready.wait()
             stats = t.victim.statistics()
     warnings = _warnings(caplog)
     assert stats.asyncio_errors >= 2
@@ -507,3 +555,33 @@ async def test_asyncio_errors_are_logged_close_their_link_and_never_reach_the_nu
         for m in warnings
     ), warnings
     assert any("Task was destroyed but it is pending" in m for m in warnings), warnings
+
+
+async def test_an_exception_on_the_asyncio_side_closes_only_that_link(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Raised by our code on the loop's thread (an aiortc callback of A's link): A's link
+    closes, B's serves on, the transport and the loop thread live on."""
+    with trio.fail_after(60), caplog.at_level(logging.WARNING, logger="actr_trio.transport"):
+        async with three_transports() as t:
+            await _exchange(t.a, t.victim, t.victim_id)
+            await _exchange(t.b, t.victim, t.victim_id)
+            link_to_a = t.victim._links[t.a_id]
+            link_to_b = t.victim._links[t.b_id]
+            t.victim.poisoned_aio.add(t.a_id)
+            await t.a.send(t.victim_id, Lane.RELIABLE, [b"boom"])
+            await link_to_a.broken.wait()
+            assert t.victim.raised_in == [THREAD_NAME]
+            assert not link_to_b.broken.is_set()
+            await _exchange(t.b, t.victim, t.victim_id)
+            await _unlinked(t.a, t.victim_id)
+            await _exchange(t.a, t.victim, t.victim_id)
+            # Data can reach the runtime a moment before the link task counts the link open.
+            await t.victim._links[t.a_id].ready.wait()
+            stats = t.victim.statistics()
+    assert stats.link_errors == 1
+    assert stats.links_opened == 3
+    assert any(
+        f"closing the link to {t.a_id}" in m and "injected fault on the asyncio side" in m
+        for m in _warnings(caplog)
+    ), _warnings(caplog)

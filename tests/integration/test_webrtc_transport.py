@@ -256,12 +256,11 @@ async def test_malformed_frame_closes_the_link_and_the_next_send_reopens_it(
             await pair.a.send(pair.sb.actr_id, Lane.RELIABLE, [b"one"])
             assert (await _next_packets(pair.b)).packets == [b"one"]
             link = pair.a._links[pair.sb.actr_id]
-            channel = link.channels[Channel.RELIABLE]
-            assert link.loop is not None
+            assert link.port is not None
             # A peer that writes garbage on a lane (a bug or an attacker): B must not crash.
             # Malformed input is a WARNING (rate-limited), never an ERROR.
             with caplog.at_level(logging.WARNING):
-                link.loop.call_soon(channel.send, b"\x09garbage")
+                link.port.write_soon(Channel.RELIABLE, [b"\x09garbage"])
                 await link.broken.wait()
             malformed = [r for r in caplog.records if "malformed frame" in r.getMessage()]
             assert [r.levelno for r in malformed] == [logging.WARNING]
