@@ -6,6 +6,8 @@ one process (handed over as Python objects, and encoded through the loopback tra
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -313,6 +315,78 @@ async def test_without_a_tracer_provider_the_trace_context_is_passed_on_unchange
     assert front.trace_ids == back.trace_ids
     assert front.trace_ids[0] != front.trace_ids[1]  # each call from outside: a new trace
     assert all(len(t) == 32 and int(t, 16) for t in front.trace_ids)
+
+
+# A process where ``opentelemetry`` cannot be imported: nodes serve calls, tells and nested
+# calls on both paths, the trace id still reaches the nested call, and nothing of OpenTelemetry
+# was imported.
+WITHOUT_OTEL = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "opentelemetry" or name.startswith("opentelemetry."):
+                raise ImportError(f"{name} is blocked")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    import trio
+    from actr_trio import ActrType, Context, Workload, route, _tracing
+    from actr_trio.testing import LocalRealm
+
+    class Back(Workload):
+        actr_type = ActrType("acme", "back")
+        def __init__(self):
+            self.seen = []
+            self.told = trio.Event()
+        @route("demo.Back.Echo")
+        async def echo(self, request: bytes, ctx: Context) -> bytes:
+            self.seen.append(ctx.trace_id)
+            return request
+        @route("demo.Back.Note")
+        async def note(self, request: bytes, ctx: Context) -> bytes:
+            self.told.set()
+            return b""
+
+    class Front(Workload):
+        actr_type = ActrType("acme", "front")
+        back = None
+        @route("demo.Front.Relay")
+        async def relay(self, request: bytes, ctx: Context) -> bytes:
+            self.seen = ctx.trace_id
+            return await ctx.call(self.back, "demo.Back.Echo", request)
+
+    class Client(Workload):
+        actr_type = ActrType("acme", "client")
+
+    async def main(direct):
+        back, front = Back(), Front()
+        with trio.fail_after(20):
+            async with LocalRealm(direct=direct) as realm, realm.start(back) as b, \\
+                    realm.start(front) as f, realm.start(Client()) as c:
+                front.back = b.actr_id
+                assert await c.call(f.actr_id, "demo.Front.Relay", b"x") == b"x"
+                await c.tell(b.actr_id, "demo.Back.Note", b"")
+                await back.told.wait()
+        assert back.seen == [front.seen] and len(front.seen) == 32, (back.seen, front.seen)
+
+    trio.run(main, True)
+    trio.run(main, False)
+    assert not _tracing.AVAILABLE
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry")
+    assert not loaded, loaded
+    print("served without opentelemetry")
+    """
+)
+
+
+async def test_without_opentelemetry_nodes_serve_and_import_nothing_of_it() -> None:
+    with trio.fail_after(120):
+        done = await trio.run_process(
+            [sys.executable, "-c", WITHOUT_OTEL], capture_stdout=True, capture_stderr=True
+        )
+    assert done.stdout.decode().strip() == "served without opentelemetry", done.stderr.decode()
 
 
 @pytest.mark.parametrize(
