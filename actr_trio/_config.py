@@ -270,6 +270,21 @@ def _address_problem(value: Any) -> Problem:
     return None
 
 
+def _listen_problem(value: Any) -> Problem:
+    from .transport._websocket_address import parse_address
+
+    if not isinstance(value, str):
+        return "is not a string"
+    try:
+        host, _ = parse_address(value, allow_any_port=True)
+    except ValueError as exc:
+        return str(exc)
+    # What is bound is advertised as is: peers cannot dial a wildcard address.
+    if host in ("0.0.0.0", "::"):
+        return "is a wildcard address, which peers cannot dial: name the interface's address"
+    return None
+
+
 def _ice_server_problem(item: str) -> Problem:
     return None if item.startswith(_ICE_SCHEMES) else "is not a stun:/turn: URL"
 
@@ -441,6 +456,31 @@ class Config:
         metadata=_meta(
             _Rule("a list of stun:/turn: URLs", _strings(_ice_server_problem), _parse_list),
             "STUN/TURN URLs; empty (the default) means none, and nothing leaves the host.",
+        ),
+    )
+    listen: str | None = attrs.field(
+        default=None,
+        validator=_validate,
+        metadata=_meta(
+            _optional(_Rule("``HOST:PORT`` (port 0: any free port)", _listen_problem)),
+            "Take direct WebSocket links from peers on this address (e.g. ``127.0.0.1:0`` "
+            "or ``192.168.1.10:7000``; ``[::1]:0`` for IPv6), and advertise the bound "
+            "address in the signaling registration. None (the default): no listener; "
+            "peers reach this node over WebRTC, and it can still dial peers that listen. "
+            "Only for peers on the same host or LAN: the port must be reachable from them "
+            "(docs/operations.md, \"Direct WebSocket links\").",
+        ),
+    )
+    websocket_lane: str = attrs.field(
+        default="prefer",
+        validator=_validate,
+        metadata=_meta(
+            _choice("prefer", "fallback", "never"),
+            "When to link to a peer that advertises a WebSocket address over a direct "
+            "WebSocket instead of WebRTC: ``prefer`` (first, WebRTC if the connection "
+            "fails), ``fallback`` (only when a WebRTC link fails to open) or ``never``. "
+            "Peers that advertise nothing are always reached over WebRTC, and a link a "
+            "peer opened is used whatever this says.",
         ),
     )
     default_timeout: float = attrs.field(
@@ -667,6 +707,19 @@ class Config:
             "member of the realm. A workload's own ``acl`` applies as well.",
         ),
     )
+    metrics: str | None = attrs.field(
+        default=None,
+        validator=_validate,
+        metadata=_meta(
+            _optional(
+                _Rule("HOST:PORT (``[::1]:PORT`` for IPv6; port 0 picks one)", _address_problem)
+            ),
+            "Serve Prometheus metrics at ``http://HOST:PORT/metrics`` while the node runs "
+            "(``docs/observability.md``), e.g. ``127.0.0.1:9464``; ``ref.metrics_address`` "
+            "is the address bound. Needs ``pip install 'actr-trio[metrics]'``. None (the "
+            "default): no metrics, nothing counted.",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.max_negotiating_links > self.max_links:
@@ -692,19 +745,6 @@ class Config:
     def from_file(
         cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
     ) -> Config:
-    metrics: str | None = attrs.field(
-        default=None,
-        validator=_validate,
-        metadata=_meta(
-            _optional(
-                _Rule("HOST:PORT (``[::1]:PORT`` for IPv6; port 0 picks one)", _address_problem)
-            ),
-            "Serve Prometheus metrics at ``http://HOST:PORT/metrics`` while the node runs "
-            "(``docs/observability.md``), e.g. ``127.0.0.1:9464``; ``ref.metrics_address`` "
-            "is the address bound. Needs ``pip install 'actr-trio[metrics]'``. None (the "
-            "default): no metrics, nothing counted.",
-        ),
-    )
         """Load ``Actr.toml`` (keys at top level or under ``[actr]``), then apply ``ACTR_*`` env.
 
         ``ACTR_REALM=x`` overrides ``realm``, ``ACTR_DATA_DIR`` overrides ``data_dir``, and so on;

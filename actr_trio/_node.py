@@ -22,12 +22,14 @@ import math
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import trio
 
+from . import _tracing
 from ._acl import discovery_visibility, guard
 from ._component import STOP_BOUND, Component
 from ._config import Config
@@ -62,6 +64,9 @@ from .errors import (
 )
 from .transport._abc import SignalingConnector, SignalingSession, Transport
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 log = logging.getLogger(NODE)
 
 IDENTITY_FILE: Final = "identity.json"
@@ -82,6 +87,7 @@ STOP_ORDER: Final = (
     "outgate",
     "deadlines",
     "transport",
+    "listener",
     "signaling",
     "mailbox",
 )
@@ -99,6 +105,8 @@ class NodeStatistics:
     outbound: OutGateStatistics
     streams: FastLaneStatistics
     tracks: FastLaneStatistics
+    #: The transport each linked peer is reached over ("webrtc", "websocket", "loopback").
+    links: dict[ActrId, str] = attrs.field(factory=dict)
 
 
 def _load_identity(data_dir: Path | None) -> ActrId | None:
@@ -144,6 +152,9 @@ class _NodeCore:
         if self.metrics is not None:
             transport = MeteredTransport(transport)
         self.metrics_address: tuple[str, int] | None = None
+        # Spans only with OpenTelemetry installed and a tracer provider configured by now:
+        # resolved once, so that a send without them costs one attribute test.
+        self.tracer: Tracer | None = _tracing.tracer()
         self.transport = transport
         self.signaling = signaling
         self.mailbox: Mailbox = open_mailbox(config)
@@ -205,7 +216,12 @@ class _NodeCore:
             self.outgate.statistics(),
             self.streams.statistics(),
             self.tracks.statistics(),
+            self._links(),
         )
+
+    def _links(self) -> dict[ActrId, str]:
+        links = getattr(self.transport, "links", None)
+        return {} if links is None else dict(links())
 
     async def run(self, *, task_status: trio.TaskStatus[ActrRef]) -> None:
         c = {
@@ -213,6 +229,7 @@ class _NodeCore:
             for name in (
                 "mailbox",
                 "deadlines",
+                "listener",
                 "signaling",
                 "transport",
                 "outgate",
@@ -233,8 +250,14 @@ class _NodeCore:
                 # Kept beside the identity: only this key can register under it again.
                 node_key = NodeKey.load_or_create(self.config.data_dir)
                 actr_type = type(self.workload).actr_type
+                register = self.signaling.run
+                # Bound before registering: the registration advertises the bound address.
+                listen = getattr(self.transport, "listen", None)
+                if listen is not None and self.config.listen is not None:
+                    address = await nursery.start(c["listener"].run, listen)
+                    register = partial(self.signaling.run, listen=address)
                 self._session = await nursery.start(
-                    c["signaling"].run, self.signaling.run, actr_type, previous, node_key
+                    c["signaling"].run, register, actr_type, previous, node_key
                 )  # 1
                 _save_identity(self.config.data_dir, self.actr_id)
                 await nursery.start(c["transport"].run, self.transport.run, self.session)  # 2
@@ -625,9 +648,10 @@ class ActrSystem:
         self._attached = True
         transport = self._transport
         if transport is None:
-            from .transport._webrtc import WebRTCTransport
+            # WebRTC, and direct WebSocket links to peers that advertise an address.
+            from .transport._dual import DualTransport
 
-            transport = WebRTCTransport(self.config)
+            transport = DualTransport(self.config)
         signaling = self._signaling
         if signaling is None:
             if self.config.signaling_url is None:

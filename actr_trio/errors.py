@@ -58,6 +58,7 @@ __all__ = [
     "IssuerKeyMismatch",
     "LinkRefused",
     "MalformedEnvelope",
+    "MediaUnsupported",
     "MetricsUnavailable",
     "Overloaded",
     "PeerNotAuthenticated",
@@ -272,6 +273,12 @@ class LinkRefused(PeerUnavailable):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.reason))
+
+
+class MediaUnsupported(TransportError):
+    """A media track cannot travel over this link: tracks need WebRTC, and the transport is
+    a direct WebSocket one (``Config.websocket_lane``, docs/architecture.md). The message
+    names the track and the peer."""
 
 
 class SignalingError(TransportError):

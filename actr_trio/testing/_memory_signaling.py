@@ -104,6 +104,7 @@ class MemorySession:
         self._node_key = node_key
         self._credential, self._renew_at = service._issue(actr_id, node_key)
         self.visibility: tuple[Visibility, ...] = ()  # who may discover it; () is everyone
+        self.listen: str | None = None  # its advertised direct WebSocket address
         self._relay_send, self._relay_recv = trio.open_memory_channel[Relay](RELAY_BUFFER)
 
     def __repr__(self) -> str:
@@ -142,6 +143,13 @@ class MemorySession:
             if i.type == actr_type and all(v.admits(asker) for v in sessions[i].visibility)
         ]
 
+    def peer_address(self, peer: ActrId) -> str | None:
+        # No discovery cache here: the service answers for any present peer this node may see.
+        session = self._service._sessions.get(peer)
+        if session is None or not all(v.admits(self._actr_id.type) for v in session.visibility):
+            return None
+        return session.listen
+
     async def send_relay(self, target: ActrId, kind: str, payload: str) -> None:
         await trio.lowlevel.checkpoint()
         peer = self._service._sessions.get(target)
@@ -171,11 +179,13 @@ class MemoryConnector:
         previous_id: ActrId | None,
         node_key: NodeKey | None = None,
         *,
+        listen: str | None = None,
         task_status: trio.TaskStatus[SignalingSession] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         key = NodeKey.generate() if node_key is None else node_key
         session = self._service._register(actr_type, previous_id, key)
         session.visibility = self._visibility
+        session.listen = listen
         try:
             task_status.started(session)
             await trio.sleep_forever()

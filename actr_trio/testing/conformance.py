@@ -3,7 +3,8 @@
 Modelled on ``trio.testing.check_two_way_stream``: the caller supplies ``make_pair``, an async
 context manager factory that starts two transports A and B which can reach each other, and
 :func:`check_transport` runs every check against a fresh pair. ``LoopbackTransport`` and
-``WebRTCTransport`` both run it, so the in-process fake cannot drift from the real thing.
+``WebRTCTransport`` and ``WebSocketTransport`` run it, so the in-process fake cannot drift from
+the real thing.
 
 The checks synchronise with events, channel reads and ``wait_all_tasks_blocked``, never with
 sleeps; bound the whole run with ``trio.fail_after`` in the calling test.
@@ -21,7 +22,7 @@ import trio.testing
 
 from .._ids import ActrId
 from .._lanes import Lane
-from ..errors import PeerUnavailable, ShuttingDown
+from ..errors import MediaUnsupported, PeerUnavailable, ShuttingDown
 from ..transport._abc import InboundFrame, InboundPackets, MediaSource, Transport
 
 __all__ = [
@@ -56,6 +57,8 @@ class TransportPair:
         reliable_may_drop: the RELIABLE lane may lose packets (never reorder them), as over
             WebRTC (maxRetransmits=8); the runtime's end-to-end resends cover it. SIGNAL never
             loses.
+        media: the transport carries media tracks; False (direct WebSocket links): it must
+            refuse one with ``MediaUnsupported``.
     """
 
     a: Transport
@@ -66,6 +69,7 @@ class TransportPair:
     make_track: Callable[[], MediaSource]
     close_a: Callable[[], Awaitable[None]]
     reliable_may_drop: bool = False
+    media: bool = True
 
 
 MakePair = Callable[[], AbstractAsyncContextManager[TransportPair]]
@@ -261,8 +265,19 @@ async def _check_backpressure_on(pair: TransportPair, lane: Lane) -> None:
 
 
 async def check_publish_track(pair: TransportPair, frames: int = 3) -> None:
-    """A published video track delivers frames to the peer as InboundFrame, in sequence."""
+    """A published video track delivers frames to the peer as InboundFrame, in sequence (or,
+    on a transport without media, is refused with ``MediaUnsupported``, and data still flows)."""
     track = pair.make_track()
+    if not pair.media:
+        try:
+            await pair.a.publish_track(pair.b_id, track)
+        except MediaUnsupported as exc:
+            assert track.id in str(exc)
+        else:
+            raise AssertionError("publish_track on a transport without media did not raise")
+        await pair.a.send(pair.b_id, Lane.RELIABLE, [b"still linked"])
+        assert await _collect(pair.b, Lane.RELIABLE, 1) == [b"still linked"]
+        return
     await pair.a.publish_track(pair.b_id, track)
     seen: list[InboundFrame] = []
     while len(seen) < frames:

@@ -120,6 +120,12 @@ class SignalingSession(Protocol):
         """Nodes of ``actr_type`` currently present in this node's realm (never another realm)."""
         ...
 
+    def peer_address(self, peer: ActrId) -> str | None:
+        """The address ``peer`` takes direct WebSocket links on (``HOST:PORT``, checked), as
+        discovery last reported it; ``None``: it advertised none, or it was never discovered.
+        A hint only: the link proves who answers there."""
+        ...
+
     async def send_relay(self, target: ActrId, kind: str, payload: str) -> None:
         """Relay an offer/answer/ICE payload to ``target``.
 
@@ -144,14 +150,16 @@ class SignalingConnector(Protocol):
         previous_id: ActrId | None,
         node_key: NodeKey | None = None,
         *,
+        listen: str | None = None,
         task_status: trio.TaskStatus[SignalingSession] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect, authenticate and register; then keep the registration until cancelled.
 
         ``previous_id`` is the identity the node kept in its data dir: the server registers the
         node under it again (taking over a stale session) if it is bound to ``node_key``
-        (``None``: a fresh ephemeral key). ``task_status.started(session)`` once
-        registered. While running: heartbeats, and reconnect with backoff + re-register when the
+        (``None``: a fresh ephemeral key). ``listen``: the address the node takes direct
+        WebSocket links on, advertised with the registration (``None``: none).
+        ``task_status.started(session)`` once registered. While running: heartbeats, and reconnect with backoff + re-register when the
         server goes away (open peer links keep working meanwhile). On cancellation: unregister
         (shielded, bounded) and return.
 

@@ -139,6 +139,10 @@ class LoopbackTransport:
                 raise PeerUnavailable(f"{peer} closed its transport") from None
         target._received += 1
 
+    def links(self) -> dict[ActrId, str]:
+        """The peers this transport sent to, each reached over ``"loopback"``."""
+        return dict.fromkeys(self._linked, "loopback")
+
     def forget(self, peer: ActrId) -> None:
         """Nothing to drop: loopback links are lookups in the hub."""
         self._linked.discard(peer)

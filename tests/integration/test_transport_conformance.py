@@ -1,8 +1,9 @@
-"""The transport conformance suite against LoopbackTransport and WebRTCTransport (127.0.0.1).
+"""The transport conformance suite against LoopbackTransport, WebRTCTransport and
+WebSocketTransport (127.0.0.1).
 
 Each check gets a fresh pair: two transports registered with an in-memory signaling service,
 both running in this ``trio.run``. WebRTC links stay on loopback (``ice_addresses``) and use no
-STUN server.
+STUN server; WebSocket transports listen on 127.0.0.1 and advertise it in their registration.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import fractions
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -18,7 +20,8 @@ from actr_trio._config import Config
 from actr_trio._ids import ActrId, ActrType
 from actr_trio.testing import conformance
 from actr_trio.testing._memory_signaling import MemorySignaling
-from actr_trio.transport import LoopbackHub, MediaSource, Transport
+from actr_trio.transport import LoopbackHub, MediaSource, SignalingSession, Transport
+from actr_trio.transport._websocket import WebSocketTransport
 
 pytestmark = pytest.mark.integration
 
@@ -79,12 +82,21 @@ async def _pair(
     make_track: Callable[[], MediaSource],
     *,
     reliable_may_drop: bool,
+    media: bool = True,
 ) -> AsyncIterator[conformance.TransportPair]:
     signaling = MemorySignaling("conformance")
     async with trio.open_nursery() as nursery:
-        session_a = await nursery.start(signaling.connector().run, TYPE_A, None)
-        session_b = await nursery.start(signaling.connector().run, TYPE_B, None)
         a, b = make_transport(), make_transport()
+
+        async def register(transport: Transport, actr_type: ActrType) -> SignalingSession:
+            listen = getattr(transport, "listen", None)
+            address = None if listen is None else await nursery.start(listen)
+            run = partial(signaling.connector().run, listen=address)
+            session: SignalingSession = await nursery.start(run, actr_type, None)
+            return session
+
+        session_a = await register(a, TYPE_A)
+        session_b = await register(b, TYPE_B)
         a_done = trio.Event()
         a_scope = trio.CancelScope()
 
@@ -110,6 +122,7 @@ async def _pair(
             make_track=make_track,
             close_a=close_a,
             reliable_may_drop=reliable_may_drop,
+            media=media,
         )
         nursery.cancel_scope.cancel(reason="pair done")
 
@@ -129,9 +142,20 @@ def _webrtc_pair() -> conformance.MakePair:
     )
 
 
+def _websocket_pair() -> conformance.MakePair:
+    config = Config(realm="conformance", listen="127.0.0.1:0")
+    return lambda: _pair(
+        lambda: WebSocketTransport(config, connect_timeout=5.0),
+        lambda: LoopbackVideo(),
+        reliable_may_drop=False,
+        media=False,
+    )
+
+
 PAIRS: dict[str, Callable[[], conformance.MakePair]] = {
     "loopback": _loopback_pair,
     "webrtc": _webrtc_pair,
+    "websocket": _websocket_pair,
 }
 
 

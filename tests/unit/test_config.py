@@ -179,6 +179,8 @@ def test_fields_are_annotated_with_their_real_types() -> None:
         "trust_anchor": "str | None",
         "ice_addresses": "tuple[str, ...]",
         "ice_servers": "tuple[str, ...]",
+        "listen": "str | None",
+        "websocket_lane": "str",
         "default_timeout": "float",
         "shutdown_grace": "float",
         "max_payload": "int",

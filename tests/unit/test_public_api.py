@@ -27,7 +27,7 @@ ERRORS = {
     "DeadlineExceeded", "EnvelopeTooLarge", "MalformedEnvelope", "Overloaded", "PeerUnavailable",
     "MetricsUnavailable",
     "RemoteError",
-    "PeerNotAuthenticated", "LinkRefused",
+    "PeerNotAuthenticated", "LinkRefused", "MediaUnsupported",
     "CredentialError", "IdentityTaken", "IssuerKeyMismatch",
     "PermissionDenied",
     "ServerCertificateError",

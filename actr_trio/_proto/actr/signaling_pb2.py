@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from actr_trio._proto.actr import types_pb2 as actr_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x63tr/signaling.proto\x12\x04\x61\x63tr\x1a\x10\x61\x63tr/types.proto\"\xf1\x12\n\x0eSignalingFrame\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.actr.SignalingFrame.HelloH\x00\x12\x33\n\tchallenge\x18\x02 \x01(\x0b\x32\x1e.actr.SignalingFrame.ChallengeH\x00\x12\x39\n\x0c\x61uthenticate\x18\x03 \x01(\x0b\x32!.actr.SignalingFrame.AuthenticateH\x00\x12\x31\n\x08register\x18\x04 \x01(\x0b\x32\x1d.actr.SignalingFrame.RegisterH\x00\x12\x35\n\nregistered\x18\x05 \x01(\x0b\x32\x1f.actr.SignalingFrame.RegisteredH\x00\x12\x31\n\x08\x64iscover\x18\x06 \x01(\x0b\x32\x1d.actr.SignalingFrame.DiscoverH\x00\x12+\n\x05peers\x18\x07 \x01(\x0b\x32\x1a.actr.SignalingFrame.PeersH\x00\x12\x32\n\x05relay\x18\x08 \x01(\x0b\x32!.actr.SignalingFrame.RelayMessageH\x00\x12/\n\x07relayed\x18\t \x01(\x0b\x32\x1c.actr.SignalingFrame.RelayedH\x00\x12\x33\n\theartbeat\x18\n \x01(\x0b\x32\x1e.actr.SignalingFrame.HeartbeatH\x00\x12:\n\rheartbeat_ack\x18\x0b \x01(\x0b\x32!.actr.SignalingFrame.HeartbeatAckH\x00\x12\x35\n\nunregister\x18\x0c \x01(\x0b\x32\x1f.actr.SignalingFrame.UnregisterH\x00\x12+\n\x05\x65rror\x18\r \x01(\x0b\x32\x1a.actr.SignalingFrame.ErrorH\x00\x12/\n\x07inspect\x18\x1e \x01(\x0b\x32\x1c.actr.SignalingFrame.InspectH\x00\x12\x35\n\ninspection\x18\x1f \x01(\x0b\x32\x1f.actr.SignalingFrame.InspectionH\x00\x1a\'\n\x05Hello\x12\r\n\x05realm\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x1a\x31\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rauth_required\x18\x02 \x01(\x08\x1a\x1d\n\x0c\x41uthenticate\x12\r\n\x05proof\x18\x01 \x01(\x0c\x1a+\n\x0c\x43\x61llerFilter\x12\r\n\x05\x61llow\x18\x01 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x02 \x03(\t\x1a\xae\x01\n\x08Register\x12!\n\tactr_type\x18\x01 \x01(\x0b\x32\x0e.actr.ActrType\x12!\n\x0bprevious_id\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x35\n\nvisible_to\x18\n \x03(\x0b\x32!.actr.SignalingFrame.CallerFilter\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x1am\n\nRegistered\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\x18\n\x10presence_timeout\x18\x02 \x01(\x01\x12\x12\n\ncredential\x18\x03 \x01(\x0c\x12\x12\n\nissuer_key\x18\x04 \x01(\x0c\x1a\x64\n\x08\x44iscover\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12!\n\tactr_type\x18\x02 \x01(\x0b\x32\x0e.actr.ActrType\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x04\x12\x11\n\tpage_size\x18\x04 \x01(\r\x1aM\n\x05Peers\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1b\n\x05peers\x18\x02 \x03(\x0b\x32\x0c.actr.ActrId\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\x04\x1a\x9d\x01\n\x0cRelayMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1c\n\x06source\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x1c\n\x06target\x18\x03 \x01(\x0b\x32\x0c.actr.ActrId\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.actr.SignalingFrame.RelayKind\x12\x0f\n\x07payload\x18\x05 \x01(\t\x1a\x1d\n\x07Relayed\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x1a:\n\nLaneReport\x12\x0c\n\x04lane\x18\x01 \x01(\t\x12\r\n\x05peers\x18\x02 \x01(\r\x12\x0f\n\x07unacked\x18\x03 \x01(\x04\x1a\xa3\x01\n\nNodeReport\x12\x0f\n\x07\x62\x61\x63klog\x18\x01 \x03(\x04\x12\x0f\n\x07handled\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x04\x12.\n\x05lanes\x18\x04 \x03(\x0b\x32\x1f.actr.SignalingFrame.LaneReport\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x05 \x01(\x04\x12\x1b\n\x13recent_dead_letters\x18\x06 \x03(\t\x1a<\n\tHeartbeat\x12/\n\x06report\x18\x01 \x01(\x0b\x32\x1f.actr.SignalingFrame.NodeReport\x1a\"\n\x0cHeartbeatAck\x12\x12\n\ncredential\x18\x01 \x01(\x0c\x1a\x0c\n\nUnregister\x1a-\n\x07Inspect\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\r\x1a\x98\x01\n\nNodeStatus\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\r\n\x05since\x18\x02 \x01(\x01\x12\x15\n\rheartbeat_age\x18\x03 \x01(\x01\x12/\n\x06report\x18\x04 \x01(\x0b\x32\x1f.actr.SignalingFrame.NodeReport\x12\x14\n\x0chandled_rate\x18\x05 \x01(\x01\x1a\x65\n\nInspection\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12.\n\x05nodes\x18\x02 \x03(\x0b\x32\x1f.actr.SignalingFrame.NodeStatus\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\r\x1a:\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"S\n\tRelayKind\x12\x1a\n\x16RELAY_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05OFFER\x10\x01\x12\n\n\x06\x41NSWER\x10\x02\x12\x07\n\x03ICE\x10\x03\x12\n\n\x06REFUSE\x10\x04\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x63tr/signaling.proto\x12\x04\x61\x63tr\x1a\x10\x61\x63tr/types.proto\"\xf5\x13\n\x0eSignalingFrame\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.actr.SignalingFrame.HelloH\x00\x12\x33\n\tchallenge\x18\x02 \x01(\x0b\x32\x1e.actr.SignalingFrame.ChallengeH\x00\x12\x39\n\x0c\x61uthenticate\x18\x03 \x01(\x0b\x32!.actr.SignalingFrame.AuthenticateH\x00\x12\x31\n\x08register\x18\x04 \x01(\x0b\x32\x1d.actr.SignalingFrame.RegisterH\x00\x12\x35\n\nregistered\x18\x05 \x01(\x0b\x32\x1f.actr.SignalingFrame.RegisteredH\x00\x12\x31\n\x08\x64iscover\x18\x06 \x01(\x0b\x32\x1d.actr.SignalingFrame.DiscoverH\x00\x12+\n\x05peers\x18\x07 \x01(\x0b\x32\x1a.actr.SignalingFrame.PeersH\x00\x12\x32\n\x05relay\x18\x08 \x01(\x0b\x32!.actr.SignalingFrame.RelayMessageH\x00\x12/\n\x07relayed\x18\t \x01(\x0b\x32\x1c.actr.SignalingFrame.RelayedH\x00\x12\x33\n\theartbeat\x18\n \x01(\x0b\x32\x1e.actr.SignalingFrame.HeartbeatH\x00\x12:\n\rheartbeat_ack\x18\x0b \x01(\x0b\x32!.actr.SignalingFrame.HeartbeatAckH\x00\x12\x35\n\nunregister\x18\x0c \x01(\x0b\x32\x1f.actr.SignalingFrame.UnregisterH\x00\x12+\n\x05\x65rror\x18\r \x01(\x0b\x32\x1a.actr.SignalingFrame.ErrorH\x00\x12/\n\x07inspect\x18\x1e \x01(\x0b\x32\x1c.actr.SignalingFrame.InspectH\x00\x12\x35\n\ninspection\x18\x1f \x01(\x0b\x32\x1f.actr.SignalingFrame.InspectionH\x00\x1a\'\n\x05Hello\x12\r\n\x05realm\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x1a\x31\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x15\n\rauth_required\x18\x02 \x01(\x08\x1a\x1d\n\x0c\x41uthenticate\x12\r\n\x05proof\x18\x01 \x01(\x0c\x1a+\n\x0c\x43\x61llerFilter\x12\r\n\x05\x61llow\x18\x01 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x02 \x03(\t\x1a\xbe\x01\n\x08Register\x12!\n\tactr_type\x18\x01 \x01(\x0b\x32\x0e.actr.ActrType\x12!\n\x0bprevious_id\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x35\n\nvisible_to\x18\n \x03(\x0b\x32!.actr.SignalingFrame.CallerFilter\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06listen\x18\x0b \x01(\t\x1am\n\nRegistered\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\x18\n\x10presence_timeout\x18\x02 \x01(\x01\x12\x12\n\ncredential\x18\x03 \x01(\x0c\x12\x12\n\nissuer_key\x18\x04 \x01(\x0c\x1a\x64\n\x08\x44iscover\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12!\n\tactr_type\x18\x02 \x01(\x0b\x32\x0e.actr.ActrType\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x04\x12\x11\n\tpage_size\x18\x04 \x01(\r\x1a\x82\x01\n\x05Peers\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1b\n\x05peers\x18\x02 \x03(\x0b\x32\x0c.actr.ActrId\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\x04\x12\x33\n\taddresses\x18\x04 \x03(\x0b\x32 .actr.SignalingFrame.PeerAddress\x1a<\n\x0bPeerAddress\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\x0e\n\x06listen\x18\x02 \x01(\t\x1a\x9d\x01\n\x0cRelayMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x1c\n\x06source\x18\x02 \x01(\x0b\x32\x0c.actr.ActrId\x12\x1c\n\x06target\x18\x03 \x01(\x0b\x32\x0c.actr.ActrId\x12,\n\x04kind\x18\x04 \x01(\x0e\x32\x1e.actr.SignalingFrame.RelayKind\x12\x0f\n\x07payload\x18\x05 \x01(\t\x1a\x1d\n\x07Relayed\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x1a:\n\nLaneReport\x12\x0c\n\x04lane\x18\x01 \x01(\t\x12\r\n\x05peers\x18\x02 \x01(\r\x12\x0f\n\x07unacked\x18\x03 \x01(\x04\x1a\xa3\x01\n\nNodeReport\x12\x0f\n\x07\x62\x61\x63klog\x18\x01 \x03(\x04\x12\x0f\n\x07handled\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x04\x12.\n\x05lanes\x18\x04 \x03(\x0b\x32\x1f.actr.SignalingFrame.LaneReport\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x05 \x01(\x04\x12\x1b\n\x13recent_dead_letters\x18\x06 \x03(\t\x1a<\n\tHeartbeat\x12/\n\x06report\x18\x01 \x01(\x0b\x32\x1f.actr.SignalingFrame.NodeReport\x1a\"\n\x0cHeartbeatAck\x12\x12\n\ncredential\x18\x01 \x01(\x0c\x1a\x0c\n\nUnregister\x1a-\n\x07Inspect\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\r\x1a\x98\x01\n\nNodeStatus\x12\x1d\n\x07\x61\x63tr_id\x18\x01 \x01(\x0b\x32\x0c.actr.ActrId\x12\r\n\x05since\x18\x02 \x01(\x01\x12\x15\n\rheartbeat_age\x18\x03 \x01(\x01\x12/\n\x06report\x18\x04 \x01(\x0b\x32\x1f.actr.SignalingFrame.NodeReport\x12\x14\n\x0chandled_rate\x18\x05 \x01(\x01\x1a\x65\n\nInspection\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12.\n\x05nodes\x18\x02 \x03(\x0b\x32\x1f.actr.SignalingFrame.NodeStatus\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\r\x1a:\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"S\n\tRelayKind\x12\x1a\n\x16RELAY_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05OFFER\x10\x01\x12\n\n\x06\x41NSWER\x10\x02\x12\x07\n\x03ICE\x10\x03\x12\n\n\x06REFUSE\x10\x04\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'actr.signaling_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNALINGFRAME']._serialized_start=49
-  _globals['_SIGNALINGFRAME']._serialized_end=2466
+  _globals['_SIGNALINGFRAME']._serialized_end=2598
   _globals['_SIGNALINGFRAME_HELLO']._serialized_start=844
   _globals['_SIGNALINGFRAME_HELLO']._serialized_end=883
   _globals['_SIGNALINGFRAME_CHALLENGE']._serialized_start=885
@@ -43,35 +43,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNALINGFRAME_CALLERFILTER']._serialized_start=967
   _globals['_SIGNALINGFRAME_CALLERFILTER']._serialized_end=1010
   _globals['_SIGNALINGFRAME_REGISTER']._serialized_start=1013
-  _globals['_SIGNALINGFRAME_REGISTER']._serialized_end=1187
-  _globals['_SIGNALINGFRAME_REGISTERED']._serialized_start=1189
-  _globals['_SIGNALINGFRAME_REGISTERED']._serialized_end=1298
-  _globals['_SIGNALINGFRAME_DISCOVER']._serialized_start=1300
-  _globals['_SIGNALINGFRAME_DISCOVER']._serialized_end=1400
-  _globals['_SIGNALINGFRAME_PEERS']._serialized_start=1402
-  _globals['_SIGNALINGFRAME_PEERS']._serialized_end=1479
-  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_start=1482
-  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_end=1639
-  _globals['_SIGNALINGFRAME_RELAYED']._serialized_start=1641
-  _globals['_SIGNALINGFRAME_RELAYED']._serialized_end=1670
-  _globals['_SIGNALINGFRAME_LANEREPORT']._serialized_start=1672
-  _globals['_SIGNALINGFRAME_LANEREPORT']._serialized_end=1730
-  _globals['_SIGNALINGFRAME_NODEREPORT']._serialized_start=1733
-  _globals['_SIGNALINGFRAME_NODEREPORT']._serialized_end=1896
-  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_start=1898
-  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_end=1958
-  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_start=1960
-  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_end=1994
-  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_start=1996
-  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_end=2008
-  _globals['_SIGNALINGFRAME_INSPECT']._serialized_start=2010
-  _globals['_SIGNALINGFRAME_INSPECT']._serialized_end=2055
-  _globals['_SIGNALINGFRAME_NODESTATUS']._serialized_start=2058
-  _globals['_SIGNALINGFRAME_NODESTATUS']._serialized_end=2210
-  _globals['_SIGNALINGFRAME_INSPECTION']._serialized_start=2212
-  _globals['_SIGNALINGFRAME_INSPECTION']._serialized_end=2313
-  _globals['_SIGNALINGFRAME_ERROR']._serialized_start=2315
-  _globals['_SIGNALINGFRAME_ERROR']._serialized_end=2373
-  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_start=2375
-  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_end=2458
+  _globals['_SIGNALINGFRAME_REGISTER']._serialized_end=1203
+  _globals['_SIGNALINGFRAME_REGISTERED']._serialized_start=1205
+  _globals['_SIGNALINGFRAME_REGISTERED']._serialized_end=1314
+  _globals['_SIGNALINGFRAME_DISCOVER']._serialized_start=1316
+  _globals['_SIGNALINGFRAME_DISCOVER']._serialized_end=1416
+  _globals['_SIGNALINGFRAME_PEERS']._serialized_start=1419
+  _globals['_SIGNALINGFRAME_PEERS']._serialized_end=1549
+  _globals['_SIGNALINGFRAME_PEERADDRESS']._serialized_start=1551
+  _globals['_SIGNALINGFRAME_PEERADDRESS']._serialized_end=1611
+  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_start=1614
+  _globals['_SIGNALINGFRAME_RELAYMESSAGE']._serialized_end=1771
+  _globals['_SIGNALINGFRAME_RELAYED']._serialized_start=1773
+  _globals['_SIGNALINGFRAME_RELAYED']._serialized_end=1802
+  _globals['_SIGNALINGFRAME_LANEREPORT']._serialized_start=1804
+  _globals['_SIGNALINGFRAME_LANEREPORT']._serialized_end=1862
+  _globals['_SIGNALINGFRAME_NODEREPORT']._serialized_start=1865
+  _globals['_SIGNALINGFRAME_NODEREPORT']._serialized_end=2028
+  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_start=2030
+  _globals['_SIGNALINGFRAME_HEARTBEAT']._serialized_end=2090
+  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_start=2092
+  _globals['_SIGNALINGFRAME_HEARTBEATACK']._serialized_end=2126
+  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_start=2128
+  _globals['_SIGNALINGFRAME_UNREGISTER']._serialized_end=2140
+  _globals['_SIGNALINGFRAME_INSPECT']._serialized_start=2142
+  _globals['_SIGNALINGFRAME_INSPECT']._serialized_end=2187
+  _globals['_SIGNALINGFRAME_NODESTATUS']._serialized_start=2190
+  _globals['_SIGNALINGFRAME_NODESTATUS']._serialized_end=2342
+  _globals['_SIGNALINGFRAME_INSPECTION']._serialized_start=2344
+  _globals['_SIGNALINGFRAME_INSPECTION']._serialized_end=2445
+  _globals['_SIGNALINGFRAME_ERROR']._serialized_start=2447
+  _globals['_SIGNALINGFRAME_ERROR']._serialized_end=2505
+  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_start=2507
+  _globals['_SIGNALINGFRAME_RELAYKIND']._serialized_end=2590
 # @@protoc_insertion_point(module_scope)

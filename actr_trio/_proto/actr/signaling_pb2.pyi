@@ -49,18 +49,20 @@ class SignalingFrame(_message.Message):
         deny: _containers.RepeatedScalarFieldContainer[str]
         def __init__(self, allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ...) -> None: ...
     class Register(_message.Message):
-        __slots__ = ("actr_type", "previous_id", "visible_to", "public_key", "signature")
+        __slots__ = ("actr_type", "previous_id", "visible_to", "public_key", "signature", "listen")
         ACTR_TYPE_FIELD_NUMBER: _ClassVar[int]
         PREVIOUS_ID_FIELD_NUMBER: _ClassVar[int]
         VISIBLE_TO_FIELD_NUMBER: _ClassVar[int]
         PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
         SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+        LISTEN_FIELD_NUMBER: _ClassVar[int]
         actr_type: _types_pb2.ActrType
         previous_id: _types_pb2.ActrId
         visible_to: _containers.RepeatedCompositeFieldContainer[SignalingFrame.CallerFilter]
         public_key: bytes
         signature: bytes
-        def __init__(self, actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., previous_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., visible_to: _Optional[_Iterable[_Union[SignalingFrame.CallerFilter, _Mapping]]] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+        listen: str
+        def __init__(self, actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., previous_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., visible_to: _Optional[_Iterable[_Union[SignalingFrame.CallerFilter, _Mapping]]] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., listen: _Optional[str] = ...) -> None: ...
     class Registered(_message.Message):
         __slots__ = ("actr_id", "presence_timeout", "credential", "issuer_key")
         ACTR_ID_FIELD_NUMBER: _ClassVar[int]
@@ -84,14 +86,23 @@ class SignalingFrame(_message.Message):
         page_size: int
         def __init__(self, request_id: _Optional[int] = ..., actr_type: _Optional[_Union[_types_pb2.ActrType, _Mapping]] = ..., cursor: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
     class Peers(_message.Message):
-        __slots__ = ("request_id", "peers", "next_cursor")
+        __slots__ = ("request_id", "peers", "next_cursor", "addresses")
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
         PEERS_FIELD_NUMBER: _ClassVar[int]
         NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+        ADDRESSES_FIELD_NUMBER: _ClassVar[int]
         request_id: int
         peers: _containers.RepeatedCompositeFieldContainer[_types_pb2.ActrId]
         next_cursor: int
-        def __init__(self, request_id: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[_types_pb2.ActrId, _Mapping]]] = ..., next_cursor: _Optional[int] = ...) -> None: ...
+        addresses: _containers.RepeatedCompositeFieldContainer[SignalingFrame.PeerAddress]
+        def __init__(self, request_id: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[_types_pb2.ActrId, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[SignalingFrame.PeerAddress, _Mapping]]] = ...) -> None: ...
+    class PeerAddress(_message.Message):
+        __slots__ = ("actr_id", "listen")
+        ACTR_ID_FIELD_NUMBER: _ClassVar[int]
+        LISTEN_FIELD_NUMBER: _ClassVar[int]
+        actr_id: _types_pb2.ActrId
+        listen: str
+        def __init__(self, actr_id: _Optional[_Union[_types_pb2.ActrId, _Mapping]] = ..., listen: _Optional[str] = ...) -> None: ...
     class RelayMessage(_message.Message):
         __slots__ = ("request_id", "source", "target", "kind", "payload")
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

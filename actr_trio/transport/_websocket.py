@@ -1,0 +1,850 @@
+"""Direct WebSocket transport: trio-websocket links between nodes that can reach each other.
+
+Pure Trio (no asyncio, no aiortc). A node with ``Config.listen`` binds a TCP listener
+(:meth:`WebSocketTransport.listen`, before registration, so the bound address is advertised in
+it); peers learn the address from discovery (``SignalingSession.peer_address``) and dial it.
+Any node can dial; only a listening node can be dialled. One connection per pair of nodes,
+used in both directions, whoever dialled.
+
+Identity. The first messages of every connection are the handshake of ``_websocket_handshake``:
+each side signs the other's fresh nonce with its node key and shows its credential from
+signaling, so the node at the other end of an open link is the one its credential names,
+exactly as the DTLS binding proves it on WebRTC. A connection that fails the proof is closed
+with a WebSocket close code and a reason (:data:`CLOSE_NOT_AUTHENTICATED`) and counted; the
+dialler's senders get ``PeerNotAuthenticated``.
+
+Admission. The listener keeps the bounds of WebRTC links (``_admission``): at most
+``max_negotiating_links`` connections in their handshake at once and ``max_links`` links in
+all (a connection beyond either is closed at once, before any byte is read, and counted);
+each handshake must end within ``connect_timeout``; an authenticated dialler then passes
+:meth:`Admission.check_offer` (its rate, the node's rate, the caps) like a WebRTC offer, and a
+refusal closes the connection with :data:`CLOSE_REFUSED` and ``"CODE message"``, which the
+dialler raises as ``LinkRefused``.
+
+Glare. When both nodes dial each other at once, the connection dialled by the lower ``ActrId``
+stays (as on WebRTC): the higher one's dial is closed with :data:`CLOSE_GLARE` and its senders
+wait for the other connection. An authenticated connection from a peer replaces the link we
+had with it (it restarted).
+
+Lanes, framing, flow control (``_websocket_link``): the same ``FrameEncoder`` frames per lane
+as WebRTC, a lane byte in front, and the same credit windows granted back on a CONTROL lane as
+the runtime consumes; TCP's own backpressure does the rest. SIGNAL, RELIABLE and LATENCY_FIRST
+all arrive complete and in order here (LATENCY_FIRST is still dropped, and credited at once,
+when the runtime's inbound buffer is over half full). Media tracks are WebRTC-only:
+:meth:`publish_track` raises ``MediaUnsupported``.
+
+Shutdown: cancelling ``run`` closes every connection (a close frame, bounded by
+:data:`CLOSE_GRACE`); the listener socket closes when ``listen`` is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+    wrap_server_stream,
+)
+
+from .._config import Config
+from .._ids import ActrId
+from .._lanes import Lane
+from .._logging import TRANSPORT, RateLimiter
+from ..errors import (
+    LinkRefused,
+    MediaUnsupported,
+    PeerNotAuthenticated,
+    PeerUnavailable,
+    ShuttingDown,
+)
+from . import _websocket_handshake as handshake
+from ._abc import Inbound, InboundPackets, MediaSource, SignalingSession
+from ._admission import Admission, AdmissionStatistics, decode_refusal, encode_refusal
+from ._frames import MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder, FrameError
+from ._websocket_address import format_address, parse_address
+from ._websocket_link import (
+    CONTROL,
+    CREDIT,
+    DATA_LANES,
+    FRAME_OVERHEAD,
+    INBOUND_BUFFER,
+    INDEX_OF_LANE,
+    Counters,
+    InboundChannel,
+    Link,
+    wait_credit,
+    wait_idle,
+)
+
+__all__ = ["WebSocketStatistics", "WebSocketTransport"]
+
+log = logging.getLogger(TRANSPORT)
+
+#: The HTTP path of a link (anything else is answered 404).
+RESOURCE: Final = "/actr/link/v1"
+#: Seconds a link may take from first use (dialler) or accept (listener) to open.
+CONNECT_TIMEOUT: Final = 10.0
+#: Seconds a close handshake may take at link teardown (shielded).
+CLOSE_GRACE: Final = 2.0
+#: WebSocket close codes of a refused connection (the reason says why).
+CLOSE_NOT_AUTHENTICATED: Final = 4001
+CLOSE_REFUSED: Final = 4003
+CLOSE_WRONG_NODE: Final = 4004
+CLOSE_TIMEOUT: Final = 4008
+CLOSE_GLARE: Final = 4009
+#: A close reason is at most 123 bytes (a control frame's payload less the code).
+_MAX_REASON: Final = 120
+
+
+@attrs.frozen
+class WebSocketStatistics:
+    """Counters of one WebSocket transport (a snapshot).
+
+    Attributes:
+        address: the advertised listen address, or None (no listener).
+        peers: links currently open or opening.
+        links_opened / links_failed / links_forgotten: as for WebRTC.
+        dials_failed: links this node dialled that did not open (refused, unreachable, proof).
+        frames_sent / packets_sent / frames_received / packets_received: data on the lanes.
+        dropped_latency_first: LatencyFirst packets dropped because the runtime fell behind.
+        credit_waits: times a sender waited for the receiver's runtime to consume.
+        overflows: links closed because reliable data found the inbound buffer full.
+        handshakes_refused: connections closed because a proof did not verify.
+        connections_refused: connections closed on accept (over the admission caps).
+        handshake_timeouts: connections closed because the handshake overran.
+        malformed: links closed because of a malformed message.
+        link_errors: links closed by an unexpected exception.
+        admission: the shared admission counters (see ``_admission``).
+    """
+
+    address: str | None
+    peers: int
+    links_opened: int
+    links_failed: int
+    links_forgotten: int
+    dials_failed: int
+    frames_sent: int
+    packets_sent: int
+    frames_received: int
+    packets_received: int
+    dropped_latency_first: int
+    credit_waits: int
+    overflows: int
+    handshakes_refused: int
+    connections_refused: int
+    handshake_timeouts: int
+    malformed: int
+    link_errors: int
+    admission: AdmissionStatistics
+
+
+class WebSocketTransport:
+    """The direct WebSocket implementation of ``Transport`` (see the module docstring).
+
+    Args:
+        config: ``listen`` (what :meth:`listen` binds), ``max_payload`` and the admission
+            limits (``max_links``, ``max_negotiating_links``, ``offers_per_peer_rate``,
+            ``offers_per_peer_burst``, ``offers_total_rate``) are used.
+        connect_timeout: seconds a link may take to open (dial and handshake).
+        max_frame_size: largest frame written per message.
+    """
+
+    name: Final = "websocket"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        max_frame_size: int = MAX_FRAME_SIZE,
+    ) -> None:
+        FrameEncoder(max_frame_size)  # validates the size
+        self._config = config
+        self._connect_timeout = connect_timeout
+        self._max_frame_size = max_frame_size
+        self._max_packet = config.max_payload + PACKET_OVERHEAD
+        self._max_message = max_frame_size + 1
+        self._session: SignalingSession | None = None
+        self._local: ActrId | None = None
+        self._closed = False
+        self._nursery: trio.Nursery | None = None
+        self._listener: trio.SocketListener | None = None
+        self._address: str | None = None
+        self._links: dict[ActrId, Link] = {}
+        self._arrived = trio.lowlevel.ParkingLot()  # unparked when a link registers
+        self._handshaking = 0  # accepted connections still in their handshake
+        self._inbound_send, inbound_recv = trio.open_memory_channel[tuple[Link | None, Inbound]](
+            INBOUND_BUFFER
+        )
+        self._inbound = InboundChannel(inbound_recv)
+        self._counters = Counters()
+        self._admission = Admission(
+            max_links=config.max_links,
+            max_negotiating=config.max_negotiating_links,
+            peer_rate=config.offers_per_peer_rate,
+            peer_burst=config.offers_per_peer_burst,
+            total_rate=config.offers_total_rate,
+            max_payload=handshake.MAX_HANDSHAKE_MESSAGE,
+            now=time.monotonic(),
+        )
+        self._rate = RateLimiter(trio.current_time)
+
+    def __repr__(self) -> str:
+        return f"<WebSocketTransport {self._local} peers={len(self._links)} at {self._address}>"
+
+    @property
+    def inbound(self) -> trio.abc.ReceiveChannel[Inbound]:
+        """What peers sent to this node; ends (EndOfChannel) when the transport closed."""
+        return self._inbound
+
+    @property
+    def address(self) -> str | None:
+        """The advertised listen address once :meth:`listen` bound it, else None."""
+        return self._address
+
+    def statistics(self) -> WebSocketStatistics:
+        """A snapshot of this transport's counters."""
+        c = self._counters
+        return WebSocketStatistics(
+            address=self._address,
+            peers=len(self._links),
+            links_opened=c.links_opened,
+            links_failed=c.links_failed,
+            links_forgotten=c.links_forgotten,
+            dials_failed=c.dials_failed,
+            frames_sent=c.frames_sent,
+            packets_sent=c.packets_sent,
+            frames_received=c.frames_received,
+            packets_received=c.packets_received,
+            dropped_latency_first=c.dropped_latency_first,
+            credit_waits=c.credit_waits,
+            overflows=c.overflows,
+            handshakes_refused=c.handshakes_refused,
+            connections_refused=c.connections_refused,
+            handshake_timeouts=c.handshake_timeouts,
+            malformed=c.malformed,
+            link_errors=c.link_errors,
+            admission=self._admission.statistics(),
+        )
+
+    def linked(self, peer: ActrId) -> bool:
+        """Whether an open link to ``peer`` exists (whoever dialled)."""
+        link = self._links.get(peer)
+        return link is not None and link.ready.is_set() and link.failure is None
+
+    def open_links(self) -> list[ActrId]:
+        """Peers with an open link now."""
+        return [peer for peer in self._links if self.linked(peer)]
+
+    def inbound_sender(self) -> trio.MemorySendChannel[tuple[Link | None, Inbound]]:
+        """A clone of the inbound channel's send side, for a transport that shares ``inbound``
+        (``DualTransport``): items sent with ``None`` are delivered as they are; ``inbound``
+        ends once ``run`` ended and every clone was closed."""
+        return self._inbound_send.clone()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def listen(self, *, task_status: trio.TaskStatus[str | None]) -> None:
+        """Bind ``Config.listen``; ``task_status.started(address)`` with the address to
+        advertise (``None`` without ``Config.listen``); hold the socket until cancelled.
+
+        Raises:
+            OSError: the address cannot be bound (in use, not this host's).
+        """
+        if self._config.listen is None:
+            task_status.started(None)
+            return
+        host, port = parse_address(self._config.listen, allow_any_port=True)
+        found = await trio.socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, sockaddr = found[0]
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await sock.bind(sockaddr)
+            sock.listen(min(socket.SOMAXCONN, 128))
+            listener = trio.SocketListener(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener = listener
+        self._address = format_address(host, sock.getsockname()[1])
+        log.info("taking direct WebSocket links on %s", self._address)
+        try:
+            task_status.started(self._address)
+            await trio.sleep_forever()
+        finally:
+            self._listener = None
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+
+    async def run(
+        self,
+        session: SignalingSession,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled; ``task_status.started()`` once ``send`` may be called.
+
+        Accepts connections on the socket :meth:`listen` bound, if it did. Cancellation
+        closes every link; ``inbound`` then ends.
+        """
+        if self._session is not None:
+            raise RuntimeError(f"{self!r} was already run")
+        self._session = session
+        self._local = session.actr_id
+        try:
+            with self._inbound_send:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    if self._listener is not None:
+                        nursery.start_soon(self._serve_listener, self._listener)
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            self._closed = True
+            self._nursery = None
+            for link in self._links.values():
+                for outbox in link.outboxes.values():
+                    outbox.fail(ShuttingDown("transport is closed"))
+            self._links.clear()
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, peer: ActrId, lane: Lane, packets: Sequence[bytes]) -> None:
+        """Send ``packets`` to ``peer`` on ``lane``, dialling the peer's advertised address
+        on first use.
+
+        Raises:
+            PeerUnavailable: the peer advertises no address, or the link did not open
+                (``PeerNotAuthenticated``: its proof failed; ``LinkRefused``: it refused us, or
+                this node holds ``max_links`` links).
+            ShuttingDown: the transport is closed.
+        """
+        if lane not in INDEX_OF_LANE:
+            raise ValueError(f"lane={lane!r} is not a data lane (media tracks need WebRTC)")
+        link = await self._link_for(peer)
+        await link.outboxes[lane].put(packets)
+
+    def forget(self, peer: ActrId) -> None:
+        """Drop the link to ``peer``; the next ``send`` dials again."""
+        link = self._links.pop(peer, None)
+        if link is not None:
+            self._counters.links_forgotten += 1
+            link.superseded = True
+            link.break_("forgotten: the peer stopped acknowledging or said goodbye")
+
+    async def publish_track(self, peer: ActrId, track: MediaSource) -> None:
+        """Media tracks need WebRTC.
+
+        Raises:
+            MediaUnsupported: always.
+        """
+        await trio.lowlevel.checkpoint()
+        raise MediaUnsupported(
+            f"cannot publish track {track.id!r} to {peer} over a direct WebSocket link: media"
+            " tracks travel over WebRTC only"
+        )
+
+    async def _link_for(self, peer: ActrId) -> Link:
+        while True:
+            if self._closed or self._local is None or self._nursery is None:
+                raise ShuttingDown("transport is closed")
+            link = self._links.get(peer)
+            if link is None:
+                link = self._dial(peer)
+            await link.ready.wait()
+            if link.failure is None:
+                return link
+            if link.glare:
+                await self._wait_arrival(peer, link)
+            elif not link.superseded:
+                raise link.error()
+
+    def _dial(self, peer: ActrId) -> Link:
+        assert self._session is not None and self._nursery is not None
+        address = self._session.peer_address(peer)
+        if address is None:
+            raise PeerUnavailable(f"{peer} advertises no WebSocket address")
+        refusal = self._admission.check_outbound()
+        if refusal is not None:
+            raise LinkRefused(f"{peer}: not linked: {refusal.message}", refusal.code)
+        link = Link(peer, True, self._max_frame_size, self._max_packet, address)
+        self._links[peer] = link
+        self._admission.link_started()
+        self._nursery.start_soon(self._run_dialled, link)
+        return link
+
+    async def _wait_arrival(self, peer: ActrId, old: Link) -> None:
+        """After glare: wait (bounded) for the peer's own connection to register."""
+        with trio.move_on_after(self._connect_timeout):
+            while self._links.get(peer) in (None, old):
+                await self._arrived.park()
+
+    # ------------------------------------------------------------------ dialling
+
+    async def _run_dialled(self, link: Link) -> None:
+        ws: WebSocketConnection | None = None
+        stream: trio.SocketStream | None = None
+        try:
+            async with trio.open_nursery() as ws_nursery:
+                try:
+                    with trio.move_on_after(self._connect_timeout) as connecting:
+                        stream = await self._connect(link)
+                        if stream is not None:
+                            ws = await self._dial_handshake(ws_nursery, link, stream)
+                    if connecting.cancelled_caught:
+                        link.break_(f"did not connect within {self._connect_timeout} s")
+                    if ws is not None and not link.broken.is_set():
+                        await self._serve(link, ws)
+                except Exception as exc:  # a bug or an unexpected library error: this link only
+                    self._link_error(link, exc)
+                finally:
+                    await self._close(link, ws)
+                    # Also when the peer closed the WebSocket first (trio-websocket then
+                    # leaves the TCP stream to its reader task, which is cancelled next).
+                    if stream is not None:
+                        await trio.aclose_forcefully(stream)
+                    ws_nursery.cancel_scope.cancel()
+        finally:
+            self._ended(link)
+
+    async def _connect(self, link: Link) -> trio.SocketStream | None:
+        try:
+            host, port = parse_address(link.address)
+            return await trio.open_tcp_stream(host, port)
+        except (OSError, ValueError) as exc:
+            link.break_(f"direct WebSocket to {link.address} failed: {exc!r}")
+            return None
+
+    async def _dial_handshake(
+        self, nursery: trio.Nursery, link: Link, stream: trio.SocketStream
+    ) -> WebSocketConnection | None:
+        """Connect to the peer and prove identities both ways; the link is broken on failure
+        (and the connection, if there is one, still returned for the caller to close)."""
+        session = self._session
+        assert session is not None and self._local is not None
+        try:
+            ws = await wrap_client_stream(
+                nursery,
+                stream,
+                link.address,
+                RESOURCE,
+                message_queue_size=1,
+                max_message_size=self._max_message,
+            )
+        except (OSError, HandshakeError, ConnectionClosed) as exc:
+            link.break_(f"direct WebSocket to {link.address} failed: {exc!r}")
+            return None
+        nonce_d = handshake.new_nonce()
+        try:
+            await ws.send_message(handshake.hello(nonce_d, dialler=self._local, target=link.peer))
+            nonce_l, _ = handshake.check_challenge(
+                await ws.get_message(),
+                nonce_d=nonce_d,
+                local=self._local,
+                peer=link.peer,
+                issuer_key=session.issuer_key,
+                now=time.time(),
+            )
+            await ws.send_message(
+                handshake.proof(
+                    nonce_d=nonce_d,
+                    nonce_l=nonce_l,
+                    local=self._local,
+                    peer=link.peer,
+                    credential=session.credential,
+                    sign=session.node_key.sign,
+                )
+            )
+            if not handshake.is_accept(await ws.get_message()):
+                raise PeerNotAuthenticated("handshake: the peer did not accept our proof")
+        except PeerNotAuthenticated as exc:
+            self._counters.handshakes_refused += 1
+            self._rate.log(
+                log,
+                logging.WARNING,
+                (link.peer, "proof"),
+                "refused the direct WebSocket link to %s at %s: %s",
+                link.peer,
+                link.address,
+                exc,
+            )
+            link.break_(f"WebSocket handshake refused: {exc}", PeerNotAuthenticated)
+            await self._refuse(ws, CLOSE_NOT_AUTHENTICATED, str(exc))
+        except ConnectionClosed as exc:
+            self._closed_by_listener(link, exc)
+        return ws  # the caller closes it (link broken: without serving it)
+
+    def _closed_by_listener(self, link: Link, exc: ConnectionClosed) -> None:
+        code = exc.reason.code if exc.reason is not None else 1006
+        text = (exc.reason.reason if exc.reason is not None else None) or "no reason given"
+        if code == CLOSE_GLARE:
+            link.glare = True
+            link.superseded = True
+            link.break_(f"glare: {text}")
+        elif code == CLOSE_REFUSED:
+            link.refused_by_peer(decode_refusal(text))
+        elif code == CLOSE_NOT_AUTHENTICATED:
+            link.break_(f"the peer refused our handshake: {text}", PeerNotAuthenticated)
+        else:
+            link.break_(f"connection closed during the handshake ({code}: {text})")
+
+    # ------------------------------------------------------------------ accepting
+
+    async def _serve_listener(self, listener: trio.SocketListener) -> None:
+        assert self._nursery is not None
+        while True:
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return  # listen() ended: no more connections
+            except OSError as exc:  # out of descriptors, say: the next accept may succeed
+                log.warning("accepting a WebSocket connection failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            admission = self._admission
+            if (
+                self._handshaking >= admission.max_negotiating
+                or admission.links + self._handshaking >= admission.max_links
+            ):
+                self._counters.connections_refused += 1
+                self._rate.log(
+                    log,
+                    logging.WARNING,
+                    "ws refused",
+                    "refused a WebSocket connection: %d in their handshake, %d links"
+                    " (max_negotiating_links=%d, max_links=%d)",
+                    self._handshaking,
+                    admission.links,
+                    admission.max_negotiating,
+                    admission.max_links,
+                )
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                continue
+            self._handshaking += 1
+            self._nursery.start_soon(self._run_accepted, stream)
+
+    async def _run_accepted(self, stream: trio.SocketStream) -> None:
+        link: Link | None = None
+        ws: WebSocketConnection | None = None
+        counted = True
+        try:
+            async with trio.open_nursery() as ws_nursery:
+                try:
+                    with trio.move_on_after(self._connect_timeout) as connecting:
+                        ws, link = await self._accept_handshake(ws_nursery, stream)
+                    self._handshaking -= 1
+                    counted = False
+                    if connecting.cancelled_caught:
+                        self._counters.handshake_timeouts += 1
+                        log.debug("a WebSocket handshake did not finish in time")
+                    if link is not None and ws is not None:
+                        await self._serve(link, ws)
+                except Exception as exc:  # a bug or an unexpected library error: this link only
+                    if link is not None:
+                        self._link_error(link, exc)
+                    else:
+                        log.warning("a WebSocket connection failed in its handshake: %r", exc)
+                finally:
+                    if counted:
+                        self._handshaking -= 1
+                    if link is not None:
+                        await self._close(link, ws)
+                    elif ws is not None:
+                        await self._refuse(ws, CLOSE_TIMEOUT, "handshake did not finish")
+                    await trio.aclose_forcefully(stream)
+                    ws_nursery.cancel_scope.cancel()
+        finally:
+            if link is not None:
+                self._ended(link)
+
+    async def _accept_handshake(
+        self, nursery: trio.Nursery, stream: trio.SocketStream
+    ) -> tuple[WebSocketConnection | None, Link | None]:
+        """Upgrade, read the dialler's proof, admit it: the new link, or (ws, None) refused."""
+        session = self._session
+        assert session is not None and self._local is not None
+        try:
+            request = await wrap_server_stream(
+                nursery, stream, message_queue_size=1, max_message_size=self._max_message
+            )
+            if request.path != RESOURCE:
+                await request.reject(404)
+                return None, None
+            ws = await request.accept()
+        except (HandshakeError, ConnectionClosed, trio.BrokenResourceError) as exc:
+            log.debug("a WebSocket upgrade failed: %r", exc)
+            return None, None
+        try:
+            first = await ws.get_message()
+            hello = handshake.read_hello(first)
+            if hello.target != self._local:
+                await self._refuse(
+                    ws, CLOSE_WRONG_NODE, f"this is {self._local}, not {hello.target}"
+                )
+                return ws, None
+            nonce_l = handshake.new_nonce()
+            await ws.send_message(
+                handshake.challenge(
+                    hello,
+                    nonce_l,
+                    local=self._local,
+                    credential=session.credential,
+                    sign=session.node_key.sign,
+                )
+            )
+            handshake.check_proof(
+                await ws.get_message(),
+                hello=hello,
+                nonce_l=nonce_l,
+                local=self._local,
+                issuer_key=session.issuer_key,
+                now=time.time(),
+            )
+        except PeerNotAuthenticated as exc:
+            self._counters.handshakes_refused += 1
+            self._rate.log(
+                log,
+                logging.WARNING,
+                "ws proof",
+                "refused a direct WebSocket connection from %s: %s",
+                _remote(stream),
+                exc,
+            )
+            await self._refuse(ws, CLOSE_NOT_AUTHENTICATED, str(exc))
+            return ws, None
+        except ConnectionClosed:
+            return ws, None
+        return ws, await self._admit(ws, hello.dialler, len(first), _remote(stream))
+
+    async def _admit(
+        self, ws: WebSocketConnection, peer: ActrId, size: int, remote: str
+    ) -> Link | None:
+        """Admit the authenticated ``peer`` (or refuse it, closing ``ws``); send ACCEPT."""
+        assert self._local is not None
+        current = self._links.get(peer)
+        if current is not None and current.dialler and not current.ready.is_set():
+            if self._local < peer:
+                await self._refuse(ws, CLOSE_GLARE, f"{self._local} is dialling {peer}")
+                return None
+            current.superseded = True
+            current.break_("glare: the peer's dial is kept")
+        now = time.monotonic()
+        replaces = None if current is None else current.ready.is_set()
+        refusal = self._admission.check_offer(peer, size, now, replaces=replaces)
+        if refusal is not None:
+            self._rate.log(
+                log,
+                logging.WARNING,
+                ("ws refused", refusal.code),
+                "refused a direct WebSocket link from %s: %s",
+                peer,
+                refusal.message,
+            )
+            await self._refuse(ws, CLOSE_REFUSED, encode_refusal(refusal))
+            return None
+        if current is not None and self._links.get(peer) is current:
+            current.superseded = True
+            current.break_("superseded by a new link from the peer")
+        link = Link(peer, False, self._max_frame_size, self._max_packet, remote)
+        self._links[peer] = link
+        self._admission.link_started()
+        await ws.send_message(handshake.accept())
+        return link
+
+    async def _refuse(self, ws: WebSocketConnection, code: int, reason: str) -> None:
+        with trio.move_on_after(CLOSE_GRACE, shield=True):
+            await ws.aclose(code, _reason(reason))
+
+    # ------------------------------------------------------------------ an open link
+
+    async def _serve(self, link: Link, ws: WebSocketConnection) -> None:
+        self._counters.links_opened += 1
+        self._admission.link_ready()
+        link.opened = True
+        link.ready.set()
+        self._arrived.unpark_all()
+        log.info(
+            "linked to %s over WebSocket (%s, %s)",
+            link.peer,
+            "we dialled" if link.dialler else "it dialled",
+            link.address,
+        )
+        async with trio.open_nursery() as nursery:
+            for lane in DATA_LANES:
+                nursery.start_soon(self._guarded, link, self._flush, ws, lane)
+            nursery.start_soon(self._guarded, link, self._read, ws)
+            nursery.start_soon(self._guarded, link, self._write_control, ws)
+            await link.broken.wait()
+            nursery.cancel_scope.cancel(reason="link closed")
+
+    async def _guarded(
+        self, link: Link, fn: Callable[..., Awaitable[None]], *args: object
+    ) -> None:
+        """Run one of ``link``'s tasks: whatever it raises closes the link, nothing more."""
+        try:
+            await fn(link, *args)
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            code = reason.code if reason is not None else 1006
+            text = (reason.reason if reason is not None else None) or "no reason given"
+            link.break_(f"connection closed ({code}: {text})")
+        except FrameError as exc:
+            self._malformed(link, str(exc))
+        except Exception as exc:
+            self._link_error(link, exc)
+
+    def _link_error(self, link: Link, exc: Exception) -> None:
+        self._counters.link_errors += 1
+        self._rate.log(
+            log, logging.WARNING, (link.peer, "error"), "link to %s failed: %r", link.peer, exc
+        )
+        link.break_(f"link error: {exc!r}")
+
+    async def _flush(self, link: Link, ws: WebSocketConnection, lane: Lane) -> None:
+        """Write the lane's outbox as frames, each within the receiver's credit."""
+        outbox = link.outboxes[lane]
+        encoder = link.encoders[lane]
+        prefix = bytes([INDEX_OF_LANE[lane]])
+        counters = self._counters
+        payload_per_frame = self._max_frame_size - FRAME_OVERHEAD
+        while True:
+            await outbox.wait_pending()
+            await wait_idle(outbox, self._max_frame_size)
+            await wait_credit(link, lane, counters)
+            packets = outbox.take(link.credits[lane] * payload_per_frame)
+            for frame in encoder.encode(packets):
+                await wait_credit(link, lane, counters)
+                link.credits[lane] -= 1
+                await ws.send_message(prefix + frame)
+                counters.frames_sent += 1
+            counters.packets_sent += len(packets)
+
+    async def _write_control(self, link: Link, ws: WebSocketConnection) -> None:
+        while True:
+            grants = link.take_grants()
+            if not grants:
+                await link.control_lot.park()
+                continue
+            for message in grants:
+                await ws.send_message(message)
+
+    async def _read(self, link: Link, ws: WebSocketConnection) -> None:
+        counters = self._counters
+        inbound = self._inbound_send
+        while True:
+            message = await ws.get_message()
+            if not isinstance(message, bytes) or not message:
+                raise FrameError("a text or empty message on a link")
+            index = message[0]
+            if index == CONTROL:
+                self._on_control(link, message)
+                continue
+            if index >= len(DATA_LANES):
+                raise FrameError(f"unknown lane {index}")
+            lane = DATA_LANES[index]
+            decoder = link.decoders[lane]
+            packets = decoder.feed(message[1:])
+            if decoder.skipped_frames:
+                raise FrameError(f"a gap in the frames of {lane.name} (TCP loses nothing)")
+            counters.frames_received += 1
+            if not packets:
+                link.grant(lane, 1, now=True)  # a fragment: its frame is done with
+                continue
+            counters.packets_received += len(packets)
+            item = InboundPackets(link.peer, lane, packets)
+            if lane is Lane.LATENCY_FIRST:
+                if inbound.statistics().current_buffer_used >= INBOUND_BUFFER // 2:
+                    counters.dropped_latency_first += len(packets)
+                    link.grant(lane, 1, now=True)
+                    continue
+            try:
+                inbound.send_nowait((link, item))
+            except trio.WouldBlock:
+                counters.overflows += 1
+                log.warning(
+                    "inbound buffer full: closing the link to %s (the runtime resends)",
+                    link.peer,
+                )
+                link.break_("inbound buffer overflow")
+                return
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+
+    def _on_control(self, link: Link, message: bytes) -> None:
+        if len(message) != 1 + CREDIT.size:
+            raise FrameError(f"CONTROL message of {len(message)} bytes")
+        kind, index, frames = CREDIT.unpack_from(message, 1)
+        if kind != b"C" or index >= len(DATA_LANES):
+            raise FrameError(f"unknown CONTROL message {message[:2]!r}")
+        link.on_credit(DATA_LANES[index], frames)
+
+    def _malformed(self, link: Link, why: str) -> None:
+        self._counters.malformed += 1
+        self._rate.log(
+            log,
+            logging.WARNING,
+            (link.peer, "malformed"),
+            "malformed data from %s, closing the link: %s",
+            link.peer,
+            why,
+        )
+        link.break_(f"malformed data: {why}")
+
+    # ------------------------------------------------------------------ teardown
+
+    async def _close(self, link: Link, ws: WebSocketConnection | None) -> None:
+        """Fail the link's senders, close the connection (shielded, bounded)."""
+        if link.failure is None:
+            link.break_("transport closed")
+        if self._links.get(link.peer) is link:
+            del self._links[link.peer]
+        error: ShuttingDown | PeerUnavailable = (
+            ShuttingDown("transport is closed") if self._closed else link.error()
+        )
+        for outbox in link.outboxes.values():
+            outbox.fail(error)
+        link.ready.set()
+        if ws is not None:
+            with trio.move_on_after(CLOSE_GRACE, shield=True):
+                await ws.aclose(1000, _reason(link.failure or "closed"))
+        quiet = self._closed or link.superseded or link.failure == "transport closed"
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "WebSocket link to %s closed: %s",
+            link.peer,
+            link.failure,
+        )
+
+    def _ended(self, link: Link) -> None:
+        """Account for a link whose task ended (it was counted by ``link_started``)."""
+        if not link.superseded and not self._closed:
+            self._counters.links_failed += 1
+            if link.dialler and not link.opened:
+                self._counters.dials_failed += 1
+        self._admission.link_ended(was_ready=link.opened)
+
+
+def _reason(text: str) -> str:
+    """A close reason that fits a control frame (at most 123 bytes of UTF-8)."""
+    return text.encode()[:_MAX_REASON].decode(errors="ignore")
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return format_address(str(host), int(port))
