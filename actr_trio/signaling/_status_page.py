@@ -6,7 +6,8 @@ Who may look:
 * bound to a loopback address (the default), anyone on this machine sees every realm; the
   ``Host`` header must name a loopback host too, so a web page elsewhere cannot read it
   through DNS rebinding;
-* bound elsewhere, the server must have realms, and each request must carry HTTP Basic
+* bound elsewhere (or with ``require_credentials``), the server must have realms, and each
+  request must carry HTTP Basic
   credentials ``REALM:SECRET`` (the realm's secret); it then sees that realm only. Failed
   credentials slow their address down like failed node authentications. Serve it over TLS
   (the signaling server's certificate) or on a network you trust: Basic sends the secret.
@@ -50,6 +51,9 @@ MAX_REQUEST_HEAD: Final = 8192
 #: Node rows in one ``/api/nodes`` answer at most (``"truncated": true`` beyond).
 MAX_ROWS: Final = 1000
 _RECEIVE: Final = 4096
+# Seconds and bytes a closing connection is read for (see _linger).
+_LINGER: Final = 1.0
+_LINGER_BYTES: Final = 65536
 _SECURITY_HEADERS: Final = (
     (
         b"Content-Security-Policy",
@@ -103,6 +107,8 @@ class StatusPage:
         port: TCP port; 0 picks a free one (:attr:`url`).
         realms: realm name -> secret, the same as the server's: required off loopback.
         ssl_context: serve ``https://`` with this server-side context.
+        require_credentials: ask for realm credentials on a loopback address too (a machine
+            shared with other users); always on elsewhere.
 
     Raises:
         ConfigError: ``host`` is not loopback and there are no realms to ask credentials of,
@@ -117,16 +123,18 @@ class StatusPage:
         port: int = 0,
         realms: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        require_credentials: bool = False,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(f"status page port={port!r} must be in 0..65535")
-        self._open = is_loopback(host)
+        self._open = is_loopback(host) and not require_credentials
         if not self._open and not realms:
+            where = "with credentials" if is_loopback(host) else f"on {host} (not loopback)"
             raise ConfigError(
-                f"the status page on {host} (not a loopback address) needs realms with secrets: "
-                "every request must prove one (HTTP Basic REALM:SECRET); bind it to 127.0.0.1 "
-                "or configure realms"
+                f"the status page {where} needs realms with secrets: every request must prove "
+                "one (HTTP Basic REALM:SECRET); bind it to 127.0.0.1 or configure realms"
             )
+        self._loopback = is_loopback(host)
         self._server = server
         self._host = host
         self._port = port
@@ -209,8 +217,13 @@ class StatusPage:
                 return
             answer = await self._answer(request, source)
             await _send(conn, stream, request, answer)
+            if answer.status < 400:
+                with trio.fail_after(IDLE_TIMEOUT):
+                    await _skip_body(conn, stream)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return  # a request with a body, or "Connection: close": no second cycle
+                # A request with a body, or "Connection: close": no second cycle.
+                await _linger(stream)
+                return
             conn.start_next_cycle()
 
     # -- answers ----------------------------------------------------------------------------------
@@ -219,7 +232,7 @@ class StatusPage:
         if request.method not in (b"GET", b"HEAD"):
             return _Answer(405, b"text/plain", b"read-only\n", ((b"Allow", b"GET, HEAD"),))
         headers = {name.lower(): value for name, value in request.headers}
-        if self._open and not is_loopback(_host_name(headers.get(b"host", b""))):
+        if self._loopback and not is_loopback(_host_name(headers.get(b"host", b""))):
             return _text(403, "this status page answers requests for a loopback host only")
         scope = await self._scope(headers.get(b"authorization"), source)
         if scope is False:
@@ -291,6 +304,18 @@ async def _next_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
         raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
 
 
+async def _skip_body(conn: h11.Connection, stream: trio.abc.Stream) -> None:
+    """Read the rest of the request (a GET has none: its end is already here), at most
+    :data:`MAX_REQUEST_HEAD` bytes of body; a longer one is left unread (no next cycle)."""
+    left = MAX_REQUEST_HEAD
+    while conn.their_state is h11.SEND_BODY and left > 0:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(_RECEIVE)))
+        elif isinstance(event, h11.Data):
+            left -= len(event.data)
+
+
 async def _send(
     conn: h11.Connection, stream: trio.abc.Stream, request: h11.Request, answer: _Answer
 ) -> None:
@@ -307,6 +332,18 @@ async def _send(
         data += conn.send(h11.Data(data=answer.body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
     await stream.send_all(data)
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close, then read (bounded) until the client closes too: closing with its request
+    body unread would send RST, which can destroy the answer before the client reads it."""
+    if not isinstance(stream, trio.SocketStream):
+        return
+    with trio.move_on_after(_LINGER):
+        await stream.send_eof()
+        left = _LINGER_BYTES
+        while left > 0 and (data := await stream.receive_some(_RECEIVE)):
+            left -= len(data)
 
 
 def _basic_credentials(authorization: bytes) -> tuple[str, str]:

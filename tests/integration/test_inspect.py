@@ -63,11 +63,12 @@ def node_config(url: str, realm: str = "alpha") -> Config:
 
 
 @asynccontextmanager
-async def realm_nodes(url: str) -> AsyncIterator[tuple[ActrRef, ActrRef]]:
-    """An echo node and a caller registered with the server at ``url``, in this process."""
+async def realm_nodes(url: str, *, direct: bool = True) -> AsyncIterator[tuple[ActrRef, ActrRef]]:
+    """An echo node and a caller registered with the server at ``url``, in this process
+    (``direct=False``: they talk over the loopback transport's lanes, not in process)."""
     hub = LoopbackHub()
-    echo_system = ActrSystem(node_config(url), transport=hub.transport())
-    caller_system = ActrSystem(node_config(url), transport=hub.transport())
+    echo_system = ActrSystem(node_config(url), transport=hub.transport(), direct=direct)
+    caller_system = ActrSystem(node_config(url), transport=hub.transport(), direct=direct)
     async with (
         echo_system.attach(Echo()).start() as echo,
         caller_system.attach(Caller()).start() as caller,
@@ -83,6 +84,14 @@ async def wait_for_row(
         for row in server.inspect(realm):
             if row.actr_id == actr_id and ready(row):
                 return row
+        await trio.sleep(0.05)
+
+
+async def until(ready: Callable[[], bool]) -> None:
+    """Poll ``ready`` (state in a server with sockets in flight); the caller bounds it."""
+    while True:
+        if ready():
+            return
         await trio.sleep(0.05)
 
 
@@ -175,8 +184,7 @@ async def test_out_of_range_reports_are_ignored_by_the_server() -> None:
             client = SignalingClient(node_config(server.url))
             client.report_with(lie)
             session = await nursery.start(client.run, ECHO, None)
-            while server.statistics().reports_refused < 2:
-                await trio.sleep(0.05)
+            await until(lambda: server.statistics().reports_refused >= 2)
             [row] = server.inspect("alpha")
             assert row.actr_id == session.actr_id  # still registered and present
             assert row.report is None  # nothing it said was kept
