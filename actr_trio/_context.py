@@ -38,9 +38,6 @@ M = TypeVar("M", bound=Message)
 # Seconds a stream whose block raised may spend queueing its end-of-stream marker.
 CLOSE_ON_ERROR_BOUND: Final = 1.0
 
-# Whether OpenTelemetry is there at all: without it a send only tests this constant.
-_OTEL: Final = _tracing.AVAILABLE
-
 
 class NodeServices(Protocol):
     """What a :class:`Context` uses of its running node (``_node._NodeCore`` is one).
@@ -52,6 +49,8 @@ class NodeServices(Protocol):
     config: Config
     outgate: OutGate
     transport: Transport
+    #: Records spans (``_tracing.py``); None without OpenTelemetry or a tracer provider.
+    tracer: Tracer | None
     metrics: NodeMetrics | None  # Config.metrics: the per-route counters and histograms
 
     @property
@@ -234,7 +233,7 @@ class Actions:
         payload, lane, priority = _payload(request), as_lane(lane), as_priority(priority)
         metrics = self._core.metrics
         started = time.perf_counter() if metrics is not None else 0.0
-        if _OTEL and (tracer := _tracing.tracer()) is not None:
+        if (tracer := self._core.tracer) is not None:
             data = await self._traced(
                 tracer, REQUEST, target, route_key, payload, lane, priority, self._timeout(timeout)
             )
@@ -279,7 +278,7 @@ class Actions:
         not reported (nobody waits for the handler).
         """
         payload, lane, priority = _payload(message), as_lane(lane), as_priority(priority)
-        if _OTEL and (tracer := _tracing.tracer()) is not None:
+        if (tracer := self._core.tracer) is not None:
             await self._traced(
                 tracer, TELL, target, route_key, payload, lane, priority, self._timeout(timeout)
             )
@@ -348,7 +347,7 @@ class Actions:
                 tracestate=tracestate,
             )
 
-        if _OTEL and payloads and (tracer := _tracing.tracer()) is not None:
+        if payloads and (tracer := self._core.tracer) is not None:
             await _tracing.traced_send(
                 tracer,
                 call=False,

@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(NODE)
 
-# Whether OpenTelemetry is there at all: without it a handler run only tests this constant.
-_OTEL: Final = _tracing.AVAILABLE
-
 
 class _Retry:
     """The handler raised Retryable: run the envelope again later."""
@@ -88,8 +85,6 @@ class Dispatcher:
         # Dead letters an in-memory mailbox keeps without their encoding (they came in
         # process): their envelopes, for a redrive, by (caller, request_id), oldest first.
         self._dead_envelopes: dict[tuple[str, str], Envelope] = {}
-        if _OTEL:
-            _tracing.load()  # now, not in the first handler run
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.scheduler!r}>"
@@ -139,7 +134,7 @@ class Dispatcher:
             return
         metrics = self._metrics
         started = time.perf_counter() if metrics is not None else 0.0
-        tracer = _tracing.tracer() if _OTEL else None
+        tracer = self._core.tracer
         if tracer is None:
             response = await self._run_handler(work)
         else:

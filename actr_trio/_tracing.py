@@ -8,8 +8,10 @@ parent is the sender's span, in whichever process the handler runs and also when
 is handled after a restart (the mailbox keeps the envelope whole). While a handler runs its
 span is the current one, so nested calls, and the workload's own spans, are its children.
 
-Without OpenTelemetry nothing of it is imported: :data:`AVAILABLE` is a probe made once at
-import (it looks the package up without importing it), and the hot path tests that constant.
+A node asks :func:`tracer` once, when it is built: the tracer provider must be configured by
+then. Without OpenTelemetry nothing of it is imported (:data:`AVAILABLE` is a probe made once
+at import that looks the package up without importing it), and without a configured provider
+nothing records either: then the node's tracer is ``None`` and the hot path tests only that.
 Such a node still gives each call a trace (a fresh ``traceparent``) and passes a handler's on
 to its nested calls unchanged, so the trace id reaches nodes that do record spans.
 
@@ -123,8 +125,7 @@ _state: Final = _State()
 
 
 def load() -> bool:
-    """Import OpenTelemetry's API once (a node calls this as it is built, so that the first
-    call does not pay the import); returns whether it is there."""
+    """Import OpenTelemetry's API once; returns whether it is there."""
     if _state.api is not None:
         return True
     if not AVAILABLE or _state.failed:
@@ -141,14 +142,19 @@ def load() -> bool:
 
 
 def set_tracer_provider(provider: TracerProvider | None) -> None:
-    """Record spans with ``provider`` instead of OpenTelemetry's global one (``None``: the
-    global one again). For tests: the global provider can be set only once per process."""
+    """Nodes built from now on record spans with ``provider`` instead of OpenTelemetry's global
+    one (``None``: the global one again). For tests: the global provider can be set only once
+    per process."""
     _state.override = provider
 
 
 def tracer() -> Tracer | None:
     """The tracer to record spans with, or ``None`` when no tracer provider is configured (then
-    spans would be no-ops: the node passes trace context on as without OpenTelemetry)."""
+    spans would be no-ops: the node passes trace context on as without OpenTelemetry).
+
+    Not for the hot path (asking OpenTelemetry for its provider reads the environment): a node
+    asks once, when it is built.
+    """
     api = _state.api
     if api is None:
         if not load():
