@@ -59,7 +59,10 @@ UNKNOWN: Final = "unknown"
 MAX_TARGET_TYPES: Final = 256
 OTHER: Final = "other"
 
-RouteKey = tuple[str, Priority]
+# Counters per priority and histograms per lane are lists indexed by the enum's value: an
+# IntEnum indexes a list at C speed, while hashing it (a dict key) calls Enum.__hash__.
+_PRIORITY_SLOTS: Final = max(Priority) + 1
+_LANE_SLOTS: Final = max(Lane) + 1
 
 
 @final
@@ -82,8 +85,22 @@ class Histogram:
         return sum(self.counts)
 
 
-def _bump(counts: dict[RouteKey, int], key: RouteKey) -> None:
-    counts[key] = counts.get(key, 0) + 1
+@final
+class RouteFigures:
+    """One route's counters, each a list indexed by priority value, and its handler latency."""
+
+    __slots__ = ("accepted", "dead_lettered", "handled", "latency", "replayed")
+
+    def __init__(self) -> None:
+        self.accepted = [0] * _PRIORITY_SLOTS
+        self.handled = [0] * _PRIORITY_SLOTS
+        self.replayed = [0] * _PRIORITY_SLOTS
+        self.dead_lettered = [0] * _PRIORITY_SLOTS
+        self.latency = Histogram()
+
+
+#: Call latency of one target type: a histogram per lane value (None until a call used it).
+LaneHistograms = list[Histogram | None]
 
 
 @final
@@ -91,33 +108,32 @@ class NodeMetrics:
     """The per-route counters and histograms of one node (see the module docstring)."""
 
     def __init__(self, routes: Collection[str]) -> None:
-        self._routes = frozenset(routes)
-        self.accepted: dict[RouteKey, int] = {}
-        self.handled: dict[RouteKey, int] = {}
-        self.replayed: dict[RouteKey, int] = {}
-        self.dead_lettered: dict[RouteKey, int] = {}
-        #: (route, priority name, reason) -> refusals.
+        #: Every route of the workload, and ``unknown`` for any other key.
+        self.routes = {route: RouteFigures() for route in routes}
+        self.unknown = RouteFigures()
+        #: (route, priority name, reason) -> refusals (rare: a dict of labels is fine).
         self.refused: dict[tuple[str, str, str], int] = {}
-        self.handler_latency: dict[str, Histogram] = {}
-        #: (target type, lane) -> latency of calls this node made.
-        self.call_latency: dict[tuple[str, Lane], Histogram] = {}
-        self._type_names: dict[ActrType, str] = {}
-
-    def _route(self, route_key: str) -> str:
-        return route_key if route_key in self._routes else UNKNOWN
+        #: Target type -> latency of calls this node made to it, per lane.
+        self.calls: dict[ActrType, LaneHistograms] = {}
+        #: Target types beyond MAX_TARGET_TYPES share these.
+        self.other_calls: LaneHistograms = [None] * _LANE_SLOTS
+        # The last target type called, by identity: hashing an ActrType is a Python call, and
+        # a caller mostly calls the same peers (same ActrId objects) again.
+        self._last_type: ActrType | None = None
+        self._last_lanes = self.other_calls
 
     def on_accepted(self, route_key: str, priority: Priority) -> None:
-        _bump(self.accepted, (route_key, priority))
+        self.routes.get(route_key, self.unknown).accepted[priority] += 1
 
     def on_replayed(self, route_key: str, priority: Priority) -> None:
-        _bump(self.replayed, (self._route(route_key), priority))
+        self.routes.get(route_key, self.unknown).replayed[priority] += 1
 
     def on_dead_lettered(self, route_key: str, priority: Priority) -> None:
-        _bump(self.dead_lettered, (self._route(route_key), priority))
+        self.routes.get(route_key, self.unknown).dead_lettered[priority] += 1
 
     def on_refused(self, route_key: str | None, priority: Priority | None, reason: str) -> None:
         key = (
-            UNKNOWN if route_key is None else self._route(route_key),
+            route_key if route_key in self.routes else UNKNOWN,
             UNKNOWN if priority is None else priority.name.lower(),
             reason,
         )
@@ -127,27 +143,32 @@ class NodeMetrics:
         self, route_key: str, priority: Priority, seconds: float, finished: bool
     ) -> None:
         """A handler ran for ``seconds``; ``finished``: not to be retried (``Retryable``)."""
-        route = self._route(route_key)
+        figures = self.routes.get(route_key, self.unknown)
         if finished:
-            _bump(self.handled, (route, priority))
-        histogram = self.handler_latency.get(route)
-        if histogram is None:
-            histogram = self.handler_latency[route] = Histogram()
-        histogram.observe(seconds)
+            figures.handled[priority] += 1
+        latency = figures.latency  # Histogram.observe, inlined: once per handled envelope
+        latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        latency.sum += seconds
 
     def on_call(self, target_type: ActrType, lane: Lane, seconds: float) -> None:
         """A call to a node of ``target_type`` got its answer after ``seconds``."""
-        self._call_histogram(target_type, lane).observe(seconds)
-
-    def _call_histogram(self, target_type: ActrType, lane: Lane) -> Histogram:
-        name = self._type_names.get(target_type)
-        if name is None:
-            name = str(target_type) if len(self._type_names) < MAX_TARGET_TYPES else OTHER
-            self._type_names[target_type] = name
-        histogram = self.call_latency.get((name, lane))
+        if target_type is self._last_type:
+            lanes = self._last_lanes
+        else:
+            lanes = self.calls.get(target_type) or self._lanes_of(target_type)
+            self._last_type, self._last_lanes = target_type, lanes
+        histogram = lanes[lane]
         if histogram is None:
-            histogram = self.call_latency[(name, lane)] = Histogram()
-        return histogram
+            histogram = lanes[lane] = Histogram()
+        histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        histogram.sum += seconds
+
+    def _lanes_of(self, target_type: ActrType) -> LaneHistograms:
+        if len(self.calls) >= MAX_TARGET_TYPES:
+            return self.other_calls
+        lanes: LaneHistograms = [None] * _LANE_SLOTS
+        self.calls[target_type] = lanes
+        return lanes
 
 
 def split_address(text: str) -> tuple[str, int]:

@@ -17,9 +17,17 @@ from typing import Protocol
 
 from ._fastlane import FastLaneStatistics
 from ._ids import ActrId
-from ._lanes import Priority
+from ._lanes import PRIORITIES_HIGH_FIRST, Lane, Priority
 from ._mailbox import MailboxStatistics
-from ._metrics import LATENCY_BUCKETS, Histogram, NodeMetrics
+from ._metrics import (
+    LATENCY_BUCKETS,
+    OTHER,
+    UNKNOWN,
+    Histogram,
+    LaneHistograms,
+    NodeMetrics,
+    RouteFigures,
+)
 from ._metrics_transport import MeteredTransport
 from ._outgate import OutGateStatistics
 from .errors import MetricsUnavailable
@@ -98,11 +106,29 @@ def _histogram(
     return family
 
 
-def _per_route(name: str, doc: str, counts: dict[tuple[str, Priority], int]) -> Metric:
+def _routes(m: NodeMetrics) -> Iterator[tuple[str, RouteFigures]]:
+    """The workload's routes, by name, then ``unknown`` if anything was counted there."""
+    yield from sorted(m.routes.items())
+    u = m.unknown
+    if u.latency.count or any(any(c) for c in (u.accepted, u.replayed, u.dead_lettered)):
+        yield UNKNOWN, u
+
+
+def _per_route(
+    name: str, doc: str, m: NodeMetrics, counts: Callable[[RouteFigures], list[int]]
+) -> Metric:
     family = counter(name, doc, ["route", "priority"])
-    for (route, priority), n in sorted(counts.items()):
-        family.add_metric([route, _priority(priority)], n)
+    for route, figures in _routes(m):
+        per_priority = counts(figures)
+        for priority in PRIORITIES_HIGH_FIRST:
+            family.add_metric([route, _priority(priority)], per_priority[priority])
     return family
+
+
+def _targets(m: NodeMetrics) -> Iterator[tuple[str, LaneHistograms]]:
+    yield from sorted((str(t), lanes) for t, lanes in m.calls.items())
+    if any(h is not None for h in m.other_calls):
+        yield OTHER, m.other_calls
 
 
 class NodeCollector(Collector):
@@ -138,22 +164,26 @@ class NodeCollector(Collector):
         yield _per_route(
             "actr_envelopes_accepted",
             "Requests and tells this node's mailbox accepted.",
-            m.accepted,
+            m,
+            lambda f: f.accepted,
         )
         yield _per_route(
             "actr_envelopes_handled",
             "Requests and tells whose handler returned or raised (retries not counted).",
-            m.handled,
+            m,
+            lambda f: f.handled,
         )
         yield _per_route(
             "actr_envelopes_replayed",
             "Envelopes re-queued from the mailbox at start (left by a previous run).",
-            m.replayed,
+            m,
+            lambda f: f.replayed,
         )
         yield _per_route(
             "actr_envelopes_dead_lettered",
             "Envelopes moved to the dead-letter table after Config.max_attempts.",
-            m.dead_lettered,
+            m,
+            lambda f: f.dead_lettered,
         )
         refused = counter(
             "actr_envelopes_refused",
@@ -194,7 +224,7 @@ class NodeCollector(Collector):
             "actr_handler_latency_seconds",
             "Time a handler ran, per route (retried runs included).",
             ["route"],
-            (([route], h) for route, h in sorted(m.handler_latency.items())),
+            (([route], f.latency) for route, f in _routes(m)),
         )
         yield _histogram(
             "actr_call_latency_seconds",
@@ -203,7 +233,9 @@ class NodeCollector(Collector):
             ["target_type", "lane"],
             (
                 ([target, lane.name.lower()], h)
-                for (target, lane), h in sorted(m.call_latency.items())
+                for target, lanes in _targets(m)
+                for lane in Lane
+                if (h := lanes[lane]) is not None
             ),
         )
 

@@ -23,8 +23,9 @@ from typing import Any, Final, cast
 
 import trio
 
-# Importing these registers the W3 mailbox-alone rows and the W5-W8 subjects.
+# Importing these registers the W3 mailbox-alone rows, the W5-W8 subjects and W9 (metrics).
 import benchmarks._runtime_mailbox
+import benchmarks._runtime_metrics
 import benchmarks._runtime_net
 import benchmarks.workloads  # noqa: F401  (the workload ids, also when imported on its own)
 from actr_trio import ActrId, ActrRef

@@ -14,6 +14,8 @@ Headline figures (the key every subject of the workload must report for ratios):
  W7    MB_per_s        cross-process 16 KiB chunks (MB = 10**6 bytes)
  W8    process_first_rpc_ms  fresh process -> registered -> first RPC answered (the runtime
                        also reports inproc_start_ms: LocalRealm node start)
+ W9    on_off_ratio    sequential in-process ref.call throughput with Config.metrics on,
+                       divided by the same with metrics off (same run; issue 14)
 =====  ==============  =====================================================================
 
 The baselines (``benchmarks/baselines/``) and the runtime subjects (``benchmarks/runtime.py``)
@@ -192,5 +194,18 @@ REGISTRY.add_workload(
             Target("inproc_start_ms", "<=", 1, source=ISSUE_5),
             Target("process_first_rpc_ms", "<=", 300, source=ISSUE_5),
         ),
+    )
+)
+REGISTRY.add_workload(
+    Workload(
+        "W9",
+        "metrics overhead in process",
+        headline="on_off_ratio",
+        higher_is_better=True,
+        quick_size=10_000,
+        pin_cpu=True,
+        full_size=40_000,
+        size_unit="requests",
+        targets=(Target("on_off_ratio", ">=", 0.9, source="issue 14"),),
     )
 )
