@@ -10,7 +10,10 @@
 Layout: ``_protocol.py`` (the frame codec and the rules), ``_server_protocol.py`` and
 ``_client_protocol.py`` (sans-IO sessions), ``_directory.py`` (who holds which id),
 ``_limits.py`` and ``_throttle.py`` (sans-IO budgets), ``_server.py`` and ``_client.py``
-(Trio shells, trio-websocket), ``_store.py`` (SQLite), ``_cli.py``.
+(Trio shells, trio-websocket), ``_store.py`` (SQLite), ``_cli.py``; what nodes report in
+their heartbeats (``_reports.py``), the realm observer behind ``actr-trio inspect``
+(``_inspect.py``, ``_inspect_cli.py``) and the status page (``_status_page.py``, its files in
+``_status_assets.py``).
 The names below are imported lazily (PEP 562), so that building the ``actr-trio`` command line
 (which imports ``_cli``) does not import trio-websocket or sqlite-utils.
 """
@@ -23,18 +26,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._client import SignalingClient as SignalingClient
     from ._client import SignalingClientStatistics as SignalingClientStatistics
+    from ._inspect import inspect_realm as inspect_realm
     from ._limits import SignalingLimits as SignalingLimits
     from ._metrics import serve_metrics as serve_metrics
+    from ._reports import NodeStatus as NodeStatus
     from ._server import SignalingServer as SignalingServer
     from ._server import SignalingServerStatistics as SignalingServerStatistics
     from ._server import serve as serve
+    from ._status_page import StatusPage as StatusPage
 
 __all__ = [
+    "NodeStatus",
     "SignalingClient",
     "SignalingClientStatistics",
     "SignalingLimits",
     "SignalingServer",
     "SignalingServerStatistics",
+    "StatusPage",
+    "inspect_realm",
     "serve",
     "serve_metrics",
 ]
@@ -47,6 +56,9 @@ _MODULES = {
     "SignalingServerStatistics": "._server",
     "serve": "._server",
     "serve_metrics": "._metrics",
+    "NodeStatus": "._reports",
+    "StatusPage": "._status_page",
+    "inspect_realm": "._inspect",
 }
 
 
