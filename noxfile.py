@@ -77,12 +77,15 @@ def tests_stress(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
-    """The long fault-injection runs: 10,000 envelopes and 50 receiver kills over WebRTC."""
+    """The long runs: fault injection (10,000 envelopes and 50 receiver kills over WebRTC) and
+    the mixed flood of issue 13 (offers, discovery, idle connections, streams, HIGH tells) for
+    three minutes; ``nox -s soak -- --flood-seconds=600`` for longer."""
     session.install(*TEST_DEPS)
     session.run(
         "pytest",
         "-q",
         "tests/integration/test_faults.py",
+        "tests/integration/test_soak_flood.py",
         "--soak",
         "--timeout=3600",
         "-s",

@@ -13,12 +13,24 @@ from netprocs import Processes, read_line_matching
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run the long fault-injection variants")
+    parser.addoption(
+        "--flood-seconds",
+        type=float,
+        default=180.0,
+        help="how long the soak's mixed flood (test_soak_flood.py) lasts",
+    )
 
 
 @pytest.fixture
 def soak(request: pytest.FixtureRequest) -> bool:
     """True under ``--soak``: fault tests use their long sizes."""
     return bool(request.config.getoption("--soak"))
+
+
+@pytest.fixture
+def flood_seconds(request: pytest.FixtureRequest) -> float:
+    """``--flood-seconds``: the length of the soak's mixed flood."""
+    return float(request.config.getoption("--flood-seconds"))
 
 
 @pytest.fixture
