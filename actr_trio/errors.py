@@ -210,8 +210,10 @@ class Overloaded(CallError):
     ``code`` says why, where known: ``overloaded`` (that priority holds
     ``mailbox_capacity`` envelopes), ``sender_share`` (this sender holds its share of it,
     ``mailbox_sender_share``), ``storage`` (the receiver's disk is full or failing; also raised
-    by a durable node whose own disk cannot record the call or tell). After the sender's own
-    resends ran out of time the code is empty: the receiver refused until the deadline.
+    by a durable node whose own disk cannot record the call or tell), ``streams`` (a stream
+    chunk refused because its sender has ``max_streams_per_peer`` streams open at the
+    receiver). After the sender's own resends ran out of time the code is empty: the receiver
+    refused until the deadline.
     """
 
     wire_kind = wire_pb2.OVERLOADED
