@@ -335,11 +335,13 @@ class SignalingServer:
             reports_refused=core.reports_refused if core else 0,
         )
 
-    def inspect(self, realm: str) -> list[NodeStatus]:
+    def inspect(self, realm: str, *, limit: int | None = None) -> list[NodeStatus]:
         """The registered nodes of ``realm`` with what they last reported, by type and serial
-        (what ``actr-trio inspect`` and the status page show)."""
+        (what ``actr-trio inspect`` and the status page show); the first ``limit`` of them."""
         protocol = self._protocol
-        return [] if protocol is None else protocol.inspect(realm, trio.current_time())
+        if protocol is None:
+            return []
+        return protocol.inspect(realm, trio.current_time(), stop=limit)
 
     def realm_names(self) -> list[str]:
         """Realms with at least one registered node, sorted."""

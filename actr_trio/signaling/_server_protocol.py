@@ -11,6 +11,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Final, final
 
 import attrs
@@ -403,15 +404,19 @@ class ServerProtocol:
             reports_refused=self._reports_refused,
         )
 
-    def inspect(self, realm: str, now: float) -> list[NodeStatus]:
-        """Every registered, present node of ``realm`` with its latest report, by type and
-        serial (for the status page; an observer gets the same in pages)."""
-        rows: list[NodeStatus] = []
-        for actr_id, conn in self._directory.realm_members(realm):
-            state = self._connections[conn]
-            if self._present(conn, now) and state.reported is not None:
-                rows.append(state.reported.status(actr_id, now))
-        return rows
+    def inspect(
+        self, realm: str, now: float, *, start: int = 0, stop: int | None = None
+    ) -> list[NodeStatus]:
+        """The registered, present nodes of ``realm`` with their latest reports, by type and
+        serial, from position ``start`` up to ``stop`` (for the status page: all; an observer
+        gets them in pages). Rows are built only for the positions asked for."""
+        present = (
+            (actr_id, reported)
+            for actr_id, conn in self._directory.realm_members(realm)
+            if self._present(conn, now)
+            and (reported := self._connections[conn].reported) is not None
+        )
+        return [reported.status(actr_id, now) for actr_id, reported in islice(present, start, stop)]
 
     def realm_names(self) -> list[str]:
         """Realms with at least one registered node, sorted."""
@@ -541,13 +546,13 @@ class ServerProtocol:
     ) -> list[ServerEffect]:
         """An observer of the realm it proved (Authenticate came first): one page of nodes."""
         state.phase = Phase.OBSERVING
-        rows = self.inspect(state.realm, now)
         start = inspect.cursor
-        page = rows[start : start + INSPECT_PAGE]
-        following = start + INSPECT_PAGE if start + INSPECT_PAGE < len(rows) else 0
+        # One more than a page: whether another page follows.
+        rows = self.inspect(state.realm, now, start=start, stop=start + INSPECT_PAGE + 1)
+        following = start + INSPECT_PAGE if len(rows) > INSPECT_PAGE else 0
         inspection = Frame.Inspection(
             request_id=inspect.request_id,
-            nodes=[row.to_wire() for row in page],
+            nodes=[row.to_wire() for row in rows[:INSPECT_PAGE]],
             next_cursor=following,
         )
         return [Send(conn, Frame(inspection=inspection))]

@@ -254,7 +254,7 @@ class StatusPage:
             realm = parse_qs(target.query).get("realm", [realm_scope or ""])[0]
             if realm_scope is not None and realm != realm_scope:
                 return _text(403, "these credentials are for another realm")
-            rows = self._server.inspect(realm)
+            rows = self._server.inspect(realm, limit=MAX_ROWS + 1)
             return _json(
                 200,
                 {
