@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, final, overload
 import trio
 from google.protobuf.message import DecodeError, Message
 
-from . import _tracing
 from ._envelope import REQUEST, TELL
 from ._ids import ActrId, ActrType
 from ._lanes import Lane, Priority, as_lane, as_priority
 from ._streams import StreamRegistry, StreamSender
 from ._tokens import traceparent as new_traceparent
+from ._tracing import traced_send
 from ._tracks import TrackRegistry
 from .errors import ActrError, ConfigError, MalformedEnvelope
 
@@ -146,7 +146,7 @@ class Actions:
                 tracestate=tracestate,
             )
 
-        return await _tracing.traced_send(
+        return await traced_send(
             tracer,
             call=kind == REQUEST,
             route_key=route_key,
@@ -348,7 +348,7 @@ class Actions:
             )
 
         if payloads and (tracer := self._core.tracer) is not None:
-            await _tracing.traced_send(
+            await traced_send(
                 tracer,
                 call=False,
                 route_key=route_key,

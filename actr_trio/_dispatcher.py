@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from . import _tracing
 from ._context import Context, NodeServices
 from ._deadlines import DeadlineTimer
 from ._envelope import (
@@ -37,6 +36,7 @@ from ._mailbox import Mailbox, StoredEnvelope
 from ._proto.actr import wire_pb2
 from ._router import BoundRoute
 from ._scheduler import Scheduler
+from ._tracing import handler_failed, handler_span
 from .errors import CallError, DeadlineExceeded, RemoteError, Retryable, RouteNotFound
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class Dispatcher:
     ) -> bytes | WireError | _Retry:
         """:meth:`_run_handler` inside a handler span (tracing is on)."""
         env = work.envelope
-        with _tracing.handler_span(
+        with handler_span(
             tracer,
             env,
             self_id=self._core.actr_id,
@@ -241,7 +241,7 @@ class Dispatcher:
         ) as span:
             result = await self._run_handler(work)
             if isinstance(result, WireError):
-                _tracing.handler_failed(span, result.code, result.message)
+                handler_failed(span, result.code, result.message)
             elif isinstance(result, _Retry):
                 span.set_attribute("actr.retry", True)
             return result

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Final, final
 import attrs
 import trio
 
-from . import _tracing
 from ._acl import discovery_visibility, guard
 from ._component import STOP_BOUND, Component
 from ._config import Config
@@ -57,6 +56,7 @@ from ._outgate import OutGate, OutGateStatistics
 from ._router import RouteTable, Workload
 from ._scheduler import SchedulerStatistics
 from ._streams import StreamRegistry
+from ._tracing import tracer as node_tracer
 from ._tracks import TrackRegistry
 from .errors import (
     ConfigError,
@@ -154,7 +154,7 @@ class _NodeCore:
         self.metrics_address: tuple[str, int] | None = None
         # Spans only with OpenTelemetry installed and a tracer provider configured by now:
         # resolved once, so that a send without them costs one attribute test.
-        self.tracer: Tracer | None = _tracing.tracer()
+        self.tracer: Tracer | None = node_tracer()
         self.transport = transport
         self.signaling = signaling
         self.mailbox: Mailbox = open_mailbox(config)
