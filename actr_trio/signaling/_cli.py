@@ -441,12 +441,13 @@ def run(args: argparse.Namespace) -> int:
                                 f"actr-trio signaling: cannot serve metrics on {args.metrics}: "
                                 f"{exc}\n"
                             )
+                            result = 1  # the signal loop below ends at once: cancelled
                             nursery.cancel_scope.cancel(reason="cannot serve metrics")
-                            return 1
-                        shown = f"[{host}]" if ":" in host else host
-                        sys.stdout.write(
-                            f"actr-trio signaling metrics at http://{shown}:{port}/metrics\n"
-                        )
+                        else:
+                            shown = f"[{host}]" if ":" in host else host
+                            sys.stdout.write(
+                                f"actr-trio signaling metrics at http://{shown}:{port}/metrics\n"
+                            )
                     sys.stdout.flush()
                     async for signum in signals:
                         logging.getLogger(SIGNALING).info(

@@ -246,3 +246,29 @@ def test_addresses(text: str, expected: tuple[str, int]) -> None:
 def test_bad_addresses_are_config_errors(text: str) -> None:
     with pytest.raises(ConfigError, match=r"Config\.metrics"):
         Config(metrics=text)
+
+
+@pytest.mark.parametrize(
+    ("address", "hidden", "message"),
+    [
+        ("nowhere", False, "metrics address: 'nowhere' is not HOST:PORT"),
+        (ANY_PORT, True, "metrics need prometheus-client: pip install 'actr-trio[metrics]'"),
+    ],
+)
+def test_signaling_metrics_option_errors_exit_2_before_the_server_starts(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    address: str,
+    hidden: bool,
+    message: str,
+) -> None:
+    from actr_trio.cli import build_parser
+    from actr_trio.signaling._cli import run
+
+    if hidden:
+        for name in [n for n in sys.modules if n.split(".")[0] == "prometheus_client"]:
+            monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.delitem(sys.modules, "actr_trio._metrics_export", raising=False)
+    args = build_parser().parse_args(["signaling", "--port", "0", "--metrics", address])
+    assert run(args) == 2
+    assert capsys.readouterr().err == f"actr-trio signaling: {message}\n"
