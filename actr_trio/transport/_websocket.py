@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 import attrs
@@ -67,23 +67,30 @@ from ..errors import (
     ShuttingDown,
 )
 from . import _websocket_handshake as handshake
-from ._abc import Inbound, InboundPackets, MediaSource, SignalingSession
-from ._admission import Admission, AdmissionStatistics, decode_refusal, encode_refusal
-from ._frames import MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder, FrameError
+from ._abc import Inbound, MediaSource, SignalingSession
+from ._admission import Admission, encode_refusal
+from ._frames import MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
 from ._websocket_address import format_address, parse_address
+from ._websocket_greet import (
+    CLOSE_GLARE,
+    CLOSE_NOT_AUTHENTICATED,
+    CLOSE_REFUSED,
+    CLOSE_TIMEOUT,
+    CLOSE_WRONG_NODE,
+    WrongNode,
+    closed_during_handshake,
+    greet_as_dialler,
+    greet_as_listener,
+)
 from ._websocket_link import (
-    CONTROL,
-    CREDIT,
-    DATA_LANES,
-    FRAME_OVERHEAD,
     INBOUND_BUFFER,
     INDEX_OF_LANE,
     Counters,
     InboundChannel,
     Link,
-    wait_credit,
-    wait_idle,
+    WebSocketStatistics,
 )
+from ._websocket_serve import link_error, serve
 
 __all__ = ["WebSocketStatistics", "WebSocketTransport"]
 
@@ -95,56 +102,8 @@ RESOURCE: Final = "/actr/link/v1"
 CONNECT_TIMEOUT: Final = 10.0
 #: Seconds a close handshake may take at link teardown (shielded).
 CLOSE_GRACE: Final = 2.0
-#: WebSocket close codes of a refused connection (the reason says why).
-CLOSE_NOT_AUTHENTICATED: Final = 4001
-CLOSE_REFUSED: Final = 4003
-CLOSE_WRONG_NODE: Final = 4004
-CLOSE_TIMEOUT: Final = 4008
-CLOSE_GLARE: Final = 4009
 #: A close reason is at most 123 bytes (a control frame's payload less the code).
 _MAX_REASON: Final = 120
-
-
-@attrs.frozen
-class WebSocketStatistics:
-    """Counters of one WebSocket transport (a snapshot).
-
-    Attributes:
-        address: the advertised listen address, or None (no listener).
-        peers: links currently open or opening.
-        links_opened / links_failed / links_forgotten: as for WebRTC.
-        dials_failed: links this node dialled that did not open (refused, unreachable, proof).
-        frames_sent / packets_sent / frames_received / packets_received: data on the lanes.
-        dropped_latency_first: LatencyFirst packets dropped because the runtime fell behind.
-        credit_waits: times a sender waited for the receiver's runtime to consume.
-        overflows: links closed because reliable data found the inbound buffer full.
-        handshakes_refused: connections closed because a proof did not verify.
-        connections_refused: connections closed on accept (over the admission caps).
-        handshake_timeouts: connections closed because the handshake overran.
-        malformed: links closed because of a malformed message.
-        link_errors: links closed by an unexpected exception.
-        admission: the shared admission counters (see ``_admission``).
-    """
-
-    address: str | None
-    peers: int
-    links_opened: int
-    links_failed: int
-    links_forgotten: int
-    dials_failed: int
-    frames_sent: int
-    packets_sent: int
-    frames_received: int
-    packets_received: int
-    dropped_latency_first: int
-    credit_waits: int
-    overflows: int
-    handshakes_refused: int
-    connections_refused: int
-    handshake_timeouts: int
-    malformed: int
-    link_errors: int
-    admission: AdmissionStatistics
 
 
 class WebSocketTransport:
@@ -213,27 +172,11 @@ class WebSocketTransport:
 
     def statistics(self) -> WebSocketStatistics:
         """A snapshot of this transport's counters."""
-        c = self._counters
         return WebSocketStatistics(
             address=self._address,
             peers=len(self._links),
-            links_opened=c.links_opened,
-            links_failed=c.links_failed,
-            links_forgotten=c.links_forgotten,
-            dials_failed=c.dials_failed,
-            frames_sent=c.frames_sent,
-            packets_sent=c.packets_sent,
-            frames_received=c.frames_received,
-            packets_received=c.packets_received,
-            dropped_latency_first=c.dropped_latency_first,
-            credit_waits=c.credit_waits,
-            overflows=c.overflows,
-            handshakes_refused=c.handshakes_refused,
-            connections_refused=c.connections_refused,
-            handshake_timeouts=c.handshake_timeouts,
-            malformed=c.malformed,
-            link_errors=c.link_errors,
             admission=self._admission.statistics(),
+            **attrs.asdict(self._counters),
         )
 
     def linked(self, peer: ActrId) -> bool:
@@ -372,7 +315,8 @@ class WebSocketTransport:
                 raise link.error()
 
     def _dial(self, peer: ActrId) -> Link:
-        assert self._session is not None and self._nursery is not None
+        assert self._session is not None
+        assert self._nursery is not None
         address = self._session.peer_address(peer)
         if address is None:
             raise PeerUnavailable(f"{peer} advertises no WebSocket address")
@@ -433,7 +377,7 @@ class WebSocketTransport:
         """Connect to the peer and prove identities both ways; the link is broken on failure
         (and the connection, if there is one, still returned for the caller to close)."""
         session = self._session
-        assert session is not None and self._local is not None
+        assert session is not None
         try:
             ws = await wrap_client_stream(
                 nursery,
@@ -446,29 +390,8 @@ class WebSocketTransport:
         except (OSError, HandshakeError, ConnectionClosed) as exc:
             link.break_(f"direct WebSocket to {link.address} failed: {exc!r}")
             return None
-        nonce_d = handshake.new_nonce()
         try:
-            await ws.send_message(handshake.hello(nonce_d, dialler=self._local, target=link.peer))
-            nonce_l, _ = handshake.check_challenge(
-                await ws.get_message(),
-                nonce_d=nonce_d,
-                local=self._local,
-                peer=link.peer,
-                issuer_key=session.issuer_key,
-                now=time.time(),
-            )
-            await ws.send_message(
-                handshake.proof(
-                    nonce_d=nonce_d,
-                    nonce_l=nonce_l,
-                    local=self._local,
-                    peer=link.peer,
-                    credential=session.credential,
-                    sign=session.node_key.sign,
-                )
-            )
-            if not handshake.is_accept(await ws.get_message()):
-                raise PeerNotAuthenticated("handshake: the peer did not accept our proof")
+            await greet_as_dialler(ws, session, peer=link.peer)
         except PeerNotAuthenticated as exc:
             self._counters.handshakes_refused += 1
             self._rate.log(
@@ -483,22 +406,8 @@ class WebSocketTransport:
             link.break_(f"WebSocket handshake refused: {exc}", PeerNotAuthenticated)
             await self._refuse(ws, CLOSE_NOT_AUTHENTICATED, str(exc))
         except ConnectionClosed as exc:
-            self._closed_by_listener(link, exc)
+            closed_during_handshake(link, exc)
         return ws  # the caller closes it (link broken: without serving it)
-
-    def _closed_by_listener(self, link: Link, exc: ConnectionClosed) -> None:
-        code = exc.reason.code if exc.reason is not None else 1006
-        text = (exc.reason.reason if exc.reason is not None else None) or "no reason given"
-        if code == CLOSE_GLARE:
-            link.glare = True
-            link.superseded = True
-            link.break_(f"glare: {text}")
-        elif code == CLOSE_REFUSED:
-            link.refused_by_peer(decode_refusal(text))
-        elif code == CLOSE_NOT_AUTHENTICATED:
-            link.break_(f"the peer refused our handshake: {text}", PeerNotAuthenticated)
-        else:
-            link.break_(f"connection closed during the handshake ({code}: {text})")
 
     # ------------------------------------------------------------------ accepting
 
@@ -575,7 +484,7 @@ class WebSocketTransport:
     ) -> tuple[WebSocketConnection | None, Link | None]:
         """Upgrade, read the dialler's proof, admit it: the new link, or (ws, None) refused."""
         session = self._session
-        assert session is not None and self._local is not None
+        assert session is not None
         try:
             request = await wrap_server_stream(
                 nursery, stream, message_queue_size=1, max_message_size=self._max_message
@@ -588,31 +497,10 @@ class WebSocketTransport:
             log.debug("a WebSocket upgrade failed: %r", exc)
             return None, None
         try:
-            first = await ws.get_message()
-            hello = handshake.read_hello(first)
-            if hello.target != self._local:
-                await self._refuse(
-                    ws, CLOSE_WRONG_NODE, f"this is {self._local}, not {hello.target}"
-                )
-                return ws, None
-            nonce_l = handshake.new_nonce()
-            await ws.send_message(
-                handshake.challenge(
-                    hello,
-                    nonce_l,
-                    local=self._local,
-                    credential=session.credential,
-                    sign=session.node_key.sign,
-                )
-            )
-            handshake.check_proof(
-                await ws.get_message(),
-                hello=hello,
-                nonce_l=nonce_l,
-                local=self._local,
-                issuer_key=session.issuer_key,
-                now=time.time(),
-            )
+            hello, size = await greet_as_listener(ws, session)
+        except WrongNode as exc:
+            await self._refuse(ws, CLOSE_WRONG_NODE, str(exc))
+            return ws, None
         except PeerNotAuthenticated as exc:
             self._counters.handshakes_refused += 1
             self._rate.log(
@@ -627,7 +515,7 @@ class WebSocketTransport:
             return ws, None
         except ConnectionClosed:
             return ws, None
-        return ws, await self._admit(ws, hello.dialler, len(first), _remote(stream))
+        return ws, await self._admit(ws, hello.dialler, size, _remote(stream))
 
     async def _admit(
         self, ws: WebSocketConnection, peer: ActrId, size: int, remote: str
@@ -682,126 +570,17 @@ class WebSocketTransport:
             "we dialled" if link.dialler else "it dialled",
             link.address,
         )
-        async with trio.open_nursery() as nursery:
-            for lane in DATA_LANES:
-                nursery.start_soon(self._guarded, link, self._flush, ws, lane)
-            nursery.start_soon(self._guarded, link, self._read, ws)
-            nursery.start_soon(self._guarded, link, self._write_control, ws)
-            await link.broken.wait()
-            nursery.cancel_scope.cancel(reason="link closed")
-
-    async def _guarded(
-        self, link: Link, fn: Callable[..., Awaitable[None]], *args: object
-    ) -> None:
-        """Run one of ``link``'s tasks: whatever it raises closes the link, nothing more."""
-        try:
-            await fn(link, *args)
-        except ConnectionClosed as exc:
-            reason = exc.reason
-            code = reason.code if reason is not None else 1006
-            text = (reason.reason if reason is not None else None) or "no reason given"
-            link.break_(f"connection closed ({code}: {text})")
-        except FrameError as exc:
-            self._malformed(link, str(exc))
-        except Exception as exc:
-            self._link_error(link, exc)
+        await serve(
+            link,
+            ws,
+            counters=self._counters,
+            inbound=self._inbound_send,
+            max_frame_size=self._max_frame_size,
+            rate=self._rate,
+        )
 
     def _link_error(self, link: Link, exc: Exception) -> None:
-        self._counters.link_errors += 1
-        self._rate.log(
-            log, logging.WARNING, (link.peer, "error"), "link to %s failed: %r", link.peer, exc
-        )
-        link.break_(f"link error: {exc!r}")
-
-    async def _flush(self, link: Link, ws: WebSocketConnection, lane: Lane) -> None:
-        """Write the lane's outbox as frames, each within the receiver's credit."""
-        outbox = link.outboxes[lane]
-        encoder = link.encoders[lane]
-        prefix = bytes([INDEX_OF_LANE[lane]])
-        counters = self._counters
-        payload_per_frame = self._max_frame_size - FRAME_OVERHEAD
-        while True:
-            await outbox.wait_pending()
-            await wait_idle(outbox, self._max_frame_size)
-            await wait_credit(link, lane, counters)
-            packets = outbox.take(link.credits[lane] * payload_per_frame)
-            for frame in encoder.encode(packets):
-                await wait_credit(link, lane, counters)
-                link.credits[lane] -= 1
-                await ws.send_message(prefix + frame)
-                counters.frames_sent += 1
-            counters.packets_sent += len(packets)
-
-    async def _write_control(self, link: Link, ws: WebSocketConnection) -> None:
-        while True:
-            grants = link.take_grants()
-            if not grants:
-                await link.control_lot.park()
-                continue
-            for message in grants:
-                await ws.send_message(message)
-
-    async def _read(self, link: Link, ws: WebSocketConnection) -> None:
-        counters = self._counters
-        inbound = self._inbound_send
-        while True:
-            message = await ws.get_message()
-            if not isinstance(message, bytes) or not message:
-                raise FrameError("a text or empty message on a link")
-            index = message[0]
-            if index == CONTROL:
-                self._on_control(link, message)
-                continue
-            if index >= len(DATA_LANES):
-                raise FrameError(f"unknown lane {index}")
-            lane = DATA_LANES[index]
-            decoder = link.decoders[lane]
-            packets = decoder.feed(message[1:])
-            if decoder.skipped_frames:
-                raise FrameError(f"a gap in the frames of {lane.name} (TCP loses nothing)")
-            counters.frames_received += 1
-            if not packets:
-                link.grant(lane, 1, now=True)  # a fragment: its frame is done with
-                continue
-            counters.packets_received += len(packets)
-            item = InboundPackets(link.peer, lane, packets)
-            if lane is Lane.LATENCY_FIRST:
-                if inbound.statistics().current_buffer_used >= INBOUND_BUFFER // 2:
-                    counters.dropped_latency_first += len(packets)
-                    link.grant(lane, 1, now=True)
-                    continue
-            try:
-                inbound.send_nowait((link, item))
-            except trio.WouldBlock:
-                counters.overflows += 1
-                log.warning(
-                    "inbound buffer full: closing the link to %s (the runtime resends)",
-                    link.peer,
-                )
-                link.break_("inbound buffer overflow")
-                return
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-
-    def _on_control(self, link: Link, message: bytes) -> None:
-        if len(message) != 1 + CREDIT.size:
-            raise FrameError(f"CONTROL message of {len(message)} bytes")
-        kind, index, frames = CREDIT.unpack_from(message, 1)
-        if kind != b"C" or index >= len(DATA_LANES):
-            raise FrameError(f"unknown CONTROL message {message[:2]!r}")
-        link.on_credit(DATA_LANES[index], frames)
-
-    def _malformed(self, link: Link, why: str) -> None:
-        self._counters.malformed += 1
-        self._rate.log(
-            log,
-            logging.WARNING,
-            (link.peer, "malformed"),
-            "malformed data from %s, closing the link: %s",
-            link.peer,
-            why,
-        )
-        link.break_(f"malformed data: {why}")
+        link_error(link, exc, self._counters, self._rate)
 
     # ------------------------------------------------------------------ teardown
 

@@ -28,7 +28,7 @@ from .._ids import ActrId
 from .._lanes import Lane
 from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable, ShuttingDown
 from ._abc import Inbound, InboundPackets
-from ._admission import Refusal
+from ._admission import AdmissionStatistics, Refusal
 from ._frames import FrameDecoder, FrameEncoder
 
 #: Frames per lane a sender may have in flight before the receiving runtime consumed them.
@@ -75,6 +75,48 @@ class Counters:
     handshake_timeouts: int = 0
     malformed: int = 0
     link_errors: int = 0
+
+
+@attrs.frozen
+class WebSocketStatistics:
+    """Counters of one WebSocket transport (a snapshot).
+
+    Attributes:
+        address: the advertised listen address, or None (no listener).
+        peers: links currently open or opening.
+        links_opened / links_failed / links_forgotten: as for WebRTC.
+        dials_failed: links this node dialled that did not open (refused, unreachable, proof).
+        frames_sent / packets_sent / frames_received / packets_received: data on the lanes.
+        dropped_latency_first: LatencyFirst packets dropped because the runtime fell behind.
+        credit_waits: times a sender waited for the receiver's runtime to consume.
+        overflows: links closed because reliable data found the inbound buffer full.
+        handshakes_refused: connections closed because a proof did not verify.
+        connections_refused: connections closed on accept (over the admission caps).
+        handshake_timeouts: connections closed because the handshake overran.
+        malformed: links closed because of a malformed message.
+        link_errors: links closed by an unexpected exception.
+        admission: the shared admission counters (see ``_admission``).
+    """
+
+    address: str | None
+    peers: int
+    links_opened: int
+    links_failed: int
+    links_forgotten: int
+    dials_failed: int
+    frames_sent: int
+    packets_sent: int
+    frames_received: int
+    packets_received: int
+    dropped_latency_first: int
+    credit_waits: int
+    overflows: int
+    handshakes_refused: int
+    connections_refused: int
+    handshake_timeouts: int
+    malformed: int
+    link_errors: int
+    admission: AdmissionStatistics
 
 
 class Outbox:

@@ -3,7 +3,9 @@
 Echoes, records jobs in handling order, relays calls to the other worker, calls its caller back
 (RPC both ways), collects a stream and counts the frames of a media track, records who called
 it (``ctx.caller_id``). ``--allow``/``--deny`` give it an ACL; ``--warnings`` writes its
-WARNING lines to a file the test reads.
+WARNING lines to a file the test reads; ``--listen HOST:PORT`` takes direct WebSocket links
+(``Config.listen``) and ``--links FILE`` writes the transport's INFO lines ("linked to ... over
+...") to a file.
 """
 
 from __future__ import annotations
@@ -136,12 +138,20 @@ def main() -> None:
     parser.add_argument("--allow", action="append", default=[], help="ACL allow rule (caller)")
     parser.add_argument("--deny", action="append", default=[], help="ACL deny rule (caller)")
     parser.add_argument("--warnings", help="also write WARNING lines to this file")
+    parser.add_argument("--listen", help="Config.listen: take direct WebSocket links here")
+    parser.add_argument("--links", help="write the transport's INFO lines to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.warnings:
         handler = logging.FileHandler(args.warnings)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         logging.getLogger("actr_trio").addHandler(handler)
+    if args.links:
+        links = logging.FileHandler(args.links)
+        links.setFormatter(logging.Formatter("%(message)s"))
+        transport = logging.getLogger("actr_trio.transport")
+        transport.setLevel(logging.INFO)
+        transport.addHandler(links)
     acl = None
     if args.allow or args.deny:
         acl = Acl(allow=[AclRule(p) for p in args.allow], deny=[AclRule(p) for p in args.deny])
@@ -153,6 +163,7 @@ def main() -> None:
             data_dir=args.data_dir,
             shutdown_grace=args.grace,
             acl=acl,
+            listen=args.listen,
         )
     )
 

@@ -1,9 +1,12 @@
 """Issue 3 end to end: a signaling server process, two node processes and this process as a
-third node, over real WebRTC on 127.0.0.1: RPC both ways, priorities, a stream, a media track."""
+third node, on 127.0.0.1: RPC both ways, priorities, a stream, a media track. Run on both
+network lanes: WebRTC (no node listens), and direct WebSocket links (every node listens on
+127.0.0.1; the media track still goes over WebRTC)."""
 
 from __future__ import annotations
 
 import fractions
+from pathlib import Path
 
 import pytest
 import trio
@@ -56,10 +59,19 @@ async def discover_two(ref: object) -> list[ActrId]:
             await trio.sleep(0.05)  # the node processes are still starting
 
 
-async def test_three_nodes_over_webrtc(processes: Processes, signaling_url: str) -> None:
-    await processes.start(*netnode_argv("alpha", signaling_url))
-    await processes.start(*netnode_argv("beta", signaling_url))
-    config = network_config(signaling_url, realm="itest")
+LANES = {"webrtc": "over WebRTC", "websocket": "over WebSocket"}
+
+
+@pytest.mark.parametrize("lane", list(LANES))
+async def test_three_nodes(
+    processes: Processes, signaling_url: str, lane: str, tmp_path: Path
+) -> None:
+    listen = {"listen": "127.0.0.1:0"} if lane == "websocket" else {}
+    logs = {name: tmp_path / f"{name}.links" for name in ("alpha", "beta")}
+    for name, path in logs.items():
+        extra = ["--links", str(path)] + (["--listen", "127.0.0.1:0"] if listen else [])
+        await processes.start(*netnode_argv(name, signaling_url, *extra))
+    config = network_config(signaling_url, realm="itest", **listen)
     with trio.fail_after(120):
         async with ActrSystem(config).attach(Here()).start() as here:
             a, b = await discover_two(here)
@@ -105,7 +117,17 @@ async def test_three_nodes_over_webrtc(processes: Processes, signaling_url: str)
                         .split("|")
                     )
                     frames = int(frames_text)
+            # The lane each peer was reached over, as statistics() shows it.
+            links = here.statistics().links
+            assert links[a] == lane
+            assert links[b] == lane
 
     assert jobs.split(",") == [f"H{i}" for i in range(3)] + [f"n{i}" for i in range(15)]
     assert [int(c) for c in chunks.split(",")] == list(range(300))
     assert frames >= 10
+    # Node to node (the relay) on the same lane, as the INFO line says when a link opens.
+    lines = logs["alpha"].read_text() + logs["beta"].read_text()
+    assert LANES[lane] in lines
+    other = ({*LANES.values()} - {LANES[lane]}).pop()
+    if lane == "webrtc":
+        assert other not in lines
