@@ -131,6 +131,18 @@ def _targets(m: NodeMetrics) -> Iterator[tuple[str, LaneHistograms]]:
         yield OTHER, m.other_calls
 
 
+def _transport_statistics(t: MeteredTransport) -> list[tuple[str, object]]:
+    """``(label, statistics)`` of the transport, read by duck typing (transports differ); the
+    default transport reports its WebRTC and WebSocket halves apart."""
+    statistics = getattr(t.inner, "statistics", None)
+    if not callable(statistics):
+        return []
+    stats = statistics()
+    halves = [(name, getattr(stats, name, None)) for name in ("webrtc", "websocket")]
+    found = [(name, half) for name, half in halves if half is not None]
+    return found or [(t.name, stats)]
+
+
 class NodeCollector(Collector):
     """A node's metrics, read at scrape time (names and meanings: docs/observability.md)."""
 
@@ -265,32 +277,32 @@ class NodeCollector(Collector):
             sent_bytes.add_metric(values, size)
         yield packets
         yield sent_bytes
-        stats_of = getattr(t.inner, "statistics", None)
-        stats = stats_of() if callable(stats_of) else None
-        frames_out = getattr(stats, "frames_sent", None)
-        frames_in = getattr(stats, "frames_received", None)
-        if isinstance(frames_out, int) and isinstance(frames_in, int):
-            frames = counter(
-                "actr_transport_frames",
-                "Transport messages (a WebRTC frame packs many packets), per direction.",
-                ["transport", "direction"],
-            )
-            frames.add_metric([t.name, "out"], frames_out)
-            frames.add_metric([t.name, "in"], frames_in)
-            yield frames
-        admission = getattr(stats, "admission", None)
-        links, negotiating = (
-            getattr(admission, "links", None),
-            getattr(admission, "negotiating", None),
+        frames = counter(
+            "actr_transport_frames",
+            "Transport messages (a WebRTC frame packs many packets), per direction.",
+            ["transport", "direction"],
         )
-        if isinstance(links, int) and isinstance(negotiating, int):
-            for name, doc, value in (
-                ("actr_links_open", "Links to peers that are open.", links - negotiating),
-                ("actr_links_negotiating", "Links to peers being negotiated.", negotiating),
-            ):
-                gauge = GaugeMetricFamily(name, doc, labels=["transport"])
-                gauge.add_metric([t.name], value)
-                yield gauge
+        open_links = GaugeMetricFamily(
+            "actr_links_open", "Links to peers that are open.", labels=["transport"]
+        )
+        negotiating = GaugeMetricFamily(
+            "actr_links_negotiating", "Links to peers being negotiated.", labels=["transport"]
+        )
+        for name, stats in _transport_statistics(t):
+            frames_out = getattr(stats, "frames_sent", None)
+            frames_in = getattr(stats, "frames_received", None)
+            if isinstance(frames_out, int) and isinstance(frames_in, int):
+                frames.add_metric([name, "out"], frames_out)
+                frames.add_metric([name, "in"], frames_in)
+            admission = getattr(stats, "admission", None)
+            links = getattr(admission, "links", None)
+            opening = getattr(admission, "negotiating", None)
+            if isinstance(links, int) and isinstance(opening, int):
+                open_links.add_metric([name], links - opening)
+                negotiating.add_metric([name], opening)
+        yield frames
+        yield open_links
+        yield negotiating
 
     def _fast_path(self, s: NodeStatistics) -> Iterator[Metric]:
         for what, stats, unit in (("stream", s.streams, "chunks"), ("track", s.tracks, "frames")):

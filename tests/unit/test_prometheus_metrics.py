@@ -272,3 +272,22 @@ def test_signaling_metrics_option_errors_exit_2_before_the_server_starts(
     args = build_parser().parse_args(["signaling", "--port", "0", "--metrics", address])
     assert run(args) == 2
     assert capsys.readouterr().err == f"actr-trio signaling: {message}\n"
+
+
+def test_the_default_transport_reports_frames_and_links_of_each_half() -> None:
+    # Read by duck typing at scrape time: the default transport's WebRTC and WebSocket halves
+    # appear apart (nothing runs: every figure is 0, but each label is there).
+    from actr_trio._metrics_export import NodeCollector
+    from actr_trio._metrics_transport import MeteredTransport
+    from actr_trio.transport._dual import DualTransport
+
+    transport = MeteredTransport(DualTransport(Config()))
+    collector = NodeCollector(lambda: pytest.fail("not read"), None, transport, "acme:echo")  # type: ignore[arg-type]
+    families = {f.name: f for f in collector._transport_figures()}
+    frames = {
+        (s.labels["transport"], s.labels["direction"])
+        for s in families["actr_transport_frames"].samples
+    }
+    assert frames == {(half, way) for half in ("webrtc", "websocket") for way in ("in", "out")}
+    for name in ("actr_links_open", "actr_links_negotiating"):
+        assert {s.labels["transport"] for s in families[name].samples} == {"webrtc", "websocket"}
