@@ -48,7 +48,7 @@ DEADLINE = 2.0
 U64_MAX = 2**64 - 1
 # The victim's RSS may grow this much over a flood: a link's buffers (credit windows, refusals
 # kept for retransmissions: 1,024 per link) and allocator noise; nothing per stream id or
-# announcement. Measured (peak over the level before): 0.9 MB for the stream flood, 0.2 MB
+# announcement. Measured (peak over the level before): 0.9-1.8 MB for the stream flood, 0.2-1.3 MB
 # for the announcements. Before the bounds, the same stream flood with 11-character ids grew
 # the victim by 10 MB and kept it (every id remembered); with 45-character ids 92 of 164
 # calls failed meanwhile.
