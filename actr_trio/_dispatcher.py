@@ -176,7 +176,7 @@ class Dispatcher:
             route_key=env.route_key,
             payload=result if isinstance(result, bytes) else b"",
             request_id=env.request_id,
-            traceparent=env.traceparent,
+            traceparent="",  # the caller has its span: an answer needs no trace context
             caller=self._core.actr_id,
             target=work.peer,
             priority=env.priority,
