@@ -26,8 +26,8 @@ Rules:
 
 from __future__ import annotations
 
-import random
 import math
+import random
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final, Generic, Literal, TypeVar

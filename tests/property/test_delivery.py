@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from actr_trio import ActrId, ActrRef, ActrType, Context, Priority, Workload, route
@@ -39,12 +39,25 @@ class Source(Workload):
     actr_type = ActrType("acme", "source")
 
 
+# Virtual time: a deadline far beyond any run of losses costs nothing. With the default 30 s,
+# seed 9111 failed: its generator drops ten acks in a row (ten draws below 0.3), each costing
+# a retransmission timeout of up to RTO_MAX, so a tell ran out of time although every promise
+# was kept once the run ended. The example pins that case.
+LOSSY_DEADLINE = 3600
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     drop=st.sampled_from([0.0, 0.1, 0.3]),
     duplicate=st.sampled_from([0.0, 0.2]),
     seed=st.integers(0, 2**16),
     priorities=st.lists(st.sampled_from(list(Priority)), min_size=1, max_size=25),
+)
+@example(
+    drop=0.3,
+    duplicate=0.0,
+    seed=9111,
+    priorities=[Priority.NORMAL, Priority.LOW, Priority.HIGH] + [Priority.NORMAL] * 7,
 )
 def test_lossy_lane_keeps_every_promise(
     drop: float, duplicate: float, seed: int, priorities: list[Priority]
@@ -53,7 +66,7 @@ def test_lossy_lane_keeps_every_promise(
     answers: list[bytes] = []
 
     async def main() -> None:
-        with trio.fail_after(60):
+        with trio.fail_after(2 * LOSSY_DEADLINE):
             faulty: list[FaultyTransport] = []
 
             def wrap(inner: Transport) -> Transport:
@@ -73,9 +86,15 @@ def test_lossy_lane_keeps_every_promise(
                     n = counts.get(priority, 0)
                     counts[priority] = n + 1
                     await b.tell(
-                        a.actr_id, "demo.Sink.Put", b"%d:%d" % (priority, n), priority=priority
+                        a.actr_id,
+                        "demo.Sink.Put",
+                        b"%d:%d" % (priority, n),
+                        priority=priority,
+                        timeout=LOSSY_DEADLINE,
                     )
-                answers.append(await b.call(a.actr_id, "demo.Sink.Put", b"0:0"))
+                answers.append(
+                    await b.call(a.actr_id, "demo.Sink.Put", b"0:0", timeout=LOSSY_DEADLINE)
+                )
 
     # In-memory mailbox and loopback: no threads or sockets, so virtual time is safe and the
     # retransmission timeouts cost nothing.

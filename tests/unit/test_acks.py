@@ -125,7 +125,8 @@ def test_pending_ack_is_due_after_the_delay_or_at_once() -> None:
     ack = PendingAck()
     assert not ack.owed
     ack.owe(7, 1, (), 10.0, urgent=False)
-    assert ack.owed and ack.due == 10.0 + ACK_DELAY
+    assert ack.owed
+    assert ack.due == 10.0 + ACK_DELAY
     ack.owe(7, 2, (), 10.001, urgent=False)
     assert ack.due == 10.0 + ACK_DELAY  # the first debt sets the deadline
     assert ack.take() == (7, 2, [])
@@ -186,10 +187,10 @@ def test_a_call_is_two_packets_in_steady_state() -> None:
             assert [type(p.body) for p in window] == [Envelope] * (2 * calls)
             assert all(p.piggyback is not None for p in window)
             # Left alone, the last response's ack goes out on its own after the ack delay.
-            before = trio.current_time()
-            while client.statistics().outbound.acks_sent == 0:
-                await trio.sleep(ACK_DELAY / 5)
-            assert trio.current_time() - before == pytest.approx(ACK_DELAY, abs=ACK_DELAY / 4)
+            await trio.sleep(ACK_DELAY * 0.9)
+            assert client.statistics().outbound.acks_sent == 0
+            await trio.sleep(ACK_DELAY * 0.2)
+            assert client.statistics().outbound.acks_sent == 1
             await trio.sleep(1)  # nothing else is owed: no more acks
             out_c, out_s = client.statistics().outbound, server.statistics().outbound
             assert out_c.unacked == out_s.unacked == 0
@@ -285,7 +286,8 @@ def test_a_lost_response_is_resent_and_the_call_answered_once() -> None:
             assert server.statistics().inbound.duplicates + len(echo.handled) >= 1
 
     run(main)
-    assert lost and lost[0].piggyback is not None  # the lost response carried the ack
+    assert lost
+    assert lost[0].piggyback is not None  # the lost response carried the ack
     assert answer == [b"once"]
     assert echo.handled == [b"once"]  # handled exactly once
     requests = [p for p in wire.envelopes() if p.sender == "client"]
@@ -314,9 +316,8 @@ def test_a_lost_standalone_ack_gets_the_response_resent_and_acked() -> None:
             realm.start(Client(), wrap_transport=wire.wrap("client")) as client,
         ):
             assert await client.call(server.actr_id, ECHO, b"x") == b"x"
-            with trio.fail_after(10):
-                while server.statistics().outbound.unacked:
-                    await trio.sleep(0.05)
+            await trio.sleep(5)  # a few retransmission timeouts (virtual time)
+            assert server.statistics().outbound.unacked == 0
             assert server.statistics().outbound.retransmitted >= 1
 
     run(main)
@@ -349,34 +350,35 @@ def test_an_ack_never_covers_what_the_mailbox_has_not_committed(
             LocalRealm() as realm,
             realm.start(echo, wrap_transport=wire.wrap("server")) as server,
             realm.start(Client(), wrap_transport=wire.wrap("client")) as client,
+            trio.open_nursery() as nursery,
         ):
-            async with trio.open_nursery() as nursery:
-                answered = trio.Event()
+            answered = trio.Event()
 
-                async def call() -> None:
-                    assert await client.call(server.actr_id, ECHO, b"call") == b"call"
-                    answered.set()
+            async def call() -> None:
+                assert await client.call(server.actr_id, ECHO, b"call") == b"call"
+                answered.set()
 
-                nursery.start_soon(call)
-                await echo.entered.wait()
-                nursery.start_soon(client.tell, server.actr_id, ECHO, b"held")
-                await committing.wait()
-                echo.hold.set()
-                await answered.wait()
-                await trio.sleep(1)  # any delayed ack would have left by now
-                held = next(
-                    p
-                    for p in wire.envelopes()
-                    if isinstance(p.body, Envelope) and p.body.payload == b"held"
-                )
-                acked = [
-                    ack.cumulative
-                    for p in wire.packets
-                    if p.sender == "server"
-                    for ack in (p.piggyback, p.body)
-                    if isinstance(ack, AckInfo) and not ack.reset
-                ]
-                assert acked and max(acked) < held.seq  # the response acked only the call
-                commit.set()
+            nursery.start_soon(call)
+            await echo.entered.wait()
+            nursery.start_soon(client.tell, server.actr_id, ECHO, b"held")
+            await committing.wait()
+            echo.hold.set()
+            await answered.wait()
+            await trio.sleep(1)  # any delayed ack would have left by now
+            held = next(
+                p
+                for p in wire.envelopes()
+                if isinstance(p.body, Envelope) and p.body.payload == b"held"
+            )
+            acked = [
+                ack.cumulative
+                for p in wire.packets
+                if p.sender == "server"
+                for ack in (p.piggyback, p.body)
+                if isinstance(ack, AckInfo) and not ack.reset
+            ]
+            assert acked
+            assert max(acked) < held.seq  # the response acked only the call, not the tell
+            commit.set()
 
     run(main)
