@@ -413,10 +413,12 @@ class PeerLane:
         ack = self.ack
         if ack.owed and (batch or ack.due <= trio.current_time()):
             epoch, cumulative, refused = ack.take()
-            if batch:
-                batch[-1] += encode_piggyback(epoch, cumulative, refused)
+            if batch and not refused:
+                batch[-1] += encode_piggyback(epoch, cumulative)
                 shared.acks_piggybacked += 1
             else:
+                # Refusals (rare, possibly many, each with its message) travel in a packet of
+                # their own: a passenger must never push a packet over the receiver's limit.
                 batch.append(encode_ack(epoch, cumulative, refused=refused))
                 shared.acks_sent += 1
         if not batch:

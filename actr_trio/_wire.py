@@ -31,6 +31,7 @@ from ._envelope import (
     Envelope,
     Goodbye,
     WireError,
+    encode_ack,
     encode_chunk,
     encode_chunk_body,
     encode_envelope,
@@ -165,10 +166,7 @@ class WireRoute:
                 await transport.send(peer, GOODBYE_LANE, [packet])
             else:
                 async with pl.sending:
-                    if pl.ack.owed:
-                        epoch, cumulative, refused = pl.ack.take()
-                        packet += encode_piggyback(epoch, cumulative, refused)
-                    await transport.send(peer, GOODBYE_LANE, [packet])
+                    await transport.send(peer, GOODBYE_LANE, _with_owed_ack(pl, packet))
         except (TransportError, ShuttingDown) as exc:
             log.debug("could not say goodbye to %s: %s", peer, exc)
             return False
@@ -445,6 +443,16 @@ class WireRoute:
                 pl.drained = trio.Event()
                 await pl.drained.wait()
         await trio.lowlevel.checkpoint()
+
+
+def _with_owed_ack(pl: PeerLane, packet: bytes) -> list[bytes]:
+    """``packet`` carrying what ``pl`` owes the peer (refusals in an ack of its own)."""
+    if not pl.ack.owed:
+        return [packet]
+    epoch, cumulative, refused = pl.ack.take()
+    if refused:
+        return [encode_ack(epoch, cumulative, refused=refused), packet]
+    return [packet + encode_piggyback(epoch, cumulative)]
 
 
 def _idle(pl: PeerLane) -> bool:

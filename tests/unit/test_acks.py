@@ -28,6 +28,7 @@ from actr_trio._envelope import (
 )
 from actr_trio._link import ACK_DELAY, ACK_EVERY, PendingAck
 from actr_trio._mailbox_memory import MemoryMailbox
+from actr_trio.errors import RouteNotFound
 from actr_trio.testing import LocalRealm
 from actr_trio.testing._faults import TransportWrapper
 from actr_trio.transport import Transport
@@ -382,3 +383,27 @@ def test_an_ack_never_covers_what_the_mailbox_has_not_committed(
             commit.set()
 
     run(main)
+
+
+def test_a_refusal_travels_in_an_ack_of_its_own_at_once() -> None:
+    """A refusal is told at once, in a standalone ack (never as a passenger: many refusals with
+    their messages could push a packet over the receiver's limit)."""
+    wire = Wire()
+
+    async def main() -> None:
+        async with (
+            LocalRealm() as realm,
+            realm.start(Echo(), wrap_transport=wire.wrap("server")) as server,
+            realm.start(Client(), wrap_transport=wire.wrap("client")) as client,
+        ):
+            start = trio.current_time()
+            with pytest.raises(RouteNotFound):
+                await client.call(server.actr_id, "demo.Echo.Nope", b"")
+            assert trio.current_time() - start < ACK_DELAY  # told at once
+
+    run(main)
+    refusals = [
+        p for p in wire.standalone_acks("server") if isinstance(p.body, AckInfo) and p.body.refused
+    ]
+    assert len(refusals) == 1
+    assert all(not p.piggyback.refused for p in wire.packets if p.piggyback is not None)
