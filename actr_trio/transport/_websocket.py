@@ -90,7 +90,7 @@ from ._websocket_link import (
     Link,
     WebSocketStatistics,
 )
-from ._websocket_serve import link_error, serve
+from ._websocket_serve import link_error, serve, write_now
 
 __all__ = ["WebSocketStatistics", "WebSocketTransport"]
 
@@ -188,6 +188,10 @@ class WebSocketTransport:
         """Peers with an open link now."""
         return [peer for peer in self._links if self.linked(peer)]
 
+    def links(self) -> dict[ActrId, str]:
+        """Each peer with an open link, reached over ``"websocket"`` (``NodeStatistics.links``)."""
+        return dict.fromkeys(self.open_links(), self.name)
+
     def inbound_sender(self) -> trio.MemorySendChannel[tuple[Link | None, Inbound]]:
         """A clone of the inbound channel's send side, for a transport that shares ``inbound``
         (``DualTransport``): items sent with ``None`` are delivered as they are; ``inbound``
@@ -277,7 +281,8 @@ class WebSocketTransport:
         if lane not in INDEX_OF_LANE:
             raise ValueError(f"lane={lane!r} is not a data lane (media tracks need WebRTC)")
         link = await self._link_for(peer)
-        await link.outboxes[lane].put(packets)
+        if not await write_now(link, lane, packets, self._counters):
+            await link.outboxes[lane].put(packets)
 
     def forget(self, peer: ActrId) -> None:
         """Drop the link to ``peer``; the next ``send`` dials again."""

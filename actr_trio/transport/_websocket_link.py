@@ -19,7 +19,7 @@ import copy
 import struct
 from collections import deque
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
@@ -30,6 +30,9 @@ from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable, Shuttin
 from ._abc import Inbound, InboundPackets
 from ._admission import AdmissionStatistics, Refusal
 from ._frames import FrameDecoder, FrameEncoder
+
+if TYPE_CHECKING:
+    from trio_websocket import WebSocketConnection
 
 #: Frames per lane a sender may have in flight before the receiving runtime consumed them.
 WINDOW: Final = 8
@@ -187,6 +190,11 @@ class Link:
         self.superseded = False
         # The peer dials us at the same moment and keeps its dial (see _websocket: glare).
         self.glare = False
+        self.ws: WebSocketConnection | None = None  # once open
+        # A lane's frames are written by one task at a time (its flusher, or a sender writing
+        # directly, see ``_websocket_serve.write_now``), so frames leave in sequence order.
+        self.writing = dict.fromkeys(DATA_LANES, False)
+        self.written = {lane: trio.lowlevel.ParkingLot() for lane in DATA_LANES}
 
     def __repr__(self) -> str:
         role = "dialler" if self.dialler else "listener"

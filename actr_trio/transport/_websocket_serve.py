@@ -8,7 +8,7 @@ whatever it raises (the connection closed, a malformed message, a bug) closes th
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -24,13 +24,14 @@ from ._websocket_link import (
     FRAME_OVERHEAD,
     INBOUND_BUFFER,
     INDEX_OF_LANE,
+    RECORD_COST,
     Counters,
     Link,
     wait_credit,
     wait_idle,
 )
 
-__all__ = ["link_error", "serve"]
+__all__ = ["link_error", "serve", "write_now"]
 
 log = logging.getLogger(TRANSPORT)
 
@@ -61,6 +62,7 @@ async def serve(
         except Exception as exc:
             link_error(link, exc, counters, rate)
 
+    link.ws = ws
     async with trio.open_nursery() as nursery:
         for lane in DATA_LANES:
             nursery.start_soon(guarded, _flush, lane, max_frame_size, counters)
@@ -93,14 +95,62 @@ async def _flush(
     while True:
         await outbox.wait_pending()
         await wait_idle(outbox, max_frame_size)
-        await wait_credit(link, lane, counters)
-        packets = outbox.take(link.credits[lane] * payload_per_frame)
-        for frame in encoder.encode(packets):
+        while True:
             await wait_credit(link, lane, counters)
-            link.credits[lane] -= 1
-            await ws.send_message(prefix + frame)
-            counters.frames_sent += 1
+            if not link.writing[lane]:
+                break
+            await link.written[lane].park()  # a sender is writing directly
+        packets = outbox.take(link.credits[lane] * payload_per_frame)
+        link.writing[lane] = True
+        try:
+            for frame in encoder.encode(packets):
+                await wait_credit(link, lane, counters)
+                link.credits[lane] -= 1
+                await ws.send_message(prefix + frame)
+                counters.frames_sent += 1
+        finally:
+            link.writing[lane] = False
+            link.written[lane].unpark_all()
         counters.packets_sent += len(packets)
+
+
+async def write_now(link: Link, lane: Lane, packets: Sequence[bytes], counters: Counters) -> bool:
+    """Write ``packets`` as one frame from the sender's own task, if the lane is idle.
+
+    A sender that finds nothing queued, no write in progress and credit left skips the
+    flusher: no task switch and no idle rounds (ping-pong latency). Only for packets that fit
+    one frame. False: nothing was written, queue them. The write is shielded, since a frame
+    cut off by a cancelled caller would corrupt the connection; credit bounds how long it can
+    wait (TCP's buffer holds a window).
+    """
+    ws = link.ws
+    if (
+        ws is None
+        or link.writing[lane]
+        or link.outboxes[lane].pending
+        or link.credits[lane] <= 0
+        or link.failure is not None
+    ):
+        return False
+    encoder = link.encoders[lane]
+    size = FRAME_OVERHEAD + sum(len(p) + RECORD_COST for p in packets)
+    if size > encoder.max_frame_size:
+        return False
+    link.writing[lane] = True
+    try:
+        (frame,) = encoder.encode(packets)
+        link.credits[lane] -= 1
+        with trio.CancelScope(shield=True):
+            await ws.send_message(bytes([INDEX_OF_LANE[lane]]) + frame)
+        counters.frames_sent += 1
+        counters.packets_sent += len(packets)
+    except ConnectionClosed as exc:
+        # As if queued on a link that then closed: the runtime's resends recover.
+        link.break_(f"connection closed while writing ({exc.reason})")
+    finally:
+        link.writing[lane] = False
+        link.written[lane].unpark_all()
+    return True
 
 
 async def _write_control(link: Link, ws: WebSocketConnection) -> None:
