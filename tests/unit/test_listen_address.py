@@ -83,7 +83,7 @@ def _listening(server: object, conn: int, listen: str) -> ClientProtocol:
 
 
 def _peers_found(server: object, conn: int, client: ClientProtocol) -> PeersFound:
-    request_id, frame = client.discover(ECHO)
+    _, frame = client.discover(ECHO)
     (answer,) = frames_to(conn, server.handle(conn, frame, 0.0))  # type: ignore[attr-defined]
     (found,) = client.receive(encode_frame(answer))
     assert isinstance(found, PeersFound)
