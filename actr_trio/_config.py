@@ -468,7 +468,7 @@ class Config:
             "address in the signaling registration. None (the default): no listener; "
             "peers reach this node over WebRTC, and it can still dial peers that listen. "
             "Only for peers on the same host or LAN: the port must be reachable from them "
-            "(docs/operations.md, \"Direct WebSocket links\").",
+            '(docs/operations.md, "Direct WebSocket links").',
         ),
     )
     websocket_lane: str = attrs.field(
