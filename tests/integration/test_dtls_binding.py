@@ -286,7 +286,8 @@ ATTACKS: dict[str, tuple[Callable[[World], Tamper], str]] = {
 
 
 def _transport(ref: ActrRef) -> WebRTCTransport:
-    transport = ref._core.transport
+    # The node's default transport is a DualTransport: its WebRTC side is the one under test.
+    transport = getattr(ref._core.transport, "webrtc", ref._core.transport)
     assert isinstance(transport, WebRTCTransport)
     return transport
 

@@ -31,7 +31,8 @@ async def test_goodbye_crosses_webrtc_and_the_link_is_forgotten(signaling_url: s
     config = network_config(signaling_url, realm="goodbye")
     async with ActrSystem(config, direct=False).attach(Service()).start() as service:
         core = service._core
-        transport = core.transport
+        # The node's default transport is a DualTransport; no node listens: WebRTC carries it.
+        transport = getattr(core.transport, "webrtc", core.transport)
         assert isinstance(transport, WebRTCTransport)
         heard: list[tuple[ActrId, Goodbye]] = []
         goodbye_heard = trio.Event()
