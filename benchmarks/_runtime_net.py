@@ -79,6 +79,11 @@ BENCH_LIMITS: Final = SignalingLimits(
     message_rate=10_000, message_burst=10_000, discovery_rate=1e6, discovery_burst=1_000_000
 )
 CONNECT_ATTEMPTS: Final = 3
+#: The network lanes a row runs on (as ``NodeStatistics.links`` names them); the ``-ws`` rows
+#: give the worker a listen address, so the client links to it over the direct WebSocket lane.
+WEBRTC: Final = "webrtc"
+WEBSOCKET: Final = "websocket"
+WS_ROW: Final = "actr_trio-ws"
 
 T = TypeVar("T")
 
@@ -99,12 +104,16 @@ async def _stop_child(proc: trio.Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _worker_process(url: str) -> AsyncIterator[trio.Process]:
+async def _worker_process(url: str, lane: str = WEBRTC) -> AsyncIterator[trio.Process]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "benchmarks._runtime_node", "--signaling", url, "--realm", REALM],
+        [
+            *(sys.executable, "-m", "benchmarks._runtime_node", "--signaling", url),
+            *("--realm", REALM),
+            *(("--listen", "127.0.0.1:0") if lane == WEBSOCKET else ()),
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -126,7 +135,7 @@ async def _find_worker(ref: ActrRef, proc: trio.Process) -> ActrId:
 
 
 async def _with_worker(
-    body: Callable[[ActrRef, ActrId], Awaitable[T]], bound: float
+    body: Callable[[ActrRef, ActrId], Awaitable[T]], bound: float, lane: str = WEBRTC
 ) -> tuple[T, int]:
     """Signaling server here, worker node in a child, client node here; ``body(client, worker)``.
 
@@ -140,7 +149,7 @@ async def _with_worker(
         async with serve(host="127.0.0.1", port=0, limits=BENCH_LIMITS) as server:
             config = network_config(server.url, realm=REALM)
             async with (
-                _worker_process(server.url) as proc,
+                _worker_process(server.url, lane) as proc,
                 ActrSystem(config).attach(BenchClient()).start() as ref,
             ):
                 attempts = 0
@@ -154,6 +163,9 @@ async def _with_worker(
                         except PeerUnavailable:
                             if attempts >= CONNECT_ATTEMPTS:
                                 raise
+                linked = ref.statistics().links.get(worker)
+                if linked != lane:
+                    raise RuntimeError(f"linked to the worker over {linked}, not {lane}")
                 return await body(ref, worker), attempts
 
 
@@ -163,6 +175,20 @@ async def _with_worker(
     timeout_s=90,
 )
 def w5_calls(size: int) -> Measurement:
+    return _w5(size, WEBRTC)
+
+
+@runtime(
+    "W5",
+    WS_ROW,
+    label="client node here -> worker node in a child process, direct WebSocket lane on 127.0.0.1; sequential ref.call echo, 64 B",
+    timeout_s=90,
+)
+def w5_calls_ws(size: int) -> Measurement:
+    return _w5(size, WEBSOCKET)
+
+
+def _w5(size: int, lane: str) -> Measurement:
     async def body(ref: ActrRef, worker: ActrId) -> list[int]:
         samples: list[int] = []
         for i in range(WARMUP_CALLS + size):
@@ -175,7 +201,7 @@ def w5_calls(size: int) -> Measurement:
                 samples.append(t1 - t0)
         return samples
 
-    samples, attempts = run_trio(_with_worker, body, 80.0)
+    samples, attempts = run_trio(_with_worker, body, 80.0, lane)
     return {**latency_figures(samples), "connect_attempts": attempts}
 
 
@@ -207,11 +233,25 @@ async def _remote_tells(ref: ActrRef, worker: ActrId, n: int) -> Burst:
     timeout_s=120,
 )
 def w6_tells(size: int) -> Measurement:
+    return _w6(size, WEBRTC)
+
+
+@runtime(
+    "W6",
+    WS_ROW,
+    label=f"client node here -> worker node in a child process, direct WebSocket lane; {SENDERS} sender tasks, 100 B tells; until all handled",
+    timeout_s=120,
+)
+def w6_tells_ws(size: int) -> Measurement:
+    return _w6(size, WEBSOCKET)
+
+
+def _w6(size: int, lane: str) -> Measurement:
     async def body(ref: ActrRef, worker: ActrId) -> Burst:
         await _remote_tells(ref, worker, warmup(size))
         return await _remote_tells(ref, worker, size)
 
-    burst, attempts = run_trio(_with_worker, body, 110.0)
+    burst, attempts = run_trio(_with_worker, body, 110.0, lane)
     return {
         "msgs_per_s": size / burst.handled,
         "acked_per_s": size / burst.acked,
@@ -263,17 +303,30 @@ async def _stream_burst(
     timeout_s=120,
 )
 def w7_stream(size: int) -> Measurement:
+    return {**_w7(size, WEBRTC), "dispatch_p50_us": _stream_dispatch_p50_us()}
+
+
+@runtime(
+    "W7",
+    WS_ROW,
+    label="client here -> worker in a child process, direct WebSocket lane, LatencyFirst stream, 16 KiB chunks; delivered bytes / time to last delivered chunk",
+    timeout_s=120,
+)
+def w7_stream_ws(size: int) -> Measurement:
+    return _w7(size, WEBSOCKET)
+
+
+def _w7(size: int, lane: str) -> Measurement:
     async def body(ref: ActrRef, worker: ActrId) -> tuple[float, int, int]:
         await _stream_burst(ref, worker, max(1, size // 10), STREAM_IDS[0])
         return await _stream_burst(ref, worker, size, STREAM_IDS[1])
 
-    (elapsed, chunks, nbytes), attempts = run_trio(_with_worker, body, 110.0)
+    (elapsed, chunks, nbytes), attempts = run_trio(_with_worker, body, 110.0, lane)
     return {
         "connect_attempts": attempts,
         "MB_per_s": nbytes / elapsed / 1e6,
         "chunks_per_s": chunks / elapsed,
         "delivered_pct": 100.0 * chunks / size,
-        "dispatch_p50_us": _stream_dispatch_p50_us(),
     }
 
 

@@ -1,7 +1,8 @@
 """The node process of the cross-process runtime rows (W5-W8): ``python -m benchmarks._runtime_node``.
 
-Usage: ``python -m benchmarks._runtime_node --signaling URL [--realm bench]``. Runs
-:class:`BenchWorker` on a networked node (WebRTC, loopback ICE only, no STUN) until SIGTERM.
+Usage: ``python -m benchmarks._runtime_node --signaling URL [--realm bench] [--listen
+127.0.0.1:0]``. Runs :class:`BenchWorker` on a networked node (WebRTC, loopback ICE only, no
+STUN; with ``--listen``, peers link to it over the direct WebSocket lane) until SIGTERM.
 The benchmark process starts it, finds it by discovery, measures, and kills it.
 """
 
@@ -96,9 +97,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--signaling", required=True)
     parser.add_argument("--realm", default=REALM)
+    parser.add_argument(
+        "--listen", default=None, help="HOST:PORT to accept direct WebSocket links on"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    trio.run(lambda: serve_worker(BenchWorker(), args.signaling, realm=args.realm))
+    options = {} if args.listen is None else {"listen": args.listen}
+    trio.run(lambda: serve_worker(BenchWorker(), args.signaling, realm=args.realm, **options))
 
 
 if __name__ == "__main__":

@@ -143,7 +143,16 @@ REGISTRY.add_workload(
         higher_is_better=True,
         quick_size=10_000,
         full_size=20_000,
+        runtimes=("actr_trio", "actr_trio-ws"),
         targets=(
+            Target(
+                "msgs_per_s",
+                ">=",
+                0.5,
+                baseline="raw-trio-websocket-packed",
+                runtime="actr_trio-ws",
+                source=ISSUE_11,
+            ),
             Target(
                 "msgs_per_s",
                 ">=",
@@ -165,6 +174,7 @@ REGISTRY.add_workload(
         quick_size=500,
         full_size=2_000,
         size_unit="chunks",
+        runtimes=("actr_trio", "actr_trio-ws"),
         targets=(
             Target(
                 "MB_per_s", ">=", 0.9, baseline="raw-aiortc", runtime="actr_trio", source=ISSUE_11
