@@ -430,9 +430,10 @@ def run(args: argparse.Namespace) -> int:
                                 f"actr-trio signaling: cannot serve the status page on "
                                 f"{args.status}: {exc}\n"
                             )
+                            result = 1  # the signal loop below ends at once: cancelled
                             nursery.cancel_scope.cancel(reason="cannot serve the status page")
-                            return 1
-                        sys.stdout.write(f"actr-trio signaling status page at {status.url}\n")
+                        else:
+                            sys.stdout.write(f"actr-trio signaling status page at {status.url}\n")
                     if args.metrics is not None:
                         try:
                             host, port = await nursery.start(serve_metrics, server, args.metrics)

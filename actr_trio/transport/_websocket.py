@@ -359,11 +359,13 @@ class WebSocketTransport:
                 except Exception as exc:  # a bug or an unexpected library error: this link only
                     self._link_error(link, exc)
                 finally:
-                    await self._close(link, ws)
-                    # Also when the peer closed the WebSocket first (trio-websocket then
-                    # leaves the TCP stream to its reader task, which is cancelled next).
-                    if stream is not None:
-                        await trio.aclose_forcefully(stream)
+                    # Bounded inside too; shielded here so that the link's close runs whole.
+                    with trio.move_on_after(2 * CLOSE_GRACE, shield=True):
+                        await self._close(link, ws)
+                        # Also when the peer closed the WebSocket first (trio-websocket then
+                        # leaves the TCP stream to its reader task, which is cancelled next).
+                        if stream is not None:
+                            await trio.aclose_forcefully(stream)
                     ws_nursery.cancel_scope.cancel()
         finally:
             self._ended(link)
@@ -474,11 +476,13 @@ class WebSocketTransport:
                 finally:
                     if counted:
                         self._handshaking -= 1
-                    if link is not None:
-                        await self._close(link, ws)
-                    elif ws is not None:
-                        await self._refuse(ws, CLOSE_TIMEOUT, "handshake did not finish")
-                    await trio.aclose_forcefully(stream)
+                    # Bounded inside too; shielded here so that the link's close runs whole.
+                    with trio.move_on_after(2 * CLOSE_GRACE, shield=True):
+                        if link is not None:
+                            await self._close(link, ws)
+                        elif ws is not None:
+                            await self._refuse(ws, CLOSE_TIMEOUT, "handshake did not finish")
+                        await trio.aclose_forcefully(stream)
                     ws_nursery.cancel_scope.cancel()
         finally:
             if link is not None:
