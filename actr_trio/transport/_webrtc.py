@@ -8,12 +8,17 @@ transport: links table, ``send``, ``publish_track``, statistics), ``_webrtc_rela
 answers, refusals from signaling; admission), ``_webrtc_linktask`` (a link's life: negotiate,
 serve, close), ``_webrtc_link`` (a link's state: outboxes, credits, decoders, the CONTROL
 messages, the counters), ``_webrtc_recv`` (what the asyncio side reports: decoding, credit,
-inbound), ``_webrtc_send`` (a lane's flusher: outbox to frames, within credit). The admission
-policy is sans-IO, in ``_admission``.
+inbound), ``_webrtc_send`` (a lane's flusher: outbox to frames, within credit),
+``_webrtc_ports`` (the asyncio side's lifecycle: started on first need, stopped with ``run``).
+The admission policy is sans-IO, in ``_admission``.
 
-Threads. ``run`` starts the loop thread and stops it when it ends (cancelled or not): every link
-is closed first, then the loop's remaining tasks are cancelled, the codec threads of any
-connection left are stopped, the loop is closed and the thread joined. The two sides exchange
+Threads. Neither aiortc nor the loop thread is there before a link needs them (``_webrtc_ports``):
+the first link (a ``send`` or ``publish_track`` that opens one, or an offer received) imports
+aiortc, on a worker thread, and starts the loop; links that need it meanwhile wait for that one
+start. A node that never links over WebRTC never imports aiortc. When ``run`` ends (cancelled
+or not) every link is closed first, then, if the loop was started, its remaining tasks are
+cancelled, the codec threads of any connection left are stopped, the loop is closed and the
+thread joined. The two sides exchange
 batches, never one crossing per frame: frames a flusher writes cross as one call, and the
 messages aiortc delivers in one loop iteration reach Trio as one callback (``_webrtc_aio``).
 aiortc callbacks do nothing but report to Trio.
@@ -98,13 +103,14 @@ receiver maps the transceiver's mid to the announced ``track_id`` and delivers d
 ``InboundFrame`` (frames arriving before the announcement are dropped, like any late media).
 
 Shutdown. Cancelling ``run`` cancels every link task; each closes its peer connection
-(``pc.close()`` under a shielded, bounded scope) before the asyncio loop is stopped and its
-thread joined: no thread of the transport (the loop's, aiortc's codec threads, the loop's
+(``pc.close()`` under a shielded, bounded scope) before the asyncio loop (if it was started)
+is stopped and its thread joined: no thread of the transport (the loop's, aiortc's codec threads, the loop's
 executor) outlives ``run``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Sequence
@@ -118,11 +124,9 @@ from .._ids import ActrId
 from .._lanes import Lane
 from .._logging import TRANSPORT
 from ..errors import LinkRefused, ShuttingDown
-from . import _ice
 from ._abc import Inbound, MediaSource, SignalingSession
 from ._admission import Admission, AdmissionStatistics
 from ._frames import DEFAULT_MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
-from ._webrtc_aio import Ports, is_media_track, open_asyncio_thread
 from ._webrtc_link import (
     CHANNEL_OF_LANE,
     INBOUND_BUFFER,
@@ -132,6 +136,7 @@ from ._webrtc_link import (
     Link,
 )
 from ._webrtc_linktask import CLOSE_GRACE, LinkTasks
+from ._webrtc_ports import Ports
 from ._webrtc_recv import Receiver
 from ._webrtc_relays import RelayHandler
 
@@ -218,8 +223,8 @@ class WebRTCTransport:
                 raise ValueError(f"media_slots entry {kind!r} must be 'video' or 'audio'")
         FrameEncoder(max_frame_size)  # validates the size
         for address in config.ice_addresses:
-            with _ice.host_addresses((address,)):  # raises ValueError naming a bad entry
-                pass
+            # Checked here, not when the first link gathers: raises ValueError naming it.
+            ipaddress.ip_address(address)
         self._config = config
         self._max_frame_size = max_frame_size
         self._max_packet = config.max_payload + PACKET_OVERHEAD
@@ -320,21 +325,20 @@ class WebRTCTransport:
         if self._session is not None:
             raise RuntimeError(f"{self!r} was already run")
         self._session = session
-        ports = self._ports
         try:
-            with _ice.hooked(), self._inbound_send, self._relays.refusal_recv:
-                async with open_asyncio_thread(ports.on_asyncio_error, ports.stop_all) as thread:
-                    ports.thread = thread
-                    try:
-                        async with trio.open_nursery() as nursery:
-                            self._nursery = nursery
-                            nursery.start_soon(self._relays.serve, session)
-                            nursery.start_soon(self._relays.send_refusals, session)
-                            task_status.started()
-                            await trio.sleep_forever()
-                    finally:
-                        # Every link task ended: no new one while the loop thread stops.
-                        self._nursery = None
+            with self._inbound_send, self._relays.refusal_recv:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._relays.serve, session)
+                        nursery.start_soon(self._relays.send_refusals, session)
+                        task_status.started()
+                        await trio.sleep_forever()
+                finally:
+                    # Every link task ended: no new one, and no loop starts any more.
+                    self._nursery = None
+                    with trio.CancelScope(shield=True):
+                        await self._ports.stop()
         finally:
             self._closed = True
             self._nursery = None
@@ -417,6 +421,9 @@ class WebRTCTransport:
             TransportError: every media slot of that kind is in use on this link.
             PeerUnavailable / ShuttingDown: as for :meth:`send`.
         """
+        # A track is an aiortc object: whoever made one imported aiortc already.
+        from ._webrtc_aio import is_media_track
+
         if not is_media_track(track):
             raise TypeError(f"{track!r} is not an aiortc MediaStreamTrack")
         link = await self._link_for(peer)

@@ -6,8 +6,9 @@ actr_trio that runs asyncio code (``_ice`` only patches aioice): the rest of the
 plain Trio and reaches aiortc through the two classes here.
 
 :class:`AsyncioThread` runs one ``asyncio`` event loop on a thread of its own (one per
-transport, so one per node), opened and closed by :func:`open_asyncio_thread` in the
-transport's ``run``. The two sides exchange *batches* of callables:
+transport, so one per node), started when the transport's first link needs it and stopped when
+the transport's ``run`` ends (``_webrtc_ports.Ports``, which imports this module only then:
+importing it imports aiortc). The two sides exchange *batches* of callables:
 
 * Trio to asyncio: :meth:`AsyncioThread.call` queues a callable; the first one queued since the
   loop last drained wakes it (one ``loop.call_soon_threadsafe``), and the loop then runs every
@@ -24,18 +25,17 @@ negotiated data channels), callbacks that report to the Trio side (:class:`LinkE
 nothing else, the readers of received tracks, writes of frames. Any exception on the asyncio
 side of a link, in our code or in one of aiortc's tasks (the loop's exception handler
 attributes it to the link whose aiortc object the failing task belongs to, see
-:class:`Ports`), is reported to the Trio side, which closes that link; nothing raises into
+``_webrtc_ports.Ports``), is reported to the Trio side, which closes that link; nothing raises into
 the loop, the thread or the node's nursery.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -55,20 +55,13 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from .._logging import TRANSPORT
 from ..errors import ShuttingDown, TransportError
 from . import _ice
-from ._webrtc_blame import owned, suspects
 from ._webrtc_link import CHANNEL_RELIABILITY, LOW_WATER, TRACK_KINDS, Channel
 
 if TYPE_CHECKING:
     from ._webrtc_link import Link
+    from ._webrtc_ports import Ports
 
-__all__ = [
-    "AsyncioThread",
-    "LinkEvents",
-    "Port",
-    "Ports",
-    "is_media_track",
-    "open_asyncio_thread",
-]
+__all__ = ["AsyncioThread", "LinkEvents", "Port", "is_media_track"]
 
 log = logging.getLogger(TRANSPORT)
 T = TypeVar("T")
@@ -249,23 +242,6 @@ class AsyncioThread:
             log.debug("could not report an asyncio error", exc_info=True)
 
 
-@contextlib.asynccontextmanager
-async def open_asyncio_thread(
-    exception_handler: Callable[[dict[str, Any]], None], on_stop: Callable[[], None]
-) -> AsyncIterator[AsyncioThread]:
-    """Start an :class:`AsyncioThread`; on exit (also cancelled) stop it and join its thread.
-
-    ``on_stop`` runs on the loop after its tasks were cancelled, before it closes.
-    """
-    thread = AsyncioThread(exception_handler)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        with trio.CancelScope(shield=True):
-            await thread.stop(on_stop)
-
-
 async def _awaited(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
 
@@ -306,63 +282,6 @@ class LinkEvents(Protocol):
 def is_media_track(obj: object) -> bool:
     """Whether ``obj`` is an aiortc ``MediaStreamTrack`` (what ``publish_track`` accepts)."""
     return isinstance(obj, MediaStreamTrack)
-
-
-class Ports:
-    """The asyncio side of one transport's links: the live ports, and the loop's exception
-    handler that attributes an error to the link it concerns.
-
-    Args:
-        events: the Trio side (``_webrtc_recv.Receiver``).
-        media_slots: kinds of the media transceivers every link gets.
-        ice_servers: STUN/TURN URLs (none: nothing leaves the host).
-        ice_addresses: the host addresses gathered (empty: aioice's default).
-    """
-
-    def __init__(
-        self,
-        events: LinkEvents,
-        media_slots: tuple[str, ...],
-        ice_servers: tuple[str, ...],
-        ice_addresses: tuple[str, ...],
-    ) -> None:
-        self.events = events
-        self.media_slots = media_slots
-        self.ice_servers = ice_servers
-        self.ice_addresses = ice_addresses
-        self.thread: AsyncioThread | None = None
-        # Only the loop's thread changes this set.
-        self.live: set[Port] = set()
-
-    def port(self, link: Link) -> Port:
-        """A new port for ``link`` (no peer connection yet: see :meth:`Port.offer`)."""
-        assert self.thread is not None
-        return Port(self, link)
-
-    def stop_all(self) -> None:
-        """On the loop, at shutdown: stop the codec threads of every connection left."""
-        for port in list(self.live):
-            port.stop_decoders()
-        self.live.clear()
-
-    def on_asyncio_error(self, context: dict[str, Any]) -> None:
-        """The loop's exception handler (any thread): report to Trio; never raises."""
-        message = str(context.get("message") or "unhandled error in the asyncio loop")
-        exception = context.get("exception")
-        link = self._link_of(context)
-        if self.thread is not None:
-            self.thread.to_trio(partial(self.events.asyncio_error, link, message, exception))
-
-    def _link_of(self, context: dict[str, Any]) -> Link | None:
-        found = {id(obj) for obj in suspects(context)}
-        if not found:
-            return None
-        for port in list(self.live):
-            if port.pc is not None:
-                channels = iter(list(port.channels.values()))
-                if found & {id(obj) for obj in owned(port.pc, channels)}:
-                    return port.link
-        return None
 
 
 class Port:

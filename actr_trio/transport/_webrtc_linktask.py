@@ -23,8 +23,8 @@ from .._logging import TRANSPORT
 from ..errors import PeerUnavailable, ShuttingDown
 from ._abc import SignalingSession
 from ._admission import Admission
-from ._webrtc_aio import Ports
 from ._webrtc_link import DATA_LANES, Channel, Counters, Link
+from ._webrtc_ports import Ports
 from ._webrtc_recv import Receiver
 from ._webrtc_relays import seal
 from ._webrtc_send import flush
@@ -127,18 +127,20 @@ class LinkTasks:
 
     async def _negotiate(self, session: SignalingSession, link: Link, offer: str | None) -> None:
         ports = self._ports
-        assert ports.thread is not None
+        # The first link of the transport starts its loop (and imports aiortc); the others
+        # wait for that start.
+        thread = await ports.start()
         port = link.port = ports.port(link)
         if offer is None:
-            local = await ports.thread.run(port.offer)
+            local = await thread.run(port.offer)
             await session.send_relay(link.peer, "offer", seal(session, "offer", link.peer, local))
             while not link.answered.is_set() and not link.broken.is_set():
                 await link.wakeup.park()
             if link.answer is None:
                 return
-            await ports.thread.run(partial(port.accept_answer, link.answer))
+            await thread.run(partial(port.accept_answer, link.answer))
         else:
-            local = await ports.thread.run(partial(port.answer, offer))
+            local = await thread.run(partial(port.answer, offer))
             await session.send_relay(link.peer, "answer", seal(session, "answer", link.peer, local))
 
     async def _close_link(self, link: Link) -> None:
