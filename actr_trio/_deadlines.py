@@ -70,6 +70,10 @@ class DeadlineTimer:
                 entry = heapq.heappop(heap)[2]
                 if not entry.settled:
                     entry.expire()
+            # Settled entries at the top need no wake-up: with calls answered well before
+            # their deadlines, the task then wakes once per live deadline, not once per call.
+            while heap and heap[0][2].settled:
+                heapq.heappop(heap)
             self._next = heap[0][0] if heap else math.inf
             self._wake = trio.Event()
             with trio.move_on_at(self._next):

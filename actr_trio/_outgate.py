@@ -132,6 +132,7 @@ class OutGate:
             transport,
             self._calls,
             self._rate,
+            deadlines,
             peer_state_timeout=peer_state_timeout,
             max_peer_states=max_peer_states,
         )

@@ -30,6 +30,7 @@ from typing import Final, final
 import attrs
 import trio
 
+from ._deadlines import DeadlineTimer
 from ._envelope import (
     TELL,
     AckInfo,
@@ -94,6 +95,12 @@ class Waiter:
         if not self.done:
             self.error = error
             self._settle()
+
+    def nudge(self) -> None:
+        """Wake the waiting task without settling (its :meth:`wait` returns, ``done`` False)."""
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     def _settle(self) -> None:
         self.done = True
@@ -201,6 +208,7 @@ class LinkShared:
     transport: Transport
     calls: dict[str, Waiter]
     rate: RateLimiter
+    deadlines: DeadlineTimer  # wakes the flushers for acks and retransmissions that are due
     sent: int = 0
     retransmitted: int = 0
     acked: int = 0
@@ -208,6 +216,7 @@ class LinkShared:
     batches: int = 0
     acks_sent: int = 0  # acknowledgements sent as packets of their own
     acks_piggybacked: int = 0  # acknowledgements that rode on a packet going anyway
+    direct_writes: int = 0  # batches a sender handed to the transport itself (lane was idle)
 
 
 class PeerLane:
@@ -231,7 +240,10 @@ class PeerLane:
         self.closed = False
         # What this node owes the peer's link on this lane, and when the flusher wakes next.
         self.ack = PendingAck()
-        self.timer = math.inf
+        # The earliest wake-up of the flusher asked of the DeadlineTimer and not yet passed
+        # (see _Alarm): an ack or retransmission due later needs no new one, so a call
+        # usually arms nothing and the flusher sleeps without a cancel scope.
+        self.armed = math.inf
 
     def __repr__(self) -> str:
         return f"<PeerLane {self.peer} {self.lane.name} unacked={len(self.link)}>"
@@ -240,11 +252,24 @@ class PeerLane:
         self.outbox.append(packet)
         self.wake.set()
 
-    def stamp(self, item: LinkItem) -> None:
+    def stamp(self, item: LinkItem, *, wake: bool = True) -> None:
+        """Number ``item`` and queue its packet; with ``wake=False`` the caller hands the
+        outbox to the transport itself next (:meth:`send_inline`), so the flusher sleeps on."""
         if not self.link:
-            self.last_progress = trio.current_time()
+            self.last_progress = now = trio.current_time()
+            self._wake_by(now + self.rto)  # the retransmission timer starts with the link
         seq = self.link.stamp(item)
-        self.push(self._packet(seq, item))
+        packet = self._packet(seq, item)
+        if wake:
+            self.push(packet)
+        else:
+            self.outbox.append(packet)
+
+    def _wake_by(self, when: float) -> None:
+        """Have the flusher wake at ``when`` at the latest (no task switch now)."""
+        if when < self.armed:
+            self.armed = when
+            self.shared.deadlines.add(when, _Alarm(self, when))
 
     def retransmit(self, items: Sequence[tuple[int, LinkItem]]) -> None:
         self.shared.retransmitted += len(items)
@@ -350,8 +375,8 @@ class PeerLane:
         with the next batch, or on their own when due. An ``urgent`` ack is due now; the gate
         then calls :meth:`flush_ack` (after the inbound packets already waiting)."""
         self.ack.owe(epoch, cumulative, refused, trio.current_time(), urgent=urgent)
-        if not urgent and self.ack.due < self.timer:
-            self.wake.set()  # the flusher sleeps past the new due time
+        if not urgent:
+            self._wake_by(self.ack.due)  # the flusher may sleep past the new due time
 
     async def flush_ack(self) -> None:
         """Send an ack that is due: inline when no batch is in flight, else the flusher sends
@@ -365,17 +390,22 @@ class PeerLane:
     async def flush_loop(self) -> None:
         while not self.closed:
             if self.outbox or self.ack.due <= trio.current_time():
-                async with self.sending:
+                try:
+                    self.sending.acquire_nowait()  # the send is the checkpoint
+                except trio.WouldBlock:
+                    await self.sending.acquire()
+                try:
                     if not await self.send_outbox():
                         return
+                finally:
+                    self.sending.release()
                 continue
             self.wake = trio.Event()
-            self.timer = self.ack.due
+            timer = self.ack.due
             if self.link:
-                self.timer = min(self.timer, self.last_progress + self.rto)
-            with trio.move_on_at(self.timer):
-                await self.wake.wait()
-            self.timer = math.inf
+                timer = min(timer, self.last_progress + self.rto)
+            self._wake_by(timer)
+            await self.wake.wait()
             now = trio.current_time()
             if not self.outbox and self.link and now >= self.last_progress + self.rto:
                 self._timed_out(now)
@@ -455,13 +485,44 @@ class PeerLane:
         return True
 
     async def send_inline(self) -> None:
-        """Send from the calling task when no batch is in flight (saves a task switch);
-        otherwise the flusher picks the packet up with the batch that follows."""
+        """Send the outbox from the calling task when no batch is in flight (saves waking
+        the flusher: a task switch); otherwise the flusher sends it with the batch that
+        follows. Either way the outbox leaves whole and in order, one batch at a time."""
         try:
             self.sending.acquire_nowait()
         except trio.WouldBlock:
+            self.wake.set()  # whoever sends now leaves it to the flusher
+            await trio.lowlevel.checkpoint()
             return
         try:
+            if self.outbox:
+                self.shared.direct_writes += 1
             await self.send_outbox()
         finally:
             self.sending.release()
+        if self.outbox:
+            self.wake.set()  # queued behind our batch: the flusher takes it
+
+
+class _Alarm:
+    """A wake-up of one PeerLane's flusher, kept by the node's DeadlineTimer.
+
+    Alarms fire in time order, so when one fires, every alarm armed for an earlier time has
+    fired too: the lane has none pending before this one (``armed`` says so).
+    """
+
+    __slots__ = ("lane", "when")
+
+    def __init__(self, lane: PeerLane, when: float) -> None:
+        self.lane = lane
+        self.when = when
+
+    @property
+    def settled(self) -> bool:
+        return self.lane.closed
+
+    def expire(self) -> None:
+        lane = self.lane
+        if lane.armed <= self.when:
+            lane.armed = math.inf
+        lane.wake.set()

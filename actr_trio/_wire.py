@@ -22,6 +22,7 @@ from typing import Final
 
 import trio
 
+from ._deadlines import DeadlineTimer
 from ._envelope import (
     REQUEST,
     RESPONSE,
@@ -42,7 +43,15 @@ from ._idle import IdleTable
 from ._ids import ActrId
 from ._lanes import Lane
 from ._logging import LINK, RateLimiter
-from ._peerlane import CHUNK, OUTBOX_LIMIT, ChunkAcks, LinkItem, LinkShared, PeerLane, Waiter
+from ._peerlane import (
+    CHUNK,
+    OUTBOX_LIMIT,
+    ChunkAcks,
+    LinkItem,
+    LinkShared,
+    PeerLane,
+    Waiter,
+)
 from .errors import DeadlineExceeded, Overloaded, PeerUnavailable, ShuttingDown, TransportError
 from .transport._abc import Transport
 
@@ -75,6 +84,8 @@ class WireRoute:
         calls: the node's calls waiting for an answer, by request id (shared with the
             in-process route).
         rate: the rate limiter of the link log (shared with the gate).
+        deadlines: the node's running DeadlineTimer: it ends calls at their deadlines and
+            wakes the flushers when acks and retransmissions are due.
     """
 
     def __init__(
@@ -82,11 +93,12 @@ class WireRoute:
         transport: Transport,
         calls: dict[str, Waiter],
         rate: RateLimiter,
+        deadlines: DeadlineTimer,
         *,
         peer_state_timeout: float = PEER_STATE_TIMEOUT,
         max_peer_states: int = MAX_PEER_STATES,
     ) -> None:
-        self._shared = LinkShared(transport, calls, rate)
+        self._shared = LinkShared(transport, calls, rate, deadlines)
         self._calls = calls
         self._lanes: dict[tuple[ActrId, Lane], PeerLane] = {}
         # When each peer was last sent to or acked something: the lanes of one quiet for
@@ -228,6 +240,8 @@ class WireRoute:
         target, lane, kind, request_id = env.target, env.lane, env.kind, env.request_id
         assert target is not None
         backoff = OVERLOADED_BACKOFF_MIN
+        # One cancel scope per call (the deadline): it also bounds a send that has to wait
+        # for a link to open.
         with trio.move_on_at(deadline) as scope:
             while True:
                 waiter = await self.send_and_wait(target, lane, kind, request_id, data, deadline)
@@ -241,10 +255,10 @@ class WireRoute:
                 backoff = min(backoff * 2, OVERLOADED_BACKOFF_MAX)
         if scope.cancelled_caught:
             raise too_late(env, overloaded=backoff > OVERLOADED_BACKOFF_MIN)
-        if isinstance(waiter.error, WireError):
-            raise waiter.error.to_exception()
-        if waiter.error is not None:
-            raise waiter.error
+        if isinstance(error, WireError):
+            raise error.to_exception()
+        if error is not None:
+            raise error
         return waiter.payload
 
     async def deliver_many(self, envs: list[Envelope], deadline: float) -> None:
@@ -294,7 +308,7 @@ class WireRoute:
                     break
                 pl.window.release()  # the peer said goodbye meanwhile: take the new lane
             waiter = Waiter(env.target)
-            pl.stamp(LinkItem(TELL, env.request_id, data, deadline, waiter))
+            pl.stamp(LinkItem(TELL, env.request_id, data, deadline, waiter), wake=False)
             waiters.append(waiter)
         assert pl is not None
         await pl.send_inline()
@@ -303,6 +317,7 @@ class WireRoute:
     async def send_and_wait(
         self, target: ActrId, lane: Lane, kind: int, request_id: str, data: bytes, deadline: float
     ) -> Waiter:
+        """Send and wait for the outcome (bound it with a cancel scope: the deadline)."""
         waiter = Waiter(target)
         if kind == REQUEST:
             self._calls[request_id] = waiter
@@ -311,10 +326,15 @@ class WireRoute:
             if kind != REQUEST:
                 await waiter.wait()
                 return waiter
+            timer = self._shared.deadlines
             interval = RESPONSE_RETRY_MIN
             while True:
-                with trio.move_on_after(interval):
-                    await waiter.wait()
+                # Woken by the answer, or by this nudge (the DeadlineTimer's: no cancel scope
+                # per call) to ask again.
+                nudge = _Nudge(waiter)
+                timer.add(trio.current_time() + interval, nudge)
+                await waiter.wait()
+                nudge.settled = True
                 if waiter.done:
                     return waiter
                 if item.acked or item.dropped:
@@ -339,12 +359,15 @@ class WireRoute:
     ) -> LinkItem:
         while True:
             pl = self._lane(target, lane)
-            await pl.window.acquire()
+            try:
+                pl.window.acquire_nowait()  # the send below is this call's checkpoint
+            except trio.WouldBlock:
+                await pl.window.acquire()  # the window is full: wait for acks
             if not pl.closed:
                 break
             pl.window.release()  # the peer said goodbye meanwhile: its lane is gone, take anew
         item = LinkItem(kind, request_id, data, deadline, waiter)
-        pl.stamp(item)
+        pl.stamp(item, wake=False)
         await pl.send_inline()
         return item
 
@@ -443,6 +466,20 @@ class WireRoute:
                 pl.drained = trio.Event()
                 await pl.drained.wait()
         await trio.lowlevel.checkpoint()
+
+
+class _Nudge:
+    """Wakes a call's waiting task after an interval without settling it (it asks again)."""
+
+    __slots__ = ("settled", "waiter")
+
+    def __init__(self, waiter: Waiter) -> None:
+        self.waiter = waiter
+        self.settled = False
+
+    def expire(self) -> None:
+        self.settled = True
+        self.waiter.nudge()
 
 
 def _with_owed_ack(pl: PeerLane, packet: bytes) -> list[bytes]:
