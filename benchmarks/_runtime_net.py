@@ -373,9 +373,14 @@ async def _inproc_starts(n: int) -> list[float]:
     return out
 
 
-async def _process_first_rpc(n: int) -> tuple[list[float], list[float]]:
-    """(spawn -> registered, spawn -> first RPC answered) in seconds, ``n`` fresh processes."""
+async def _process_first_rpc(n: int, lane: str = WEBRTC) -> tuple[list[float], list[float]]:
+    """(spawn -> registered, spawn -> first RPC answered) in seconds, ``n`` fresh processes;
+    the first RPC goes over ``lane`` (checked)."""
     from actr_trio.signaling import serve
+
+    if lane == WEBRTC:
+        # This side's node loads aiortc on its first WebRTC link: not the child's start.
+        import actr_trio.transport._webrtc_aio  # noqa: F401
 
     registered: list[float] = []
     answered: list[float] = []
@@ -384,7 +389,7 @@ async def _process_first_rpc(n: int) -> tuple[list[float], list[float]]:
         async with ActrSystem(config).attach(BenchClient()).start() as ref:
             for _ in range(n):
                 t0 = time.perf_counter()
-                async with _worker_process(server.url) as proc:
+                async with _worker_process(server.url, lane) as proc:
                     with trio.fail_after(SETUP_BOUND):
                         worker = await _find_worker(ref, proc)
                         t1 = time.perf_counter()
@@ -392,6 +397,9 @@ async def _process_first_rpc(n: int) -> tuple[list[float], list[float]]:
                         t2 = time.perf_counter()
                     if reply != b"first":
                         raise RuntimeError(f"unexpected reply {reply!r:.40}")
+                    linked = ref.statistics().links.get(worker)
+                    if linked != lane:
+                        raise RuntimeError(f"first RPC went over {linked}, not {lane}")
                 # Wait until the stopped worker is gone from discovery before the next one.
                 with trio.move_on_after(STOP_BOUND):
                     while True:
@@ -403,6 +411,16 @@ async def _process_first_rpc(n: int) -> tuple[list[float], list[float]]:
     return registered, answered
 
 
+def _process_figures(lane: str) -> Measurement:
+    registered, answered = run_trio(_process_first_rpc, PROCESS_STARTS, lane)
+    return {
+        "process_first_rpc_ms": statistics.median(answered) * 1e3,
+        "process_registered_ms": statistics.median(registered) * 1e3,
+        "first_call_ms": statistics.median(b - a for a, b in zip(registered, answered, strict=True))
+        * 1e3,
+    }
+
+
 @runtime(
     "W8",
     label=f"LocalRealm node start (median of `size`); fresh node process -> registered -> first RPC answered over WebRTC (median of {PROCESS_STARTS})",
@@ -410,20 +428,25 @@ async def _process_first_rpc(n: int) -> tuple[list[float], list[float]]:
 )
 def w8_start(size: int) -> Measurement:
     inproc = run_trio(_inproc_starts, size)
-    registered, answered = run_trio(_process_first_rpc, PROCESS_STARTS)
-    first_call_ms = (
-        statistics.median(b - a for a, b in zip(registered, answered, strict=True)) * 1e3
-    )
+    figures = _process_figures(WEBRTC)
     seal_us, open_us = _binding_costs(BINDING_SAMPLES)
     return {
         "inproc_start_ms": statistics.median(inproc) * 1e3,
-        "process_first_rpc_ms": statistics.median(answered) * 1e3,
-        "process_registered_ms": statistics.median(registered) * 1e3,
-        "first_call_ms": first_call_ms,
+        **figures,
         "binding_seal_us": seal_us,
         "binding_open_us": open_us,
-        "binding_share_pct": 100 * 2 * (seal_us + open_us) / 1e3 / first_call_ms,
+        "binding_share_pct": 100 * 2 * (seal_us + open_us) / 1e3 / figures["first_call_ms"],
     }
+
+
+@runtime(
+    "W8",
+    WS_ROW,
+    label=f"fresh node process listening on 127.0.0.1 -> registered -> first RPC answered over the direct WebSocket lane (median of {PROCESS_STARTS}; aiortc is never imported)",
+    timeout_s=120,
+)
+def w8_start_ws(size: int) -> Measurement:
+    return _process_figures(WEBSOCKET)
 
 
 def _aiortc_sdp() -> str:

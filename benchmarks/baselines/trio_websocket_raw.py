@@ -1,14 +1,17 @@
-"""Raw trio-websocket between two processes on 127.0.0.1 (W5, W6, W7): a Trio client here, a
-trio-websocket server in a child process (``benchmarks.baselines._ws_peer``).
+"""Raw trio-websocket between two processes on 127.0.0.1 (W5, W6, W7, W8): a Trio client here,
+a trio-websocket server in a child process (``benchmarks.baselines._ws_peer``).
 
 The same commands and clocks as the raw aiortc rows: W5 ping-pong 64 B; W6 100-byte records,
 one per message and packed 160 per message, until the server confirms; W7 16 KiB messages,
 sender start -> the server's last delivered byte (system-wide monotonic clock). TCP is ordered
-and reliable: nothing is dropped.
+and reliable: nothing is dropped. W8 ``raw-trio-websocket-child``: spawn the child (it imports
+trio and trio-websocket, listens, prints its port), connect, one echo answered: what the
+runtime's ``actr_trio-ws`` row does, without the node (signaling, identity, mailbox, the wire).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -137,3 +140,37 @@ def w7_raw_trio_websocket(size: int) -> Measurement:
 
     elapsed, nbytes = _run(body, 100)
     return {"MB_per_s": nbytes / elapsed / 1e6}
+
+
+#: W8: fresh processes per repetition (as the runtime rows' ``PROCESS_STARTS``).
+PROCESS_STARTS = 3
+
+
+def _first_echo_ms() -> float:
+    """Spawn -> imports -> listening -> connected -> one echo answered, in ms."""
+    t0 = time.perf_counter()
+    with python_child("benchmarks.baselines._ws_peer") as proc:
+        assert proc.stdout is not None
+        port = int(read_line(proc.stdout, timeout=20))
+
+        async def main() -> None:
+            with trio.fail_after(20):
+                async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+                    await ws.send_message(PING)
+                    if await ws.get_message() != PING:
+                        raise RuntimeError("unexpected echo")
+
+        trio.run(main)
+        return (time.perf_counter() - t0) * 1e3
+
+
+@subject(
+    "W8",
+    f"{SUBJECT}-child",
+    label=f"fresh trio-websocket child process: imports, listens, prints its port; connect, one echo (median of {PROCESS_STARTS})",
+    timeout_s=120,
+)
+def w8_raw_trio_websocket_child(size: int) -> Measurement:
+    return {
+        "process_first_rpc_ms": statistics.median(_first_echo_ms() for _ in range(PROCESS_STARTS))
+    }
