@@ -84,6 +84,9 @@ log = logging.getLogger(LINK)
 # sent anyway: one ack then covers them all, and a flood cannot hold it back for long.
 ACK_BATCHES: Final = 16
 
+# The resolution of the per-peer activity times (seconds): a peer touched again sooner is not
+# touched (the bounds time out after minutes; a table update per packet showed in profiles).
+NOTE_GRAIN: Final = 1.0
 # Defaults of the bounds on per-peer link state (the node passes its Config's).
 PEER_STATE_TIMEOUT: Final = 300.0
 MAX_PEER_STATES: Final = 4096
@@ -166,6 +169,9 @@ class InGate:
         self._peer_state_timeout = peer_state_timeout
         self._max_peer_states = max_peer_states
         self._next_sweep = trio.current_time() + peer_state_timeout / 2
+        # The peer touched last, until when its time in _seen is close enough.
+        self._noted: ActrId | None = None
+        self._noted_until = 0.0
         self._evicted = 0
         # LocalPeer: plain attributes, read per envelope by in-process senders.
         self.actr_id = local
@@ -221,12 +227,16 @@ class InGate:
         for lane in Lane:
             self._links.pop((peer, lane), None)
         self._seen.forget(peer)
+        self._noted = None
 
     def _note(self, peer: ActrId) -> None:
         """``peer`` sent something now; forget the links of peers gone quiet (see
         :meth:`evict`), at most every half timeout, and at once beyond the bound."""
         now = trio.current_time()
+        if peer is self._noted and now < self._noted_until:
+            return  # touched moments ago: the table needs no finer time than NOTE_GRAIN
         self._seen.touch(peer, now)
+        self._noted, self._noted_until = peer, now + NOTE_GRAIN
         if now >= self._next_sweep or len(self._seen) > self._max_peer_states:
             self.evict(now)
 

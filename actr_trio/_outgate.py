@@ -89,6 +89,9 @@ class OutGateStatistics:
     #: packet going to the same peer and lane anyway (a response, the next call).
     acks_sent: int = 0
     acks_piggybacked: int = 0
+    #: Batches a sender handed to the transport itself because its lane was idle (nothing
+    #: queued, no batch in flight), instead of waking the lane's flusher task.
+    direct_writes: int = 0
 
 
 class Outbox(Protocol):
@@ -162,6 +165,7 @@ class OutGate:
             wire.evicted,
             acks_sent=shared.acks_sent,
             acks_piggybacked=shared.acks_piggybacked,
+            direct_writes=shared.direct_writes,
         )
 
     def lane_summary(self) -> dict[Lane, tuple[int, int]]:
