@@ -1,36 +1,34 @@
 """The signaling server: trio-websocket around the sans-IO :class:`ServerProtocol`.
 
 Each accepted TCP connection is counted against the server's caps before anything else
-(:class:`~._limits.ConnectionCaps`: over one, it is closed at once). One task per connection
-reads frames and applies the machine's effects; one writer task per connection is the only one
-that writes to its WebSocket, fed by an outbox bounded in frames and bytes
-(:class:`~._limits.OutboxBudget`), so a relay from another connection never waits on a slow
-receiver: relays beyond the receiver's share are refused to their sender, and only a
-connection that does not read its own answers is disconnected. A failure in one connection is
-logged and closes that connection only. Connections from an address whose authentications
-failed wait their turn first (:class:`~._throttle.AuthThrottle`); with an ``ssl_context`` the
-server speaks ``wss://``. Refusals of malformed or abusive input are logged at WARNING, one
-line per kind every 10 s (the next says how many were suppressed), and counted in
-:meth:`SignalingServer.statistics`.
+(:class:`~._limits.ConnectionCaps`: over one, it is closed at once). After its WebSocket
+handshake, the connection's session (``_server_sessions.py``) reads frames and applies the
+machine's effects; one writer task per connection is the only one that writes to its
+WebSocket, fed by an outbox bounded in frames and bytes (:class:`~._limits.OutboxBudget`), so
+a relay from another connection never waits on a slow receiver: relays beyond the receiver's
+share are refused to their sender, and only a connection that does not read its own answers is
+disconnected. A failure in one connection is logged and closes that connection only.
+Connections from an address whose authentications failed wait their turn first
+(:class:`~._throttle.AuthThrottle`); with an ``ssl_context`` the server speaks ``wss://``.
+Refusals of malformed or abusive input are logged at WARNING, one line per kind every 10 s (the
+next says how many were suppressed), and counted in :meth:`SignalingServer.statistics`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final, TypeVar, TypeVarTuple, Unpack, final
+from typing import Final, final
 
 import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
-    WebSocketConnection,
     WebSocketRequest,
     wrap_server_stream,
 )
@@ -40,35 +38,11 @@ from .._identity import IssuerKey
 from .._ids import ActrType
 from .._logging import SIGNALING, RateLimiter
 from ..errors import ConfigError
-from ._limits import OUTBOX_FRAMES, Admission, ConnectionCaps, OutboxBudget, SignalingLimits
-from ._protocol import (
-    AUTH,
-    BAD_FRAME,
-    BAD_REQUEST,
-    CREDENTIAL_LIFETIME,
-    IDENTITY,
-    KEY,
-    MAX_FRAME_SIZE,
-    OVERLOADED,
-    PEER_UNAVAILABLE,
-    PROTOCOL,
-    REGISTER_TIMEOUT,
-    TOO_LARGE,
-    Frame,
-    encode_frame,
-    error_frame,
-)
+from ._limits import Admission, ConnectionCaps, SignalingLimits
+from ._protocol import CREDENTIAL_LIFETIME, MAX_FRAME_SIZE
 from ._reports import NodeStatus
-from ._server_protocol import (
-    Close,
-    Forward,
-    LookupBinding,
-    PersistDeparture,
-    PersistRegistration,
-    Send,
-    ServerEffect,
-    ServerProtocol,
-)
+from ._server_protocol import ServerProtocol
+from ._server_sessions import CLOSE_GRACE, ServerSessions
 from ._store import SignalingStore
 from ._throttle import AuthThrottle, source_key
 
@@ -76,14 +50,7 @@ logger = logging.getLogger(SIGNALING)
 
 #: Suffix of the issuer key file beside the database: ``--db X`` keeps it in ``X.issuer_key``.
 ISSUER_KEY_SUFFIX: Final = ".issuer_key"
-_T = TypeVar("_T")
-_Args = TypeVarTuple("_Args")
 
-# Error codes that mean malformed or abusive input: logged at WARNING (rate-limited). Others
-# (peer_unavailable, presence_timeout, takeover...) are part of normal life: INFO.
-_WARN_CODES: Final = frozenset(
-    {BAD_FRAME, PROTOCOL, BAD_REQUEST, TOO_LARGE, OVERLOADED, REGISTER_TIMEOUT}
-)
 # trio-websocket's own limit (it closes with 1009 above it). Larger than MAX_FRAME_SIZE so that
 # moderately oversized frames reach the protocol and get an explanatory Error frame.
 _WS_MAX_MESSAGE: Final = 4 * MAX_FRAME_SIZE
@@ -96,8 +63,6 @@ _REFUSAL_READ: Final = 4096
 _REFUSAL: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
-# Seconds a closing connection may take to flush its last frames (e.g. the Error frame).
-_CLOSE_GRACE: Final = 1.0
 # Seconds a client has to complete the close handshake (and at most to complete the opening
 # one, which the hello timeout may shorten).
 _WS_TIMEOUT: Final = 5.0
@@ -163,25 +128,6 @@ class SignalingServerStatistics:
     relays_forwarded: int = 0
     registered_by_type: tuple[tuple[str, ActrType, int], ...] = ()
     reports_refused: int = 0
-
-
-# An outbox entry: the encoded frame and whether it is a relay from another connection;
-# ``None`` means: close now.
-_Outgoing = tuple[bytes, bool] | None
-
-
-@attrs.define(eq=False)
-class _Peer:
-    """One accepted WebSocket and its outbox."""
-
-    id: int
-    ws: WebSocketConnection
-    source: str  # the throttle's and the caps' key for the remote address
-    outbox_send: trio.MemorySendChannel[_Outgoing]
-    outbox_receive: trio.MemoryReceiveChannel[_Outgoing]
-    cancel_scope: trio.CancelScope
-    budget: OutboxBudget
-    closing: bool = False
 
 
 @final
@@ -251,29 +197,19 @@ class SignalingServer:
         self._issuer_key_path = issuer_key_file(db_path, issuer_key_path)
         self._credential_lifetime = float(credential_lifetime)
         self._issuer: IssuerKey | None = None
-        self._identity_refusals = RateLimiter(trio.current_time)
         self._ssl_context = ssl_context
         self._throttle = AuthThrottle()
-        self._refusals = RateLimiter(trio.current_time)
         # Malformed and abusive input: one line per kind per interval, whoever sends it (an
         # attacker with many addresses must not flood the log either).
         self._abuse_log = RateLimiter(trio.current_time)
         self._limits = SignalingLimits() if limits is None else limits
         self._caps = ConnectionCaps(self._limits)
+        self._sessions = ServerSessions(self._limits, self._throttle, self._abuse_log)
         self._url: str | None = None
-        self._protocol: ServerProtocol | None = None
-        self._store: SignalingStore | None = None
-        self._store_limiter = trio.CapacityLimiter(1)
-        self._peers: dict[int, _Peer] = {}
-        self._ids = itertools.count(1)
-        self._accepted = 0
-        self._rejected_frames = 0
         self._refused: dict[Admission, int] = dict.fromkeys(Admission, 0)
         self._refused_unanswered = 0
         self._handshake_timeouts = 0
         self._refusing = 0  # refused connections being answered now
-        self._relays_busy = 0
-        self._slow_readers = 0
 
     def __repr__(self) -> str:
         return f"<SignalingServer {self._url or 'not listening'}>"
@@ -308,14 +244,15 @@ class SignalingServer:
 
     def statistics(self) -> SignalingServerStatistics:
         """A snapshot of connections, registrations and refusals."""
-        core = self._protocol.statistics() if self._protocol is not None else None
+        sessions = self._sessions
+        core = sessions.protocol.statistics() if sessions.protocol is not None else None
         throttle = self._throttle.statistics()
         return SignalingServerStatistics(
             connections=self._caps.open_connections,
             registered=core.registered if core else 0,
             realms=core.realms if core else 0,
-            accepted=self._accepted,
-            rejected_frames=self._rejected_frames,
+            accepted=sessions.accepted,
+            rejected_frames=sessions.rejected_frames,
             auth_failures=throttle.failures,
             auth_throttled=throttle.delayed,
             auth_turned_away=throttle.turned_away,
@@ -328,8 +265,8 @@ class SignalingServer:
             discovery_limited=core.discovery_limited if core else 0,
             relays_limited=core.relays_limited if core else 0,
             relays_too_large=core.relays_too_large if core else 0,
-            relays_busy=self._relays_busy,
-            slow_readers=self._slow_readers,
+            relays_busy=sessions.relays_busy,
+            slow_readers=sessions.slow_readers,
             relays_forwarded=core.relays_forwarded if core else 0,
             registered_by_type=core.registered_by_type if core else (),
             reports_refused=core.reports_refused if core else 0,
@@ -338,14 +275,14 @@ class SignalingServer:
     def inspect(self, realm: str, *, limit: int | None = None) -> list[NodeStatus]:
         """The registered nodes of ``realm`` with what they last reported, by type and serial
         (what ``actr-trio inspect`` and the status page show); the first ``limit`` of them."""
-        protocol = self._protocol
+        protocol = self._sessions.protocol
         if protocol is None:
             return []
         return protocol.inspect(realm, trio.current_time(), stop=limit)
 
     def realm_names(self) -> list[str]:
         """Realms with at least one registered node, sorted."""
-        protocol = self._protocol
+        protocol = self._sessions.protocol
         return [] if protocol is None else protocol.realm_names()
 
     async def run(
@@ -363,7 +300,7 @@ class SignalingServer:
             Cancelling stops listening and closes every connection (connected nodes see the
             connection drop and reconnect elsewhere or later); the database is closed last.
         """
-        if self._protocol is not None:
+        if self._sessions.protocol is not None:
             raise RuntimeError("SignalingServer.run() may only be called once")
         store = await trio.to_thread.run_sync(SignalingStore, self._db_path)
         try:
@@ -371,8 +308,8 @@ class SignalingServer:
             self._issuer = await trio.to_thread.run_sync(
                 IssuerKey.load_or_create, self._issuer_key_path
             )
-            self._store = store
-            self._protocol = ServerProtocol(
+            self._sessions.store = store
+            self._sessions.protocol = ServerProtocol(
                 realms=self._realms,
                 presence_timeout=self._presence_timeout,
                 next_serials=serials,
@@ -404,7 +341,7 @@ class SignalingServer:
                     for listener in listeners:
                         await listener.aclose()
         finally:
-            self._store = None
+            self._sessions.store = None
             store.close()
 
     def _secure(
@@ -503,241 +440,10 @@ class SignalingServer:
             logger.debug("WebSocket handshake from %s failed: %r", source, exc)
             return
         try:
-            await self._session(ws, source)
+            await self._sessions.session(ws, source)
         finally:
-            with trio.move_on_after(_CLOSE_GRACE, shield=True):
+            with trio.move_on_after(CLOSE_GRACE, shield=True):
                 await ws.aclose()
-
-    async def _session(self, ws: WebSocketConnection, source: str) -> None:
-        peer_id = next(self._ids)
-        self._accepted += 1
-        if not await self._wait_turn(ws, peer_id, source):
-            return
-        protocol = self._protocol
-        assert protocol is not None
-        # Never full: OutboxBudget admits at most OUTBOX_FRAMES; one more slot for the None.
-        send, receive = trio.open_memory_channel[_Outgoing](OUTBOX_FRAMES + 1)
-        try:
-            async with trio.open_nursery() as nursery:
-                budget = OutboxBudget(self._limits.outbox_bytes)
-                peer = _Peer(peer_id, ws, source, send, receive, nursery.cancel_scope, budget)
-                self._peers[peer_id] = peer
-                protocol.connect(peer_id, trio.current_time())
-                logger.debug("connection %d from %s", peer_id, ws.remote)
-                nursery.start_soon(self._write_loop, peer)
-                await self._read_loop(peer, protocol)
-                # Let the writer flush the last frames (an Error frame), but not forever.
-                nursery.cancel_scope.deadline = trio.current_time() + _CLOSE_GRACE
-        except Exception:
-            logger.exception("signaling connection %d failed; closing it", peer_id)
-        finally:
-            self._peers.pop(peer_id, None)
-            effects = protocol.disconnect(peer_id)
-            with trio.move_on_after(_CLOSE_GRACE, shield=True):
-                try:
-                    await self._apply(effects)
-                except Exception:
-                    logger.exception("recording the departure of connection %d failed", peer_id)
-            logger.debug("connection %d closed", peer_id)
-
-    async def _wait_turn(self, ws: WebSocketConnection, peer_id: int, source: str) -> bool:
-        """Hold a connection from an address with recent auth failures until its turn (the
-        node's Hello waits unread meanwhile); False if it was turned away instead."""
-        wait = self._throttle.admit(source, trio.current_time())
-        if wait is None:
-            self._refusals.log(
-                logger,
-                logging.WARNING,
-                ("turned away", source),
-                "signaling connection %d from %s turned away: too many failed authentications",
-                peer_id,
-                source,
-            )
-            frame = error_frame(
-                OVERLOADED, "too many failed authentications from this address; retry later"
-            )
-            with trio.move_on_after(_CLOSE_GRACE), contextlib.suppress(ConnectionClosed):
-                await ws.send_message(encode_frame(frame))
-            return False
-        if wait > 0:
-            logger.debug("signaling connection %d from %s waits %.2fs", peer_id, source, wait)
-            # Not synchronisation: the delay *is* the defence against guessing.
-            await trio.sleep(wait)
-        return True
-
-    async def _read_loop(self, peer: _Peer, protocol: ServerProtocol) -> None:
-        """Read frames until the connection is lost (cancel the writer) or is closing."""
-        while not peer.closing:
-            deadline = protocol.deadline(peer.id)
-            if deadline is None:
-                return
-            with trio.move_on_at(deadline) as idle:
-                try:
-                    data = await peer.ws.get_message()
-                except ConnectionClosed:
-                    peer.cancel_scope.cancel(reason="connection closed by the client")
-                    return
-            if idle.cancelled_caught:
-                effects = protocol.timeout(peer.id, trio.current_time())
-            else:
-                effects = protocol.receive(peer.id, data, trio.current_time())
-            await self._apply(effects)
-
-    async def _write_loop(self, peer: _Peer) -> None:
-        """The only writer of ``peer.ws``: send the outbox in order; ``None`` means stop."""
-        try:
-            async for item in peer.outbox_receive:
-                if item is None:
-                    break
-                data, relay = item
-                await peer.ws.send_message(data)
-                peer.budget.sent(len(data), relay=relay)
-        except ConnectionClosed:
-            pass
-        # Ends the connection's nursery: the reader stops and trio-websocket closes the socket.
-        peer.cancel_scope.cancel(reason="connection finished")
-
-    # -- effects ----------------------------------------------------------------------------------
-
-    async def _apply(self, effects: list[ServerEffect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Send):
-                if effect.frame.WhichOneof("body") == "error":
-                    self._log_error(effect.conn, effect.frame.error)
-                self._enqueue(effect.conn, encode_frame(effect.frame))
-            elif isinstance(effect, Forward):
-                self._forward(effect)
-            elif isinstance(effect, Close):
-                if effect.reason.startswith(f"{AUTH}:"):
-                    self._auth_failed(effect.conn, effect.reason)
-                elif effect.reason.startswith((f"{IDENTITY}:", f"{KEY}:")):
-                    # A node claiming an id that is not its own: worth an operator's look.
-                    # Rate-limited per reason (which names the id): a claimant may repeat it.
-                    self._identity_refusals.log(
-                        logger,
-                        logging.WARNING,
-                        effect.reason,
-                        "signaling connection %d refused: %s",
-                        effect.conn,
-                        effect.reason,
-                    )
-                peer = self._peers.get(effect.conn)
-                if peer is not None:
-                    peer.closing = True
-                    self._enqueue(effect.conn, None)
-            elif isinstance(effect, PersistRegistration):
-                logger.info("registered %s", effect.actr_id)
-                await self._persist(
-                    SignalingStore.record_registration, effect.actr_id, effect.public_key
-                )
-            elif isinstance(effect, LookupBinding):
-                bound = await self._persist(SignalingStore.binding, effect.actr_id)
-                protocol = self._protocol
-                assert protocol is not None
-                await self._apply(
-                    protocol.binding_found(effect.conn, effect.actr_id, bound, trio.current_time())
-                )
-            else:
-                assert isinstance(effect, PersistDeparture)
-                logger.info("departed %s", effect.actr_id)
-                await self._persist(SignalingStore.record_departure, effect.actr_id)
-
-    def _auth_failed(self, peer_id: int, reason: str) -> None:
-        peer = self._peers.get(peer_id)
-        source = peer.source if peer is not None else "unknown"
-        delay = self._throttle.failed(source, trio.current_time())
-        # Only the log says why a node was refused (the node is told less). One line per
-        # address per interval: a guesser must not be able to flood the log either.
-        self._refusals.log(
-            logger,
-            logging.WARNING,
-            ("refused", source),
-            "signaling connection %d from %s refused: %s (that address now waits %.1fs "
-            "between connections)",
-            peer_id,
-            source,
-            reason,
-            delay,
-        )
-
-    def _log_error(self, peer_id: int, error: Frame.Error) -> None:
-        """An Error frame the server sends: malformed or abusive input at WARNING, the rest at
-        INFO; one line per code per interval (the next says how many were suppressed)."""
-        if error.code == BAD_FRAME:
-            self._rejected_frames += 1
-        peer = self._peers.get(peer_id)
-        source = peer.source if peer is not None else "?"
-        level = logging.WARNING if error.code in _WARN_CODES else logging.INFO
-        self._abuse_log.log(
-            logger,
-            level,
-            ("error", error.code),
-            "signaling connection %d from %s: %s: %s",
-            peer_id,
-            source,
-            error.code,
-            error.message,
-        )
-
-    def _forward(self, effect: Forward) -> None:
-        """A relay to ``effect.conn``, within the share of its outbox that relays may take;
-        its sender learns whether it was handed over."""
-        if effect.conn not in self._peers:
-            answer = error_frame(PEER_UNAVAILABLE, "the target disconnected", effect.request_id)
-        elif self._enqueue(effect.conn, encode_frame(effect.frame), relay=True):
-            answer = Frame(relayed=Frame.Relayed(request_id=effect.request_id))
-        else:
-            self._relays_busy += 1
-            answer = error_frame(
-                OVERLOADED,
-                "the target is not reading the relays queued for it; retry later",
-                effect.request_id,
-            )
-            self._log_error(effect.origin, answer.error)
-        self._enqueue(effect.origin, encode_frame(answer))
-
-    def _enqueue(self, peer_id: int, data: bytes | None, *, relay: bool = False) -> bool:
-        """Queue ``data`` for ``peer_id`` (``None``: close after what is queued); True if
-        queued. A relay that does not fit is refused; a connection whose own frames do not fit
-        is not reading them, and is disconnected."""
-        peer = self._peers.get(peer_id)
-        if peer is None:
-            return False
-        if data is None:
-            try:
-                peer.outbox_send.send_nowait(None)
-            except trio.WouldBlock:  # pragma: no cover - the budget keeps a slot for it
-                peer.cancel_scope.cancel(reason="closing")
-            return True
-        if peer.budget.admit(len(data), relay=relay):
-            peer.outbox_send.send_nowait((data, relay))
-            return True
-        if not relay and not peer.closing:
-            self._slow_readers += 1
-            self._abuse_log.log(
-                logger,
-                logging.WARNING,
-                ("slow reader",),
-                "signaling connection %d from %s is not reading (%d frames, %d bytes queued); "
-                "disconnecting it",
-                peer_id,
-                peer.source,
-                peer.budget.queued_frames,
-                peer.budget.queued_bytes,
-            )
-            peer.closing = True
-            peer.cancel_scope.cancel(reason="outbox overflow")
-        return False
-
-    async def _persist(
-        self, method: Callable[[SignalingStore, Unpack[_Args]], _T], *args: *_Args
-    ) -> _T:
-        store = self._store
-        assert store is not None
-        # abandon_on_cancel=False: a cancelled caller never leaves a commit in an unknown state.
-        return await trio.to_thread.run_sync(
-            method, store, *args, limiter=self._store_limiter, abandon_on_cancel=False
-        )
 
 
 @asynccontextmanager
@@ -788,7 +494,7 @@ async def _refuse(stream: trio.abc.Stream) -> None:
     Plain TCP only: over TLS this would cost a handshake."""
     if not isinstance(stream, trio.SocketStream):
         return
-    with contextlib.suppress(trio.BrokenResourceError), trio.move_on_after(_CLOSE_GRACE):
+    with contextlib.suppress(trio.BrokenResourceError), trio.move_on_after(CLOSE_GRACE):
         # A fresh socket's buffer always takes these bytes at once.
         await stream.send_all(_REFUSAL)
         await stream.send_eof()
