@@ -16,7 +16,6 @@ frames carry no route key and no priority: only rules without ``routes`` decide 
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import re
@@ -174,6 +173,8 @@ class AclRule:
         known = [a.name for a in attrs.fields(cls)]
         for key in values:
             if key not in known:
+                import difflib  # only for errors (it is not loaded at node start)
+
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"{where}: {key!r} is not an ACL rule key{hint}")
@@ -277,6 +278,8 @@ class Acl:
             raise ConfigError(f"{where} must be a table with 'allow' and/or 'deny' rule lists")
         for key in values:
             if key not in ("allow", "deny"):
+                import difflib  # as above
+
                 close = difflib.get_close_matches(str(key), ["allow", "deny"], n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"{where}: {key!r} is not 'allow' or 'deny'{hint}")

@@ -25,7 +25,6 @@ from typing import Final, final
 
 import attrs
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -175,6 +174,9 @@ def _load_private_key(path: Path) -> Ed25519PrivateKey:
         raise ConfigError(f"{path}: cannot read the key ({exc})") from exc
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
+            # Only key files need PEM: cryptography's serialization is ~10 ms of node start.
+            from cryptography.hazmat.primitives import serialization
+
             key = serialization.load_pem_private_key(data, password=None)
         elif len(data) == _PRIVATE_KEY_SIZE:
             key = Ed25519PrivateKey.from_private_bytes(data)
@@ -199,6 +201,8 @@ def _tighten(path: Path) -> None:
 
 def _write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     """Create ``path`` (mode 0600, never overwriting) holding ``key`` as PEM, atomically."""
+    from cryptography.hazmat.primitives import serialization  # as in _load_private_key
+
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -239,9 +243,7 @@ class _KeyPair:
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._private = private_key
-        self._public = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self._public = private_key.public_key().public_bytes_raw()
 
     def public_bytes(self) -> bytes:
         """The raw 32-byte Ed25519 public key."""

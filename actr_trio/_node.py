@@ -16,7 +16,6 @@ them down out of order: the shutdown sequence stops them one by one (under a bou
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -48,10 +47,8 @@ from ._ingate import InGate, InGateStatistics
 from ._local import Directory
 from ._logging import NODE
 from ._mailbox import DeadLetter, Mailbox, MailboxStatistics, open_mailbox
-from ._mailbox_sqlite import SqliteMailbox
+from ._mailbox_memory import MemoryMailbox
 from ._metrics import NodeMetrics, split_address
-from ._metrics_http import serve_metrics
-from ._metrics_transport import MeteredTransport
 from ._outgate import OutGate, OutGateStatistics
 from ._router import RouteTable, Workload
 from ._scheduler import SchedulerStatistics
@@ -66,6 +63,8 @@ from .transport._abc import SignalingConnector, SignalingSession, Transport
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
+    from ._mailbox_sqlite import SqliteMailbox
 
 log = logging.getLogger(NODE)
 
@@ -112,6 +111,8 @@ class NodeStatistics:
 def _load_identity(data_dir: Path | None) -> ActrId | None:
     if data_dir is None:
         return None
+    import json  # only with a data directory
+
     path = data_dir / IDENTITY_FILE
     try:
         return ActrId.parse(json.loads(path.read_text())["actr_id"])
@@ -126,8 +127,19 @@ def _load_identity(data_dir: Path | None) -> ActrId | None:
 def _save_identity(data_dir: Path | None, actr_id: ActrId) -> None:
     if data_dir is None:
         return
+    import json  # as in _load_identity
+
     make_private_dir(data_dir)
     write_private_file(data_dir / IDENTITY_FILE, json.dumps({"actr_id": str(actr_id)}).encode())
+
+
+def _database(mailbox: Mailbox) -> SqliteMailbox | None:
+    """``mailbox`` if it is the durable (SQLite) one. An in-memory node never loads sqlite3."""
+    if isinstance(mailbox, MemoryMailbox):
+        return None
+    from ._mailbox_sqlite import SqliteMailbox  # open_mailbox loaded it: a lookup
+
+    return mailbox if isinstance(mailbox, SqliteMailbox) else None
 
 
 class _NodeCore:
@@ -150,6 +162,8 @@ class _NodeCore:
         # Counted per route, and the transport's bytes, only when metrics are asked for.
         self.metrics = NodeMetrics(self.routes.keys()) if config.metrics is not None else None
         if self.metrics is not None:
+            from ._metrics_transport import MeteredTransport  # only with metrics
+
             transport = MeteredTransport(transport)
         self.metrics_address: tuple[str, int] | None = None
         # Spans only with OpenTelemetry installed and a tracer provider configured by now:
@@ -159,7 +173,8 @@ class _NodeCore:
         self.signaling = signaling
         self.mailbox: Mailbox = open_mailbox(config)
         # A durable node keeps its outstanding calls and tells in its mailbox database.
-        outbox = self.mailbox if isinstance(self.mailbox, SqliteMailbox) else None
+        self._database = _database(self.mailbox)
+        outbox = self._database
         # Fails calls and cancels handlers at their deadlines (no cancel scope per envelope).
         self.deadlines = DeadlineTimer()
         self.outgate = OutGate(
@@ -300,6 +315,7 @@ class _NodeCore:
         if self.metrics is None:
             return None
         from ._metrics_export import NodeCollector, render
+        from ._metrics_transport import MeteredTransport
 
         assert isinstance(self.transport, MeteredTransport)
         actr_type = str(type(self.workload).actr_type)
@@ -308,6 +324,8 @@ class _NodeCore:
     async def _serve_metrics(
         self, render: Callable[[], bytes], *, task_status: trio.TaskStatus[tuple[str, int]]
     ) -> None:
+        from ._metrics_http import serve_metrics  # only with metrics
+
         assert self.config.metrics is not None
         host, port = split_address(self.config.metrics)
         await serve_metrics(host, port, render, log=log, task_status=task_status)
@@ -366,7 +384,7 @@ class _NodeCore:
 
     @property
     def _durable(self) -> bool:
-        return isinstance(self.mailbox, SqliteMailbox)
+        return self._database is not None
 
     async def _release_unrun(self, c: dict[str, Component]) -> int:
         """Envelopes accepted here that never ran give back their accept-time attempt, so a

@@ -22,7 +22,9 @@ a malformed or oversized value is dropped, never an error.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -157,6 +159,8 @@ def tracer() -> Tracer | None:
     """
     api = _state.api
     if api is None:
+        if _state.override is None and not _provider_possible():
+            return None  # and OpenTelemetry stays unloaded (~10 ms of node start)
         if not load():
             return None
         api = _state.api
@@ -167,6 +171,12 @@ def tracer() -> Tracer | None:
         noop = isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider)
         _state.tracer = None if noop else provider.get_tracer(SCOPE)
     return _state.tracer
+
+
+def _provider_possible() -> bool:
+    """Whether a tracer provider may be configured: OpenTelemetry's is set either through
+    ``opentelemetry.trace`` (then someone imported it) or named by this environment variable."""
+    return "opentelemetry.trace" in sys.modules or "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def _remote(traceparent: str, tracestate: str) -> OtelContext:

@@ -2,7 +2,7 @@
 
 Part of the WebRTC transport (``_webrtc.py`` has the overview, "Containment"). What aiortc's
 own tasks and callbacks raise never reaches our code as an exception: asyncio hands it to the
-loop's exception handler (``_webrtc_aio.Ports.on_asyncio_error``) as a *context* (the exception,
+loop's exception handler (``_webrtc_ports.Ports.on_asyncio_error``) as a *context* (the exception,
 the task, the handle). :func:`suspects` lists the objects whose methods were running when it
 failed, :func:`owned` the aiortc objects of one peer connection; a link is to blame when the two
 meet. Plain object inspection: no asyncio call, so it runs in whatever thread the report comes
