@@ -2,7 +2,10 @@
 
 Plain synchronous code fed decoded frames and the current time; it returns effects (frames to
 send, connections to close, registrations to persist). The Trio shell in ``_server.py`` only
-reads, writes, waits and persists. The rules it keeps are listed in ``_protocol.py``.
+reads, writes, waits and persists. The rules it keeps are listed in ``_protocol.py``. Its
+parts: the effects (``_server_effects.py``), each connection's state (``_server_state.py``) and
+discovery and relays (``_server_routing.py``); hello, authentication, registration, heartbeats
+and the observers' pages are here.
 """
 
 from __future__ import annotations
@@ -12,11 +15,8 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from itertools import islice
-from typing import Final, final
+from typing import final
 
-import attrs
-
-from .._acl import Visibility
 from .._identity import (
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
@@ -32,7 +32,6 @@ from ..transport._websocket_address import parse_address
 from ._directory import Directory
 from ._limits import ConnectionBudget, SignalingLimits, Verdict
 from ._protocol import (
-    _RELAY_NAMES,
     AUTH,
     BAD_FRAME,
     BAD_REQUEST,
@@ -43,14 +42,12 @@ from ._protocol import (
     MAX_SERIAL,
     NONCE_SIZE,
     OVERLOADED,
-    PEER_UNAVAILABLE,
     PRESENCE_TIMEOUT,
     PROTOCOL,
     PROTOCOL_VERSION,
     REGISTER_TIMEOUT,
     RENEW_AT,
     TAKEOVER,
-    TOO_LARGE,
     Frame,
     FrameError,
     Phase,
@@ -60,118 +57,30 @@ from ._protocol import (
     prove,
 )
 from ._reports import INSPECT_PAGE, NodeStatus, Reported, ReportRefused, report_from_wire
+from ._server_effects import (
+    Close,
+    Forward,
+    LookupBinding,
+    PersistDeparture,
+    PersistRegistration,
+    Send,
+    ServerEffect,
+)
+from ._server_routing import Routing
+from ._server_state import ADMITTED, ConnectionState, ServerProtocolStatistics
 
-
-@attrs.frozen
-class Send:
-    """Send ``frame`` on connection ``conn`` (after whatever is already queued for it)."""
-
-    conn: int
-    frame: Frame
-
-
-@attrs.frozen
-class Close:
-    """Close connection ``conn`` once the frames queued before this effect were sent."""
-
-    conn: int
-    reason: str
-
-
-@attrs.frozen
-class Forward:
-    """Queue ``frame`` (a relay from connection ``origin``) for connection ``conn``, within the
-    share of its outbox that relays may fill; then answer ``origin``'s request ``request_id``
-    with ``Relayed``, or with ``Error("overloaded")`` if it did not fit."""
-
-    conn: int
-    frame: Frame
-    origin: int
-    request_id: int
-
-
-@attrs.frozen
-class PersistRegistration:
-    """Record that ``actr_id`` registered with ``public_key`` (bound to it for good), and that
-    its realm's serials are taken up to it."""
-
-    actr_id: ActrId
-    public_key: bytes
-
-
-@attrs.frozen
-class LookupBinding:
-    """Find the public key ``actr_id`` is bound to in the database, then call
-    :meth:`ServerProtocol.binding_found` for ``conn`` with it."""
-
-    conn: int
-    actr_id: ActrId
-
-
-@attrs.frozen
-class PersistDeparture:
-    """Record that ``actr_id`` left (unregistered, disconnected or timed out)."""
-
-    actr_id: ActrId
-
-
-ServerEffect = Send | Forward | Close | PersistRegistration | PersistDeparture | LookupBinding
-
-
-@attrs.define(eq=False)
-class _Connection:
-    phase: Phase
-    last_seen: float
-    connected_at: float
-    budget: ConnectionBudget
-    realm: str = ""
-    nonce: bytes = b""
-    actr_id: ActrId | None = None
-    visibility: tuple[Visibility, ...] = ()  # who may discover it (its ACLs); () is everyone
-    listen: str = ""  # where it takes direct WebSocket links (Register.listen); "": nowhere
-    public_key: bytes = b""  # the node key, once its possession was proved
-    actr_type: ActrType | None = None  # asked for in Register
-    renew_at: float = 0.0  # when (``now``'s clock) the credential is due for renewal
-    reported: Reported | None = None  # once registered: its heartbeats and latest report
-
-
-@final
-@attrs.frozen
-class ServerProtocolStatistics:
-    """Snapshot of the server machine.
-
-    Attributes:
-        connections: open connections, in any phase.
-        registered: connections holding an ``ActrId``.
-        realms: realms with at least one registered connection.
-        register_timeouts: connections closed for not registering within the hello timeout.
-        rate_limited: frames refused over their connection's message rate.
-        rate_closed: connections closed for going on far over their message rate.
-        discovery_limited: discovery requests refused over their connection's discovery budget.
-        relays_limited: relays refused over the budget of their (source, target) pair.
-        relays_too_large: relays refused because their payload was over the size cap.
-        relays_forwarded: relays queued for their target's connection.
-        registered_by_type: ``(realm, type, registered connections)``, for the metrics.
-        reports_refused: heartbeat reports ignored because a figure was out of range.
-    """
-
-    connections: int
-    registered: int
-    realms: int
-    register_timeouts: int = 0
-    rate_limited: int = 0
-    rate_closed: int = 0
-    discovery_limited: int = 0
-    relays_limited: int = 0
-    relays_too_large: int = 0
-    relays_forwarded: int = 0
-    registered_by_type: tuple[tuple[str, ActrType, int], ...] = ()
-    reports_refused: int = 0
-
-
-# Phases of a connection that proved its realm and got past the hello timeout: rated, kept
-# alive by its own frames.
-_ADMITTED: Final = frozenset({Phase.REGISTERED, Phase.OBSERVING})
+# The effects are imported from here by the shell and the tests.
+__all__ = [
+    "Close",
+    "Forward",
+    "LookupBinding",
+    "PersistDeparture",
+    "PersistRegistration",
+    "Send",
+    "ServerEffect",
+    "ServerProtocol",
+    "ServerProtocolStatistics",
+]
 
 
 def _random_nonce() -> bytes:
@@ -225,16 +134,13 @@ class ServerProtocol:
         self._credential_lifetime = credential_lifetime
         self._wall_clock = wall_clock
         self._limits = SignalingLimits() if limits is None else limits
-        self._connections: dict[int, _Connection] = {}
+        self._connections: dict[int, ConnectionState] = {}
         # ActrId -> connection holding it (Rule 3), indexed by realm and type for discovery.
         self._directory = Directory()
+        self._routing = Routing(self._connections, self._directory, self._limits, presence_timeout)
         self._register_timeouts = 0
         self._rate_limited = 0
         self._rate_closed = 0
-        self._discovery_limited = 0
-        self._relays_limited = 0
-        self._relays_too_large = 0
-        self._relays_forwarded = 0
         self._reports_refused = 0
 
     @property
@@ -258,7 +164,7 @@ class ServerProtocol:
         if conn in self._connections:
             raise ValueError(f"connection {conn} is already known")
         budget = ConnectionBudget(self._limits, now)
-        self._connections[conn] = _Connection(
+        self._connections[conn] = ConnectionState(
             Phase.HELLO, last_seen=now, connected_at=now, budget=budget
         )
 
@@ -270,7 +176,7 @@ class ServerProtocol:
         if state is None or state.phase is Phase.CLOSED:
             return None
         presence = state.last_seen + self._presence_timeout
-        if state.phase in _ADMITTED:
+        if state.phase in ADMITTED:
             return presence
         return min(presence, state.connected_at + self._limits.hello_timeout)
 
@@ -290,7 +196,7 @@ class ServerProtocol:
         state.last_seen = now
         # Before registration a connection gets three frames in order (anything else closes
         # it) within the hello timeout: only registered connections need a rate.
-        if state.phase in _ADMITTED:
+        if state.phase in ADMITTED:
             verdict = state.budget.message(now)
             if verdict is not Verdict.ALLOW:
                 return self._over_rate(conn, frame, verdict)
@@ -310,9 +216,9 @@ class ServerProtocol:
                 self._on_heartbeat(state, frame.heartbeat, now)
                 return [Send(conn, Frame(heartbeat_ack=self._heartbeat_ack(state, now)))]
             if body == "discover":
-                return self._on_discover(conn, state, frame.discover, now)
+                return self._routing.discover(conn, state, frame.discover, now)
             if body == "relay":
-                return self._on_relay(conn, state, frame.relay, now)
+                return self._routing.relay(conn, state, frame.relay, now)
             if body == "unregister":
                 return [*self._leave(conn, state), Close(conn, "unregistered")]
         return self._fail(conn, PROTOCOL, f"unexpected {body} while {state.phase.value}")
@@ -323,7 +229,7 @@ class ServerProtocol:
         state = self._connections.get(conn)
         if state is None or state.phase is Phase.CLOSED:
             return []
-        if state.phase not in _ADMITTED:
+        if state.phase not in ADMITTED:
             hello_timeout = self._limits.hello_timeout
             if now - state.connected_at >= hello_timeout:
                 self._register_timeouts += 1
@@ -344,11 +250,7 @@ class ServerProtocol:
     ) -> list[ActrId]:
         """Registered, present nodes of ``actr_type`` in ``realm``, by serial; with ``asker``,
         only those whose ACLs let a node of that type see them."""
-        return [
-            actr_id
-            for actr_id, conn in self._directory.members(realm, actr_type, 0)
-            if self._present(conn, now) and (asker is None or self._visible(conn, asker))
-        ]
+        return self._routing.discoverable(realm, actr_type, now, asker=asker)
 
     def page(
         self,
@@ -363,27 +265,9 @@ class ServerProtocol:
         """One page of :meth:`discoverable`: at most ``page_size`` (capped at
         ``MAX_PAGE_SIZE``) of those with a serial above ``cursor``, and the cursor of the next
         page (0 when this is the last)."""
-        size = min(max(page_size, 1), MAX_PAGE_SIZE)
-        found: list[ActrId] = []
-        for actr_id, conn in self._directory.members(realm, actr_type, cursor):
-            if len(found) == size:
-                return found, found[-1].serial  # someone follows: there is a next page
-            if self._present(conn, now) and (asker is None or self._visible(conn, asker)):
-                found.append(actr_id)
-        return found, 0
-
-    def _addresses(self, found: list[ActrId]) -> list[Frame.PeerAddress]:
-        """The advertised listen addresses of ``found`` (those that have one)."""
-        addresses = []
-        for actr_id in found:
-            holder = self._directory.holder(actr_id)
-            listen = self._connections[holder].listen if holder is not None else ""
-            if listen:
-                addresses.append(Frame.PeerAddress(actr_id=actr_id.to_proto(), listen=listen))
-        return addresses
-
-    def _visible(self, conn: int, asker: ActrType) -> bool:
-        return all(v.admits(asker) for v in self._connections[conn].visibility)
+        return self._routing.page(
+            realm, actr_type, now, asker=asker, cursor=cursor, page_size=page_size
+        )
 
     def statistics(self) -> ServerProtocolStatistics:
         """A snapshot of connection and registration counts."""
@@ -394,10 +278,10 @@ class ServerProtocol:
             register_timeouts=self._register_timeouts,
             rate_limited=self._rate_limited,
             rate_closed=self._rate_closed,
-            discovery_limited=self._discovery_limited,
-            relays_limited=self._relays_limited,
-            relays_too_large=self._relays_too_large,
-            relays_forwarded=self._relays_forwarded,
+            discovery_limited=self._routing.discovery_limited,
+            relays_limited=self._routing.relays_limited,
+            relays_too_large=self._routing.relays_too_large,
+            relays_forwarded=self._routing.relays_forwarded,
             registered_by_type=tuple(
                 (realm, actr_type, n) for (realm, actr_type), n in self._directory.counts().items()
             ),
@@ -413,7 +297,7 @@ class ServerProtocol:
         present = (
             (actr_id, reported)
             for actr_id, conn in self._directory.realm_members(realm)
-            if self._present(conn, now)
+            if self._routing.present(conn, now)
             and (reported := self._connections[conn].reported) is not None
         )
         return [reported.status(actr_id, now) for actr_id, reported in islice(present, start, stop)]
@@ -424,7 +308,9 @@ class ServerProtocol:
 
     # -- handlers -----------------------------------------------------------------------------
 
-    def _on_hello(self, conn: int, state: _Connection, hello: Frame.Hello) -> list[ServerEffect]:
+    def _on_hello(
+        self, conn: int, state: ConnectionState, hello: Frame.Hello
+    ) -> list[ServerEffect]:
         if hello.version != PROTOCOL_VERSION:
             return self._fail(
                 conn,
@@ -442,7 +328,7 @@ class ServerProtocol:
         return [Send(conn, Frame(challenge=challenge))]
 
     def _on_authenticate(
-        self, conn: int, state: _Connection, auth: Frame.Authenticate
+        self, conn: int, state: ConnectionState, auth: Frame.Authenticate
     ) -> list[ServerEffect]:
         if self._realms is not None:
             secret = self._realms.get(state.realm)
@@ -464,7 +350,7 @@ class ServerProtocol:
         return []
 
     def _on_register(
-        self, conn: int, state: _Connection, register: Frame.Register, now: float
+        self, conn: int, state: ConnectionState, register: Frame.Register, now: float
     ) -> list[ServerEffect]:
         if len(register.public_key) != PUBLIC_KEY_SIZE or len(register.signature) != SIGNATURE_SIZE:
             return self._fail(conn, KEY, "Register must carry a node key and its signature")
@@ -529,7 +415,7 @@ class ServerProtocol:
         bound = self._connections[holder].public_key if holder is not None else public_key
         return self._claim(conn, state, actr_id, bound, now)
 
-    def _on_heartbeat(self, state: _Connection, heartbeat: Frame.Heartbeat, now: float) -> None:
+    def _on_heartbeat(self, state: ConnectionState, heartbeat: Frame.Heartbeat, now: float) -> None:
         """Keep the heartbeat's report if every figure is in range; a bad one is ignored
         (counted), the heartbeat still counts: a node can only misreport itself."""
         assert state.reported is not None
@@ -542,7 +428,7 @@ class ServerProtocol:
         state.reported.heartbeat(now, report)
 
     def _on_inspect(
-        self, conn: int, state: _Connection, inspect: Frame.Inspect, now: float
+        self, conn: int, state: ConnectionState, inspect: Frame.Inspect, now: float
     ) -> list[ServerEffect]:
         """An observer of the realm it proved (Authenticate came first): one page of nodes."""
         state.phase = Phase.OBSERVING
@@ -557,83 +443,9 @@ class ServerProtocol:
         )
         return [Send(conn, Frame(inspection=inspection))]
 
-    def _on_discover(
-        self, conn: int, state: _Connection, discover: Frame.Discover, now: float
-    ) -> list[ServerEffect]:
-        try:
-            actr_type = ActrType.from_proto(discover.actr_type)
-        except ConfigError as exc:
-            return [Send(conn, error_frame(BAD_REQUEST, str(exc), discover.request_id))]
-        assert state.actr_id is not None
-        request_id = discover.request_id
-        if not state.budget.discovery(now):
-            self._discovery_limited += 1
-            limits = self._limits
-            message = (
-                f"discovery budget exceeded ({limits.discovery_rate:g} peers/s, burst "
-                f"{limits.discovery_burst}); retry later"
-            )
-            return [Send(conn, error_frame(OVERLOADED, message, request_id))]
-        found, next_cursor = self.page(
-            state.realm,
-            actr_type,
-            now,
-            asker=state.actr_id.type,
-            cursor=discover.cursor,
-            page_size=discover.page_size or MAX_PAGE_SIZE,
-        )
-        state.budget.charge_discovery(now, len(found))
-        peers = Frame.Peers(
-            request_id=request_id,
-            peers=[p.to_proto() for p in found],
-            next_cursor=next_cursor,
-            addresses=self._addresses(found),
-        )
-        return [Send(conn, Frame(peers=peers))]
-
-    def _on_relay(
-        self, conn: int, state: _Connection, relay: Frame.RelayMessage, now: float
-    ) -> list[ServerEffect]:
-        assert state.actr_id is not None
-        request_id = relay.request_id
-        if relay.kind not in _RELAY_NAMES:
-            return [Send(conn, error_frame(BAD_REQUEST, f"relay kind {relay.kind}", request_id))]
-        try:
-            target = ActrId.from_proto(relay.target)
-        except ConfigError as exc:
-            return [Send(conn, error_frame(BAD_REQUEST, str(exc), request_id))]
-        cap = self._limits.max_relay_payload
-        # len() first: a payload of fewer characters than the cap's quarter fits whatever it holds.
-        if len(relay.payload) * 4 > cap and len(relay.payload.encode()) > cap:
-            self._relays_too_large += 1
-            message = f"relay payload over {cap} bytes; not forwarded"
-            return [Send(conn, error_frame(TOO_LARGE, message, request_id))]
-        holder = self._directory.holder(target)
-        # Rule 2: another realm's node is "unavailable", exactly like an unknown one.
-        if target.realm != state.realm or holder is None or not self._present(holder, now):
-            return [
-                Send(conn, error_frame(PEER_UNAVAILABLE, f"{target} is not registered", request_id))
-            ]
-        if not state.budget.relay(now, target):
-            self._relays_limited += 1
-            limits = self._limits
-            message = (
-                f"relays to {target} over {limits.relay_rate:g}/s (burst {limits.relay_burst}); "
-                "retry later"
-            )
-            return [Send(conn, error_frame(OVERLOADED, message, request_id))]
-        forwarded = Frame.RelayMessage(
-            source=state.actr_id.to_proto(),
-            target=relay.target,
-            kind=relay.kind,
-            payload=relay.payload,
-        )
-        self._relays_forwarded += 1
-        return [Forward(holder, Frame(relay=forwarded), origin=conn, request_id=request_id)]
-
     # -- registration -------------------------------------------------------------------------
 
-    def _assign(self, conn: int, state: _Connection, now: float) -> list[ServerEffect]:
+    def _assign(self, conn: int, state: ConnectionState, now: float) -> list[ServerEffect]:
         """Register ``conn`` under the realm's next serial, bound to its key."""
         assert state.actr_type is not None
         serial = self._next_serial.get(state.realm, 1)
@@ -643,7 +455,7 @@ class ServerProtocol:
         return self._complete(conn, state, ActrId(state.realm, serial, state.actr_type), now)
 
     def _claim(
-        self, conn: int, state: _Connection, actr_id: ActrId, bound: bytes, now: float
+        self, conn: int, state: ConnectionState, actr_id: ActrId, bound: bytes, now: float
     ) -> list[ServerEffect]:
         """Give ``actr_id`` back to ``conn`` if its proved key is the ``bound`` one."""
         if not hmac.compare_digest(bound, state.public_key):
@@ -656,7 +468,7 @@ class ServerProtocol:
         return effects + self._complete(conn, state, actr_id, now)
 
     def _complete(
-        self, conn: int, state: _Connection, actr_id: ActrId, now: float
+        self, conn: int, state: ConnectionState, actr_id: ActrId, now: float
     ) -> list[ServerEffect]:
         self._directory.hold(actr_id, conn)
         state.actr_id = actr_id
@@ -682,7 +494,7 @@ class ServerProtocol:
             reason=f"{IDENTITY}: {why}",
         )
 
-    def _issue(self, state: _Connection, now: float) -> bytes:
+    def _issue(self, state: ConnectionState, now: float) -> bytes:
         assert state.actr_id is not None
         state.renew_at = now + self._credential_lifetime * RENEW_AT
         return self._issuer.issue(
@@ -692,20 +504,12 @@ class ServerProtocol:
             lifetime=self._credential_lifetime,
         )
 
-    def _heartbeat_ack(self, state: _Connection, now: float) -> Frame.HeartbeatAck:
+    def _heartbeat_ack(self, state: ConnectionState, now: float) -> Frame.HeartbeatAck:
         if now < state.renew_at:
             return Frame.HeartbeatAck()
         return Frame.HeartbeatAck(credential=self._issue(state, now))
 
     # -- helpers ------------------------------------------------------------------------------
-
-    def _present(self, conn: int, now: float) -> bool:
-        state = self._connections.get(conn)
-        return (
-            state is not None
-            and state.phase is Phase.REGISTERED
-            and now - state.last_seen <= self._presence_timeout
-        )
 
     def _take_over(self, holder: int, actr_id: ActrId) -> list[ServerEffect]:
         old = self._connections.get(holder)
@@ -716,7 +520,7 @@ class ServerProtocol:
         message = f"{actr_id} registered again from another connection"
         return [Send(holder, error_frame(TAKEOVER, message)), Close(holder, "taken over")]
 
-    def _leave(self, conn: int, state: _Connection) -> list[ServerEffect]:
+    def _leave(self, conn: int, state: ConnectionState) -> list[ServerEffect]:
         state.phase = Phase.CLOSED
         state.reported = None
         actr_id, state.actr_id = state.actr_id, None

@@ -39,7 +39,7 @@ from ._protocol import (
     encode_frame,
     error_frame,
 )
-from ._server_protocol import (
+from ._server_effects import (
     Close,
     Forward,
     LookupBinding,
@@ -47,8 +47,8 @@ from ._server_protocol import (
     PersistRegistration,
     Send,
     ServerEffect,
-    ServerProtocol,
 )
+from ._server_protocol import ServerProtocol
 from ._store import SignalingStore
 from ._throttle import AuthThrottle
 
