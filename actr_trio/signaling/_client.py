@@ -5,19 +5,19 @@ authenticates and registers, hands the runtime a session, then keeps the registr
 (heartbeats; reconnection with capped exponential backoff and re-registration under the same
 ``ActrId``) until cancelled, when it unregisters. Invariants: one reader task per connection
 is the only consumer of the WebSocket; the relay channel has one owner (``run``) that closes it;
-requests in flight when a connection drops fail with ``SignalingError`` at once.
+requests in flight when a connection drops fail with ``SignalingError`` at once. Its parts:
+the WebSocket's opening and closing (``_client_websocket.py``), the registered connection and
+its requests (``_client_link.py``) and the issuer key it trusts (``_client_trust.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final, final
-from urllib.parse import urlsplit
 
 import attrs
 import outcome
@@ -26,30 +26,22 @@ from trio_websocket import (
     ConnectionClosed,
     HandshakeError,
     WebSocketConnection,
-    wrap_client_stream,
 )
 
 from .._acl import Visibility
 from .._config import Config
 from .._heartbeat_report import HeartbeatReport
-from .._identity import (
-    ISSUER_PUB_FILE,
-    NodeKey,
-    decode_public_key,
-    key_id,
-    read_pinned_issuer,
-    write_pinned_issuer,
-)
+from .._identity import NodeKey
 from .._ids import ActrId, ActrType
 from .._logging import SIGNALING, RateLimiter
 from ..errors import (
     AuthError,
-    ConfigError,
     ServerCertificateError,
     SessionTakenOver,
     SignalingError,
 )
 from ..transport._abc import Relay, SignalingConnector, SignalingSession
+from ._client_link import Link
 from ._client_protocol import (
     ClientProtocol,
     CredentialRenewed,
@@ -61,8 +53,9 @@ from ._client_protocol import (
     RequestFailed,
     SessionFailed,
 )
+from ._client_trust import IssuerTrust
+from ._client_websocket import CONNECT_TIMEOUT, UNREGISTER_GRACE, signaling_endpoint, with_websocket
 from ._protocol import (
-    MAX_FRAME_SIZE,
     Frame,
     FrameError,
     encode_frame,
@@ -78,10 +71,6 @@ RELAY_BUFFER: Final = 64
 # Reconnection backoff: first retry after BACKOFF_MIN seconds, doubling up to BACKOFF_MAX.
 BACKOFF_MIN: Final = 0.05
 BACKOFF_MAX: Final = 2.0
-# Seconds to connect, authenticate and register before the attempt counts as failed.
-CONNECT_TIMEOUT: Final = 10.0
-# Seconds, shielded, to say goodbye (Unregister + close handshake) when cancelled.
-UNREGISTER_GRACE: Final = 1.0
 # Heartbeats per presence_timeout the server announced: 3 tolerates two lost or late ones.
 _HEARTBEATS_PER_TIMEOUT: Final = 3
 # Seconds the node's report may take before a heartbeat goes without it (presence first).
@@ -91,9 +80,6 @@ REPORT_BOUND: Final = 1.0
 MAX_DISCOVERED: Final = 10_000
 #: Peers' advertised listen addresses remembered (discovery results; oldest forgotten first).
 MAX_ADDRESSES: Final = 4096
-
-# A request's answer: a discovery page and its next cursor ((), 0 for a relay).
-_Answer = tuple[tuple[ActrId, ...], int]
 
 
 class _ConnectionLost(Exception):
@@ -119,28 +105,6 @@ class SignalingClientStatistics:
     registrations: int
     connection_failures: int
     renewals: int = 0
-
-
-@attrs.define(eq=False)
-class _Pending:
-    """A request waiting for its answer (filled once, by the reader or by a disconnect)."""
-
-    done: trio.Event = attrs.field(factory=trio.Event)
-    result: outcome.Outcome[_Answer] | None = None
-
-    def resolve(self, result: outcome.Outcome[_Answer]) -> None:
-        if self.result is None:
-            self.result = result
-            self.done.set()
-
-
-@attrs.define(eq=False)
-class _Link:
-    """The currently registered connection."""
-
-    ws: WebSocketConnection
-    protocol: ClientProtocol
-    pending: dict[int, _Pending] = attrs.field(factory=dict)
 
 
 @final
@@ -181,7 +145,7 @@ class _Session:
     @property
     def issuer_key(self) -> bytes:
         """The pinned issuer public key every credential was verified against."""
-        pinned = self._client._pinned
+        pinned = self._client._trust.pinned
         assert pinned is not None  # pinned at the first registration, before this session
         return pinned
 
@@ -210,7 +174,7 @@ class _Session:
             # new connection after a reconnection continues where the last one ended.
             link = self._client._require_link()
             request_id, frame = link.protocol.discover(actr_type, cursor)
-            page, next_cursor = await self._client._request(link, request_id, frame)
+            page, next_cursor = await link.request(request_id, frame)
             found.extend(page)
             if len(found) > MAX_DISCOVERED or (next_cursor and len(found) == MAX_DISCOVERED):
                 self._client._truncated(actr_type)
@@ -242,7 +206,7 @@ class _Session:
         """
         link = self._client._require_link()
         request_id, frame = link.protocol.relay(target, kind, payload)
-        await self._client._request(link, request_id, frame)
+        await link.request(request_id, frame)
 
 
 @final
@@ -260,32 +224,14 @@ class SignalingClient:
 
     def __init__(self, config: Config, *, visibility: Sequence[Visibility] = ()) -> None:
         self._visibility = tuple(visibility)
-        url = config.signaling_url
-        if not url:
-            raise ConfigError("signaling_url must be set to use the signaling server")
-        parts = urlsplit(url)
-        try:
-            valid = (
-                parts.scheme in ("ws", "wss") and bool(parts.hostname) and parts.port is not None
-            )
-        except ValueError:  # a port that is not a number
-            valid = False
-        if not valid:
-            raise ConfigError(
-                f"signaling_url={url!r} must look like ws://HOST:PORT or wss://HOST:PORT"
-            )
         self._config = config
-        self._url = url
-        self._ssl_context = _client_ssl_context(config, secure=parts.scheme == "wss")
-        self._link: _Link | None = None
+        self._url, self._ssl_context = signaling_endpoint(config)
+        self._link: Link | None = None
         self._actr_id: ActrId | None = None  # of the current run(), for statistics()
         self._registrations = 0
         self._failures = 0
-        # The issuer key every credential must be signed by: Config.trust_anchor, else pinned
-        # on first use (kept in data_dir/issuer.pub when there is one; read at run()).
-        anchor = config.trust_anchor
-        self._anchor = None if anchor is None else decode_public_key(anchor)
-        self._pinned: bytes | None = self._anchor
+        # The issuer key every credential must be signed by (the pinned one is read at run()).
+        self._trust = IssuerTrust(config.trust_anchor, config.data_dir)
         self._credential = b""
         self._renewals = 0
         self._changed = trio.Event()
@@ -373,8 +319,7 @@ class SignalingClient:
         relay_send, relay_receive = trio.open_memory_channel[Relay](RELAY_BUFFER)
         session: _Session | None = None
         key = NodeKey.generate() if node_key is None else node_key
-        if self._anchor is None and self._pinned is None:
-            self._pinned = read_pinned_issuer(self._config.data_dir)
+        self._trust.load()
         backoff = BACKOFF_MIN
         known_id = previous_id  # after the first registration: the id to keep
 
@@ -390,7 +335,7 @@ class SignalingClient:
             with relay_send:  # we own the send side; receivers then see EndOfChannel
                 while True:
                     try:
-                        await _with_websocket(
+                        await with_websocket(
                             self._url,
                             self._ssl_context,
                             partial(
@@ -451,8 +396,8 @@ class SignalingClient:
             actr_type=actr_type,
             previous_id=previous_id,
             node_key=node_key,
-            trusted_issuer=self._pinned,
-            trust_hint=self._trust_hint(),
+            trusted_issuer=self._trust.pinned,
+            trust_hint=self._trust.hint(),
             visibility=self._visibility,
             listen=self._listen,
         )
@@ -493,7 +438,7 @@ class SignalingClient:
         presence_timeout: float,
     ) -> None:
         """Run one registered connection until it drops (raise) or we are cancelled (unregister)."""
-        link = _Link(ws, protocol)
+        link = Link(ws, protocol)
         self._actr_id = self._registered_id(protocol)
         self._link = link
         self._registrations += 1
@@ -510,13 +455,10 @@ class SignalingClient:
         finally:
             self._link = None
             self._notify()
-            for pending in link.pending.values():
-                error = SignalingError("signaling connection lost before the answer came")
-                pending.resolve(outcome.Error(error))
-            link.pending.clear()
+            link.fail_pending()
             if not lost:
                 # Not lost: we are being cancelled. Say goodbye, shielded and bounded
-                # (_with_websocket then closes the connection).
+                # (with_websocket then closes the connection).
                 with trio.move_on_after(UNREGISTER_GRACE, shield=True):
                     with contextlib.suppress(ConnectionClosed):
                         await ws.send_message(encode_frame(protocol.unregister()))
@@ -526,7 +468,7 @@ class SignalingClient:
 
     async def _read_loop(
         self,
-        link: _Link,
+        link: Link,
         relays: trio.MemorySendChannel[Relay],
         silence: float,
         lost: list[Exception],
@@ -550,16 +492,16 @@ class SignalingClient:
                     elif isinstance(event, PeersFound):
                         self._learn_addresses(event.peers, event.addresses)
                         page = (event.peers, event.next_cursor)
-                        self._resolve(link, event.request_id, outcome.Value(page))
+                        link.resolve(event.request_id, outcome.Value(page))
                     elif isinstance(event, CredentialRenewed):
                         self._credential = event.credential
                         self._renewals += 1
                         self._notify()
                         logger.debug("credential of %s renewed", self._actr_id)
                     elif isinstance(event, RelayDelivered):
-                        self._resolve(link, event.request_id, outcome.Value(((), 0)))
+                        link.resolve(event.request_id, outcome.Value(((), 0)))
                     elif isinstance(event, RequestFailed):
-                        self._resolve(link, event.request_id, outcome.Error(event.error))
+                        link.resolve(event.request_id, outcome.Error(event.error))
                     elif isinstance(event, SessionFailed):
                         raise event.error
                     else:
@@ -569,7 +511,7 @@ class SignalingClient:
             scope.cancel(reason="signaling connection lost")
 
     async def _heartbeat_loop(
-        self, link: _Link, interval: float, lost: list[Exception], scope: trio.CancelScope
+        self, link: Link, interval: float, lost: list[Exception], scope: trio.CancelScope
     ) -> None:
         try:
             while True:
@@ -603,32 +545,7 @@ class SignalingClient:
     def _accept(self, registered: Registered) -> None:
         """Keep the verified credential; pin its issuer if nothing was pinned yet (TOFU)."""
         self._credential = registered.credential
-        if self._pinned is not None:
-            return  # ClientProtocol already refused any other issuer
-        self._pinned = registered.issuer_key
-        data_dir = self._config.data_dir
-        if data_dir is not None:
-            write_pinned_issuer(data_dir, registered.issuer_key)
-        where = (
-            f"pinned in {data_dir / ISSUER_PUB_FILE}"
-            if data_dir is not None
-            else "for this run only: no data_dir"
-        )
-        logger.info(
-            "trusting signaling issuer key %s on first use (%s); set Config.trust_anchor = %r "
-            "to pin it explicitly",
-            key_id(registered.issuer_key),
-            where,
-            registered.issuer_key.hex(),
-        )
-
-    def _trust_hint(self) -> str:
-        if self._anchor is not None:
-            return " (Config.trust_anchor)"
-        data_dir = self._config.data_dir
-        if data_dir is not None:
-            return f" (pinned on first use in {data_dir / ISSUER_PUB_FILE}; delete it to re-pin)"
-        return " (pinned at this node's first registration in this run)"
+        self._trust.accept(registered.issuer_key)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -649,31 +566,11 @@ class SignalingClient:
         while len(self._addresses) > MAX_ADDRESSES:
             self._addresses.popitem(last=False)
 
-    def _require_link(self) -> _Link:
+    def _require_link(self) -> Link:
         link = self._link
         if link is None:
             raise SignalingError(f"not connected to signaling server {self._url} (reconnecting)")
         return link
-
-    async def _request(self, link: _Link, request_id: int, frame: Frame) -> _Answer:
-        pending = _Pending()
-        link.pending[request_id] = pending
-        try:
-            try:
-                await link.ws.send_message(encode_frame(frame))
-            except ConnectionClosed as exc:
-                raise SignalingError(f"signaling connection lost: {exc}") from exc
-            await pending.done.wait()
-        finally:
-            link.pending.pop(request_id, None)
-        assert pending.result is not None
-        return pending.result.unwrap()
-
-    @staticmethod
-    def _resolve(link: _Link, request_id: int, result: outcome.Outcome[_Answer]) -> None:
-        pending = link.pending.get(request_id)
-        if pending is not None:
-            pending.resolve(result)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -688,145 +585,6 @@ class SignalingClient:
             actr_type,
             MAX_DISCOVERED,
         )
-
-
-def _client_ssl_context(config: Config, *, secure: bool) -> ssl.SSLContext | None:
-    """The TLS context for a ``wss://`` URL (verifying the server against ``signaling_ca`` or
-    the system trust store, hostname included); ``None`` for ``ws://``.
-
-    Raises:
-        ConfigError: ``signaling_ca`` with a ``ws://`` URL, or a CA file that does not load.
-    """
-    ca = config.signaling_ca
-    if not secure:
-        if ca is not None:
-            raise ConfigError(
-                f"Config.signaling_ca is set but Config.signaling_url={config.signaling_url!r} "
-                "is not wss://: the CA would never be used (write wss://HOST:PORT)"
-            )
-        return None
-    try:
-        # CERT_REQUIRED and check_hostname are create_default_context's defaults.
-        return ssl.create_default_context(cafile=None if ca is None else str(ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"Config.signaling_ca={str(ca)!r} cannot be loaded as PEM CA certificates: {exc}"
-        ) from exc
-
-
-async def _open_stream(
-    host: str, port: int, ssl_context: ssl.SSLContext | None
-) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
-    """Connect to ``host:port``; with a context, complete the TLS handshake (the server proves
-    its certificate) before anything is sent.
-
-    Raises:
-        OSError, trio.TooSlowError: cannot connect (within ``CONNECT_TIMEOUT``).
-        ServerCertificateError: the server's certificate did not verify.
-        SignalingError: the TLS handshake failed otherwise (e.g. a plain ws:// server).
-    """
-    with trio.fail_after(CONNECT_TIMEOUT):
-        tcp = await trio.open_tcp_stream(host, port)
-        if ssl_context is None:
-            return tcp
-        # https_compatible: closing never waits for the peer's close_notify.
-        stream = trio.SSLStream(tcp, ssl_context, server_hostname=host, https_compatible=True)
-        handshook = False
-        try:
-            await stream.do_handshake()
-            handshook = True
-        except trio.BrokenResourceError as exc:
-            error = _tls_error(host, port, exc.__cause__ or exc)
-            if isinstance(error, ServerCertificateError):
-                # Someone may be impersonating the server: say so even if a retry succeeds.
-                logger.warning("%s", error)
-            raise error from exc
-        finally:
-            if not handshook:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()  # https_compatible: closes the socket at once
-        return stream
-
-
-def _tls_error(host: str, port: int, cause: BaseException) -> SignalingError:
-    where = f"wss://{host}:{port}"
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return ServerCertificateError(
-            f"signaling server {where}: TLS certificate verify failed "
-            f"({cause.verify_message or cause}); set Config.signaling_ca to the CA certificate "
-            "that signed the server's certificate, or have it signed by a CA in the system "
-            "trust store"
-        )
-    return SignalingError(f"TLS handshake with signaling server {where} failed: {cause}")
-
-
-async def _with_websocket(
-    url: str,
-    ssl_context: ssl.SSLContext | None,
-    body: Callable[[WebSocketConnection], Awaitable[None]],
-) -> None:
-    """Open a WebSocket to ``url``, run ``body(ws)``, close gracefully, always close the socket.
-
-    Two departures from ``trio_websocket.open_websocket_url``, both about closing:
-
-    * In 0.12.2 a client whose server closed first never closes its socket (the reader sees
-      EOF after the close handshake and ``aclose()`` returns early), leaking one socket per
-      server-side close. Owning the TCP stream fixes that.
-    * When we are cancelled, the goodbye (``Unregister`` + close handshake) needs the
-      connection's reader task, so that task runs under a shielded scope of its own, which is
-      cancelled right after the bounded close.
-
-    ``body``'s exceptions propagate unwrapped (no exception group); ``Cancelled`` as usual.
-
-    Raises:
-        OSError, trio.TooSlowError: cannot connect (within ``CONNECT_TIMEOUT``).
-        ServerCertificateError, SignalingError: the TLS handshake failed (``wss://``).
-        HandshakeError, ConnectionClosed, trio.TooSlowError: the WebSocket handshake failed.
-    """
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    stream = await _open_stream(parts.hostname, parts.port, ssl_context)
-    failure: Exception | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            reader_scope = trio.CancelScope(shield=True)
-            reader_nursery: trio.Nursery = await nursery.start(_reader_home, reader_scope)
-            try:
-                with trio.fail_after(CONNECT_TIMEOUT):
-                    ws = await wrap_client_stream(
-                        reader_nursery,
-                        stream,
-                        f"{parts.hostname}:{parts.port}",
-                        parts.path or "/",
-                        max_message_size=MAX_FRAME_SIZE,
-                    )
-                try:
-                    await body(ws)
-                finally:
-                    with trio.move_on_after(UNREGISTER_GRACE, shield=True):
-                        await ws.aclose()
-            except Exception as exc:
-                # Raised after the nursery, so the caller sees it unwrapped.
-                failure = exc
-            finally:
-                reader_scope.cancel(reason="signaling connection finished")
-    finally:
-        with trio.CancelScope(shield=True):
-            # Closes the socket at once (TLS too: https_compatible sends no close_notify).
-            await stream.aclose()
-    if failure is not None:
-        raise failure
-
-
-async def _reader_home(
-    scope: trio.CancelScope, *, task_status: trio.TaskStatus[trio.Nursery]
-) -> None:
-    """Host trio-websocket's reader task in ``scope`` (shielded; its owner cancels it)."""
-    with scope:
-        async with trio.open_nursery() as nursery:
-            task_status.started(nursery)
-            await trio.sleep_forever()
 
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from ..errors import AuthError, SignalingError
-from ._client import _with_websocket
+from ._client_websocket import with_websocket as _with_websocket
 from ._protocol import (
     PROTOCOL_VERSION,
     Frame,
