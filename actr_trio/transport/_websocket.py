@@ -40,7 +40,6 @@ Shutdown: cancelling ``run`` closes every connection (a close frame, bounded by
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Sequence
 from typing import Final
@@ -52,7 +51,6 @@ from trio_websocket import (
     HandshakeError,
     WebSocketConnection,
     wrap_client_stream,
-    wrap_server_stream,
 )
 
 from .._config import Config
@@ -70,7 +68,7 @@ from . import _websocket_handshake as handshake
 from ._abc import Inbound, MediaSource, SignalingSession
 from ._admission import Admission, encode_refusal
 from ._frames import MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
-from ._websocket_address import format_address, parse_address
+from ._websocket_address import parse_address
 from ._websocket_greet import (
     CLOSE_GLARE,
     CLOSE_NOT_AUTHENTICATED,
@@ -90,14 +88,13 @@ from ._websocket_link import (
     Link,
     WebSocketStatistics,
 )
+from ._websocket_listener import RESOURCE, accept, bind_listener, remote_address, upgrade
 from ._websocket_serve import link_error, serve, write_now
 
 __all__ = ["WebSocketStatistics", "WebSocketTransport"]
 
 log = logging.getLogger(TRANSPORT)
 
-#: The HTTP path of a link (anything else is answered 404).
-RESOURCE: Final = "/actr/link/v1"
 #: Seconds a link may take from first use (dialler) or accept (listener) to open.
 CONNECT_TIMEOUT: Final = 10.0
 #: Seconds a close handshake may take at link teardown (shielded).
@@ -210,22 +207,8 @@ class WebSocketTransport:
         if self._config.listen is None:
             task_status.started(None)
             return
-        host, port = parse_address(self._config.listen, allow_any_port=True)
-        found = await trio.socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, kind, proto, _, sockaddr = found[0]
-        sock = trio.socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            await sock.bind(sockaddr)
-            sock.listen(min(socket.SOMAXCONN, 128))
-            listener = trio.SocketListener(sock)
-        except BaseException:
-            sock.close()
-            raise
+        listener, self._address = await bind_listener(self._config.listen)
         self._listener = listener
-        self._address = format_address(host, sock.getsockname()[1])
         log.info("taking direct WebSocket links on %s", self._address)
         try:
             task_status.started(self._address)
@@ -421,14 +404,9 @@ class WebSocketTransport:
     async def _serve_listener(self, listener: trio.SocketListener) -> None:
         assert self._nursery is not None
         while True:
-            try:
-                stream = await listener.accept()
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
+            stream = await accept(listener)
+            if stream is None:
                 return  # listen() ended: no more connections
-            except OSError as exc:  # out of descriptors, say: the next accept may succeed
-                log.warning("accepting a WebSocket connection failed: %s", exc)
-                await trio.sleep(0.1)
-                continue
             admission = self._admission
             if (
                 self._handshaking >= admission.max_negotiating
@@ -494,16 +472,8 @@ class WebSocketTransport:
         """Upgrade, read the dialler's proof, admit it: the new link, or (ws, None) refused."""
         session = self._session
         assert session is not None
-        try:
-            request = await wrap_server_stream(
-                nursery, stream, message_queue_size=1, max_message_size=self._max_message
-            )
-            if request.path != RESOURCE:
-                await request.reject(404)
-                return None, None
-            ws = await request.accept()
-        except (HandshakeError, ConnectionClosed, trio.BrokenResourceError) as exc:
-            log.debug("a WebSocket upgrade failed: %r", exc)
+        ws = await upgrade(nursery, stream, max_message=self._max_message)
+        if ws is None:
             return None, None
         try:
             hello, size = await greet_as_listener(ws, session)
@@ -517,14 +487,14 @@ class WebSocketTransport:
                 logging.WARNING,
                 "ws proof",
                 "refused a direct WebSocket connection from %s: %s",
-                _remote(stream),
+                remote_address(stream),
                 exc,
             )
             await self._refuse(ws, CLOSE_NOT_AUTHENTICATED, str(exc))
             return ws, None
         except ConnectionClosed:
             return ws, None
-        return ws, await self._admit(ws, hello.dialler, size, _remote(stream))
+        return ws, await self._admit(ws, hello.dialler, size, remote_address(stream))
 
     async def _admit(
         self, ws: WebSocketConnection, peer: ActrId, size: int, remote: str
@@ -628,11 +598,3 @@ class WebSocketTransport:
 def _reason(text: str) -> str:
     """A close reason that fits a control frame (at most 123 bytes of UTF-8)."""
     return text.encode()[:_MAX_REASON].decode(errors="ignore")
-
-
-def _remote(stream: trio.SocketStream) -> str:
-    try:
-        host, port = stream.socket.getpeername()[:2]
-    except OSError:
-        return "?"
-    return format_address(str(host), int(port))
