@@ -265,6 +265,12 @@ class PeerLane:
         else:
             self.outbox.append(packet)
 
+    def next_due(self) -> float:
+        """When the flusher must act next with nothing queued: send the owed ack, or resend."""
+        if self.link:
+            return min(self.ack.due, self.last_progress + self.rto)
+        return self.ack.due
+
     def _wake_by(self, when: float) -> None:
         """Have the flusher wake at ``when`` at the latest (no task switch now)."""
         if when < self.armed:
@@ -401,10 +407,7 @@ class PeerLane:
                     self.sending.release()
                 continue
             self.wake = trio.Event()
-            timer = self.ack.due
-            if self.link:
-                timer = min(timer, self.last_progress + self.rto)
-            self._wake_by(timer)
+            self._wake_by(self.next_due())
             await self.wake.wait()
             now = trio.current_time()
             if not self.outbox and self.link and now >= self.last_progress + self.rto:
@@ -525,4 +528,10 @@ class _Alarm:
         lane = self.lane
         if lane.armed <= self.when:
             lane.armed = math.inf
-        lane.wake.set()
+        due = lane.next_due()
+        if lane.outbox or due <= trio.current_time():
+            lane.wake.set()
+        else:
+            # Nothing due yet (say the ack left with a response meanwhile): arm the next
+            # wake-up from here rather than wake the flusher only to go back to sleep.
+            lane._wake_by(due)

@@ -136,7 +136,9 @@ class Client(Workload):
     actr_type = ActrType("acme", "client")
 
 
-async def test_calls_over_the_wire_write_directly_and_stay_in_order() -> None:
+async def test_calls_over_the_wire_write_directly_and_stay_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with (
         LocalRealm(direct=False) as realm,
         realm.start(Echo()) as server,
@@ -148,4 +150,7 @@ async def test_calls_over_the_wire_write_directly_and_stay_in_order() -> None:
         assert answers == [b"%d" % i for i in range(20)]
         stats = client.statistics().outbound
         assert stats.direct == 0  # the wire path (direct=False), not the in-process route
-        assert stats.direct_writes == 20  # each request left from its caller's own task
+        # Each request left from its caller's own task, unless a standalone ack was with the
+        # transport at that moment (then the flusher took it along).
+        assert stats.direct_writes >= 20 - stats.acks_sent
+        assert stats.direct_writes > 0
