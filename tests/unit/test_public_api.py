@@ -192,3 +192,38 @@ def test_import_actr_trio_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+# A node that keeps nothing on disk, serves no metrics and has no tracer provider loads none of
+# what only those need (node start is mostly imports: issue 11, W8).
+NODE_START = """
+import sys, trio
+from actr_trio import ActrType, Context, Workload, route
+from actr_trio.testing import LocalRealm
+
+class Echo(Workload):
+    actr_type = ActrType("acme", "echo")
+
+    @route("demo.Echo.Echo")
+    async def echo(self, request: bytes, ctx: Context) -> bytes:
+        return request
+
+async def main() -> None:
+    async with LocalRealm("light") as realm, realm.start(Echo()) as a, realm.start(Echo()) as b:
+        assert await b.call(a.actr_id, "demo.Echo.Echo", b"hi") == b"hi"
+
+trio.run(main)
+optional = ("sqlite3", "opentelemetry", "tomllib", "difflib", "json", "aiortc", "aioice")
+loaded = [m for m in sys.modules if m.split(".")[0] in optional]
+loaded += [m for m in sys.modules if m.startswith("cryptography.hazmat.primitives.serialization")]
+loaded += [m for m in ("actr_trio._metrics_http", "actr_trio._mailbox_sqlite") if m in sys.modules]
+print(sorted(loaded))
+"""
+
+
+def test_a_plain_node_loads_no_module_only_durability_metrics_or_tracing_need() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", NODE_START], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
