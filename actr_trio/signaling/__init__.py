@@ -7,10 +7,13 @@
 :class:`SignalingClient`, the WebSocket implementation of
 ``actr_trio.transport.SignalingConnector``.
 
-Layout: ``_protocol.py`` (the frame codec and the rules), ``_server_protocol.py`` and
+Layout: ``_protocol.py`` (the frame codec and the rules), ``_server_protocol.py`` (with
+``_server_routing.py``, ``_server_state.py``, ``_server_effects.py``) and
 ``_client_protocol.py`` (sans-IO sessions), ``_directory.py`` (who holds which id),
-``_limits.py`` and ``_throttle.py`` (sans-IO budgets), ``_server.py`` and ``_client.py``
-(Trio shells, trio-websocket), ``_store.py`` (SQLite), ``_cli.py``; what nodes report in
+``_limits.py`` and ``_throttle.py`` (sans-IO budgets), ``_server.py`` with
+``_server_sessions.py`` and ``_client.py`` with ``_client_websocket.py``, ``_client_link.py``
+and ``_client_trust.py`` (Trio shells, trio-websocket), ``_store.py`` (SQLite), ``_cli.py``,
+``_metrics.py`` and ``_metrics_collector.py`` (Prometheus); what nodes report in
 their heartbeats (``_reports.py``), the realm observer behind ``actr-trio inspect``
 (``_inspect.py``, ``_inspect_cli.py``) and the status page (``_status_page.py``, its files in
 ``_status_assets.py``).
