@@ -71,10 +71,13 @@ class DeadlineTimer:
                 if not entry.settled:
                     entry.expire()
             # Settled entries at the top need no wake-up: with calls answered well before
-            # their deadlines, the task then wakes once per live deadline, not once per call.
+            # their deadlines, the task wakes once per live deadline, not once per call.
+            # Emptied so, it still sleeps until the last deadline it dropped (not for ever):
+            # an add() with a later deadline then need not wake it (one wake-up per call).
+            floor = math.inf
             while heap and heap[0][2].settled:
-                heapq.heappop(heap)
-            self._next = heap[0][0] if heap else math.inf
+                floor = heapq.heappop(heap)[0]
+            self._next = heap[0][0] if heap else floor
             self._wake = trio.Event()
             with trio.move_on_at(self._next):
                 await self._wake.wait()

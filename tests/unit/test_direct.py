@@ -233,6 +233,23 @@ async def test_deadline_timer_expires_in_deadline_order_and_skips_settled_entrie
     assert not entries["done"].expired.is_set()
 
 
+async def test_deadline_timer_drops_settled_entries_without_a_wake_up_per_entry() -> None:
+    """Calls answered long before their deadlines: the timer forgets them before it sleeps,
+    and a later deadline added then does not wake it (no task switch per call)."""
+    timer = DeadlineTimer()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timer.run)
+        now = trio.current_time()
+        answered = _Entry()
+        timer.add(now + 30, answered)  # wakes the sleeping timer: it has nothing earlier
+        answered.settled = True
+        await trio.testing.wait_all_tasks_blocked()  # the timer ran and went back to sleep
+        assert timer._heap == []  # the settled entry was dropped, not slept for
+        timer.add(now + 31, _Entry())
+        assert not timer._wake.is_set()  # it sleeps until now + 30 anyway: no wake-up
+        nursery.cancel_scope.cancel()
+
+
 def test_deadline_timer_sweeps_settled_entries() -> None:
     timer = DeadlineTimer()
     live = _Entry()
