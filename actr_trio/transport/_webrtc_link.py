@@ -10,11 +10,8 @@ counters.
 
 from __future__ import annotations
 
-import copy
 import enum
 import struct
-from collections import deque
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -22,10 +19,14 @@ import trio
 
 from .._ids import ActrId
 from .._lanes import Lane
-from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable, ShuttingDown
+from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable
 from ._abc import Inbound, InboundPackets
 from ._admission import Refusal
 from ._frames import FrameDecoder, FrameEncoder
+from ._outbox import FRAME_OVERHEAD as FRAME_OVERHEAD
+from ._outbox import OUTBOX_LIMIT as OUTBOX_LIMIT
+from ._outbox import RECORD_COST as RECORD_COST
+from ._outbox import Outbox as Outbox
 
 if TYPE_CHECKING:
     from ._webrtc_aio import Port
@@ -43,8 +44,6 @@ INBOUND_BUFFER: Final = 4096
 HIGH_WATER: Final = 1 << 20
 #: ... and resumes once aiortc's buffer drained below this (``bufferedAmountLowThreshold``).
 LOW_WATER: Final = 1 << 18
-#: Bytes of packets waiting in one lane's outbox before ``send`` waits (or LatencyFirst drops).
-OUTBOX_LIMIT: Final = 1 << 20
 
 DATA_LANES: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
 CREDITED: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
@@ -53,10 +52,6 @@ CREDITED: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
 # b"P" lane:u8 next_sequence:u32 (a stalled sender's probe: frames before it are lost).
 CREDIT: Final = struct.Struct(">cBI")
 PROBE: Final = struct.Struct(">cBI")
-# Frame header bytes, and bytes a packet costs in a frame beyond its own (record header; a
-# little more for a fragment's total), for budgeting packets against credit.
-FRAME_OVERHEAD: Final = 5
-RECORD_COST: Final = 9
 TRACK_KINDS: Final = {"video": 1, "audio": 2}
 TRACK_KIND_NAMES: Final = {v: k for k, v in TRACK_KINDS.items()}
 
@@ -106,52 +101,6 @@ class Counters:
     malformed: int = 0
     link_errors: int = 0
     asyncio_errors: int = 0
-
-
-class Outbox:
-    """Packets waiting for one lane's flusher; bounded in bytes (``send`` waits when full)."""
-
-    def __init__(self) -> None:
-        self.pending: deque[bytes] = deque()
-        self.size = 0
-        self.error: ShuttingDown | PeerUnavailable | None = None
-        self._data = trio.lowlevel.ParkingLot()
-        self._room = trio.lowlevel.ParkingLot()
-
-    @property
-    def full(self) -> bool:
-        return self.size >= OUTBOX_LIMIT
-
-    async def put(self, packets: Sequence[bytes]) -> None:
-        while self.full and self.error is None:
-            await self._room.park()
-        if self.error is not None:
-            raise copy.copy(self.error)  # a fresh exception (same type and fields) per caller
-        self.pending.extend(packets)
-        self.size += sum(len(p) for p in packets)
-        self._data.unpark_all()
-        await trio.lowlevel.checkpoint()
-
-    async def wait_pending(self) -> None:
-        while not self.pending:
-            await self._data.park()
-
-    def take(self, budget: int) -> list[bytes]:
-        """Pop packets in order while their encoded size fits ``budget`` (always at least one)."""
-        pending = self.pending
-        packets = [pending.popleft()]
-        used = len(packets[0]) + RECORD_COST
-        while pending and used + len(pending[0]) + RECORD_COST <= budget:
-            packet = pending.popleft()
-            used += len(packet) + RECORD_COST
-            packets.append(packet)
-        self.size -= sum(len(p) for p in packets)
-        self._room.unpark_all()
-        return packets
-
-    def fail(self, error: ShuttingDown | PeerUnavailable) -> None:
-        self.error = error
-        self._room.unpark_all()
 
 
 class Link:

@@ -15,10 +15,7 @@ not raised for it, so the reader checks ``skipped_frames`` itself).
 
 from __future__ import annotations
 
-import copy
 import struct
-from collections import deque
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -26,10 +23,14 @@ import trio
 
 from .._ids import ActrId
 from .._lanes import Lane
-from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable, ShuttingDown
+from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable
 from ._abc import Inbound, InboundPackets
 from ._admission import AdmissionStatistics, Refusal
 from ._frames import FrameDecoder, FrameEncoder
+from ._outbox import FRAME_OVERHEAD as FRAME_OVERHEAD
+from ._outbox import OUTBOX_LIMIT as OUTBOX_LIMIT
+from ._outbox import RECORD_COST as RECORD_COST
+from ._outbox import Outbox as Outbox
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -41,8 +42,6 @@ CREDIT_BATCH: Final = 4
 #: Inbound batches buffered for the runtime (see ``_webrtc_link.INBOUND_BUFFER``: reliable
 #: data never exceeds ``WINDOW`` frames per lane and peer; LatencyFirst only fills half).
 INBOUND_BUFFER: Final = 4096
-#: Bytes of packets waiting in one lane's outbox before ``send`` waits.
-OUTBOX_LIMIT: Final = 1 << 20
 #: Quiet scheduling rounds after which a lane counts as idle and is flushed.
 IDLE_ROUNDS: Final = 3
 #: Scheduling rounds a flusher waits at most for a busy sender to fill a frame.
@@ -53,9 +52,6 @@ DATA_LANES: Final = (Lane.SIGNAL, Lane.RELIABLE, Lane.LATENCY_FIRST)
 INDEX_OF_LANE: Final = {lane: i for i, lane in enumerate(DATA_LANES)}
 CONTROL: Final = 3
 CREDIT: Final = struct.Struct(">cBI")
-# Frame header bytes, and what a packet costs in a frame beyond its own bytes.
-FRAME_OVERHEAD: Final = 5
-RECORD_COST: Final = 9
 
 
 @attrs.define
@@ -120,48 +116,6 @@ class WebSocketStatistics:
     malformed: int
     link_errors: int
     admission: AdmissionStatistics
-
-
-class Outbox:
-    """Packets waiting for one lane's flusher; bounded in bytes (``put`` waits when full)."""
-
-    def __init__(self) -> None:
-        self.pending: deque[bytes] = deque()
-        self.size = 0
-        self.error: ShuttingDown | PeerUnavailable | None = None
-        self._data = trio.lowlevel.ParkingLot()
-        self._room = trio.lowlevel.ParkingLot()
-
-    async def put(self, packets: Sequence[bytes]) -> None:
-        while self.size >= OUTBOX_LIMIT and self.error is None:
-            await self._room.park()
-        if self.error is not None:
-            raise copy.copy(self.error)  # a fresh exception (same type and fields) per caller
-        self.pending.extend(packets)
-        self.size += sum(len(p) for p in packets)
-        self._data.unpark_all()
-        await trio.lowlevel.checkpoint()
-
-    async def wait_pending(self) -> None:
-        while not self.pending:
-            await self._data.park()
-
-    def take(self, budget: int) -> list[bytes]:
-        """Pop packets in order while their encoded size fits ``budget`` (at least one)."""
-        pending = self.pending
-        packets = [pending.popleft()]
-        used = len(packets[0]) + RECORD_COST
-        while pending and used + len(pending[0]) + RECORD_COST <= budget:
-            packet = pending.popleft()
-            used += len(packet) + RECORD_COST
-            packets.append(packet)
-        self.size -= sum(len(p) for p in packets)
-        self._room.unpark_all()
-        return packets
-
-    def fail(self, error: ShuttingDown | PeerUnavailable) -> None:
-        self.error = error
-        self._room.unpark_all()
 
 
 class Link:
