@@ -64,3 +64,49 @@ class IdleTable(Generic[K]):
     def oldest(self) -> Iterator[K]:
         """Every key, least recently active first (a snapshot)."""
         return iter(list(self._last))
+
+
+@final
+class PeerActivity(Generic[K]):
+    """An :class:`IdleTable` of peers bounded in time (``timeout``) and size (``bound``), as
+    the gates keep them: a peer's activity is noted at most every ``grain`` seconds (the hot
+    path pays one comparison for the peer it saw last), and :meth:`note` says when a sweep is
+    due: half a timeout after the last one, or at once over the bound."""
+
+    __slots__ = ("_next_sweep", "_noted", "_noted_until", "bound", "grain", "table", "timeout")
+
+    def __init__(self, timeout: float, bound: int, now: float, grain: float) -> None:
+        self.table: IdleTable[K] = IdleTable()
+        self.timeout = timeout
+        self.bound = bound
+        self.grain = grain
+        self._next_sweep = now + timeout / 2
+        self._noted: K | None = None  # the key noted last, and until when its time will do
+        self._noted_until = 0.0
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def note(self, key: K, now: float) -> bool:
+        """``key`` was active at ``now``; whether a sweep (:meth:`sweep`) is due."""
+        if key is self._noted and now < self._noted_until:
+            return False  # noted moments ago: the table needs no finer time than the grain
+        self.table.touch(key, now)
+        self._noted, self._noted_until = key, now + self.grain
+        return now >= self._next_sweep or len(self.table) > self.bound
+
+    def sweep(self, now: float) -> list[K]:
+        """The keys to give up at ``now``, quietest first: those quiet for longer than the
+        timeout, then as many of the others as the table is over its bound. The caller
+        :meth:`forget`\\ s those it gives up (it may keep some)."""
+        self._next_sweep = now + self.timeout / 2
+        quiet = list(self.table.idle(now, self.timeout))
+        excess = len(self.table) - len(quiet) - self.bound
+        if excess > 0:
+            seen = set(quiet)
+            quiet += [key for key in self.table.oldest() if key not in seen][:excess]
+        return quiet
+
+    def forget(self, key: K) -> None:
+        self.table.forget(key)
+        self._noted = None

@@ -44,7 +44,7 @@ from ._envelope import (
     encode_envelope,
     encode_rejection,
 )
-from ._idle import IdleTable
+from ._idle import PeerActivity
 from ._ids import ActrId
 from ._lanes import Lane, Priority
 from ._link import ReceiveLink
@@ -165,13 +165,9 @@ class InGate:
         self._ack_wait = 0  # batches handled since the first of them became due
         # When each peer last sent something: the links of one quiet for longer than
         # peer_state_timeout are forgotten, the quietest first beyond max_peer_states.
-        self._seen: IdleTable[ActrId] = IdleTable()
-        self._peer_state_timeout = peer_state_timeout
-        self._max_peer_states = max_peer_states
-        self._next_sweep = trio.current_time() + peer_state_timeout / 2
-        # The peer touched last, until when its time in _seen is close enough.
-        self._noted: ActrId | None = None
-        self._noted_until = 0.0
+        self._seen: PeerActivity[ActrId] = PeerActivity(
+            peer_state_timeout, max_peer_states, trio.current_time(), NOTE_GRAIN
+        )
         self._evicted = 0
         # LocalPeer: plain attributes, read per envelope by in-process senders.
         self.actr_id = local
@@ -227,17 +223,12 @@ class InGate:
         for lane in Lane:
             self._links.pop((peer, lane), None)
         self._seen.forget(peer)
-        self._noted = None
 
     def _note(self, peer: ActrId) -> None:
         """``peer`` sent something now; forget the links of peers gone quiet (see
         :meth:`evict`), at most every half timeout, and at once beyond the bound."""
         now = trio.current_time()
-        if peer is self._noted and now < self._noted_until:
-            return  # touched moments ago: the table needs no finer time than NOTE_GRAIN
-        self._seen.touch(peer, now)
-        self._noted, self._noted_until = peer, now + NOTE_GRAIN
-        if now >= self._next_sweep or len(self._seen) > self._max_peer_states:
+        if self._seen.note(peer, now):
             self.evict(now)
 
     def evict(self, now: float) -> int:
@@ -249,12 +240,7 @@ class InGate:
         seen acknowledged; what this node committed before is recognised by the mailbox's
         dedupe table, and a stream's chunks it delivered already are late for the stream.
         """
-        self._next_sweep = now + self._peer_state_timeout / 2
-        gone = list(self._seen.idle(now, self._peer_state_timeout))
-        excess = len(self._seen) - len(gone) - self._max_peer_states
-        if excess > 0:
-            quiet = set(gone)
-            gone += [p for p in self._seen.oldest() if p not in quiet][:excess]
+        gone = self._seen.sweep(now)
         for peer in gone:
             self._forget_links(peer)
         if gone:

@@ -39,7 +39,7 @@ from ._envelope import (
     encode_goodbye,
     encode_piggyback,
 )
-from ._idle import IdleTable
+from ._idle import PeerActivity
 from ._ids import ActrId
 from ._lanes import Lane
 from ._logging import LINK, RateLimiter
@@ -106,13 +106,9 @@ class WireRoute:
         self._lanes: dict[tuple[ActrId, Lane], PeerLane] = {}
         # When each peer was last sent to or acked something: the lanes of one quiet for
         # longer than peer_state_timeout are forgotten if nothing to it is pending.
-        self._seen: IdleTable[ActrId] = IdleTable()
-        self._peer_state_timeout = peer_state_timeout
-        self._max_peer_states = max_peer_states
-        self._next_sweep = trio.current_time() + peer_state_timeout / 2
-        # The peer touched last, until when its time in _seen is close enough.
-        self._noted: ActrId | None = None
-        self._noted_until = 0.0
+        self._seen: PeerActivity[ActrId] = PeerActivity(
+            peer_state_timeout, max_peer_states, trio.current_time(), NOTE_GRAIN
+        )
         self.evicted = 0  # peers whose lanes were forgotten
         self._spawn_send, self._spawn_recv = trio.open_memory_channel[PeerLane](SPAWN_BUFFER)
         self.closed = False
@@ -195,7 +191,6 @@ class WireRoute:
         ``error``. Returns (packets dropped, calls/tells failed)."""
         dropped = failed = 0
         self._seen.forget(peer)
-        self._noted = None
         for key in [key for key in self._lanes if key[0] == peer]:
             pl = self._lanes.pop(key)
             dropped += len(pl.link)
@@ -425,11 +420,7 @@ class WireRoute:
         """Traffic with ``peer`` now; forget the lanes of peers gone quiet (see
         :meth:`evict`), at most every half timeout, and at once beyond the bound."""
         now = trio.current_time()
-        if peer is self._noted and now < self._noted_until:
-            return  # touched moments ago: the table needs no finer time than NOTE_GRAIN
-        self._seen.touch(peer, now)
-        self._noted, self._noted_until = peer, now + NOTE_GRAIN
-        if now >= self._next_sweep or len(self._seen) > self._max_peer_states:
+        if self._seen.note(peer, now):
             self.evict(now)
 
     def evict(self, now: float) -> int:
@@ -443,12 +434,7 @@ class WireRoute:
         (the call asks again on them). A durable node's outbox is in its mailbox database,
         not here: nothing recorded there is touched.
         """
-        self._next_sweep = now + self._peer_state_timeout / 2
-        quiet = list(self._seen.idle(now, self._peer_state_timeout))
-        excess = len(self._seen) - len(quiet) - self._max_peer_states
-        if excess > 0:
-            seen = set(quiet)
-            quiet += [p for p in self._seen.oldest() if p not in seen][:excess]
+        quiet = self._seen.sweep(now)
         if not quiet:
             return 0
         waiting = {waiter.peer for waiter in self._calls.values()}
@@ -463,7 +449,6 @@ class WireRoute:
                 del self._lanes[(peer, lane)]
                 pl.close(PeerUnavailable(f"{peer}: lane forgotten while idle"))
             self._seen.forget(peer)
-            self._noted = None
             evicted += 1
         self.evicted += evicted
         if evicted:
