@@ -127,12 +127,12 @@ from ..errors import LinkRefused, ShuttingDown
 from ._abc import Inbound, MediaSource, SignalingSession
 from ._admission import Admission, AdmissionStatistics
 from ._frames import DEFAULT_MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
+from ._inbound import InboundChannel
 from ._webrtc_link import (
     CHANNEL_OF_LANE,
     INBOUND_BUFFER,
     TRACK_KINDS,
     Counters,
-    InboundChannel,
     Link,
 )
 from ._webrtc_linktask import CLOSE_GRACE, LinkTasks
@@ -236,7 +236,7 @@ class WebRTCTransport:
         self._inbound_send, inbound_recv = trio.open_memory_channel[tuple[Link | None, Inbound]](
             INBOUND_BUFFER
         )
-        self._inbound = InboundChannel(inbound_recv)
+        self._inbound = InboundChannel(inbound_recv, "WebRTC")
         self._counters = Counters()
         self._receiver = Receiver(self._counters, self._inbound_send)
         self._receiver.max_tracks = config.max_tracks_per_peer

@@ -2,8 +2,8 @@
 
 Part of the WebRTC transport (``_webrtc.py`` has the overview): a :class:`Link` is owned by its
 link task (``_webrtc_linktask``); what the asyncio side reports (``_webrtc_recv``) and the
-runtime's reads of ``inbound`` (:class:`InboundChannel`) only touch it through the methods here,
-which never block. All of it lives in Trio: the link reaches its aiortc connection only through
+runtime's reads of ``inbound`` (``_inbound.InboundChannel``) only touch it through the methods
+here, which never block. All of it lives in Trio: the link reaches its aiortc connection only through
 its :class:`~._webrtc_aio.Port`. Also the flow-control messages on CONTROL and the transport's
 counters.
 """
@@ -20,7 +20,7 @@ import trio
 from .._ids import ActrId
 from .._lanes import Lane
 from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable
-from ._abc import Inbound, InboundPackets
+from ._abc import InboundPackets
 from ._admission import Refusal
 from ._frames import FrameDecoder, FrameEncoder
 from ._outbox import FRAME_OVERHEAD as FRAME_OVERHEAD
@@ -166,43 +166,15 @@ class Link:
             return LinkRefused(message, self.refusal.code)
         return self.error_type(message)
 
+    def took(self, item: InboundPackets) -> None:
+        """The runtime took ``item`` off ``transport.inbound``: credit for one frame."""
+        if item.lane in CREDITED:
+            grant(self, item.lane, 1)
+
     def send_control(self, message: bytes) -> None:
         """Write ``message`` on CONTROL (queued on the asyncio loop in order; never blocks)."""
         if self.port is not None and not self.broken.is_set():
             self.port.write_soon(Channel.CONTROL, [message])
-
-
-class InboundChannel(trio.abc.ReceiveChannel[Inbound]):
-    """``transport.inbound``: grants flow-control credits as the runtime takes batches."""
-
-    def __init__(self, recv: trio.MemoryReceiveChannel[tuple[Link | None, Inbound]]) -> None:
-        self._recv = recv
-
-    def __repr__(self) -> str:
-        return f"<WebRTC inbound {self._recv.statistics().current_buffer_used} waiting>"
-
-    async def receive(self) -> Inbound:
-        link, item = await self._recv.receive()
-        consumed(link, item)
-        return item
-
-    def receive_nowait(self) -> Inbound:
-        """Take one item without waiting (raises ``trio.WouldBlock`` when none waits)."""
-        link, item = self._recv.receive_nowait()
-        consumed(link, item)
-        return item
-
-    def close(self) -> None:
-        self._recv.close()
-
-    async def aclose(self) -> None:
-        self._recv.close()
-        await trio.lowlevel.checkpoint()
-
-
-def consumed(link: Link | None, item: Inbound) -> None:
-    if link is not None and isinstance(item, InboundPackets) and item.lane in CREDITED:
-        grant(link, item.lane, 1)
 
 
 def grant(link: Link, lane: Lane, frames: int, *, now: bool = False) -> None:

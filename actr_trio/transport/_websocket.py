@@ -68,6 +68,7 @@ from . import _websocket_handshake as handshake
 from ._abc import Inbound, MediaSource, SignalingSession
 from ._admission import Admission, encode_refusal
 from ._frames import MAX_FRAME_SIZE, PACKET_OVERHEAD, FrameEncoder
+from ._inbound import InboundChannel
 from ._websocket_address import parse_address
 from ._websocket_greet import (
     CLOSE_GLARE,
@@ -84,7 +85,6 @@ from ._websocket_link import (
     INBOUND_BUFFER,
     INDEX_OF_LANE,
     Counters,
-    InboundChannel,
     Link,
     WebSocketStatistics,
 )
@@ -141,7 +141,7 @@ class WebSocketTransport:
         self._inbound_send, inbound_recv = trio.open_memory_channel[tuple[Link | None, Inbound]](
             INBOUND_BUFFER
         )
-        self._inbound = InboundChannel(inbound_recv)
+        self._inbound = InboundChannel(inbound_recv, "WebSocket")
         self._counters = Counters()
         self._admission = Admission(
             max_links=config.max_links,

@@ -1,7 +1,7 @@
 """The state of one direct WebSocket link: lanes' outboxes, credits, decoders, lifecycle.
 
 Part of the WebSocket transport (``_websocket.py`` has the overview). A :class:`Link` is owned
-by its link task; the runtime's reads of ``inbound`` (:class:`InboundChannel`) only touch it
+by its link task; the runtime's reads of ``inbound`` (``_inbound.InboundChannel``) only touch it
 through :meth:`Link.grant`, which never blocks. Also the link's wire format after the
 handshake, the flushers (outbox to frames, within credit) and the transport's counters.
 
@@ -24,7 +24,7 @@ import trio
 from .._ids import ActrId
 from .._lanes import Lane
 from ..errors import LinkRefused, PeerNotAuthenticated, PeerUnavailable
-from ._abc import Inbound, InboundPackets
+from ._abc import InboundPackets
 from ._admission import AdmissionStatistics, Refusal
 from ._frames import FrameDecoder, FrameEncoder
 from ._outbox import FRAME_OVERHEAD as FRAME_OVERHEAD
@@ -177,6 +177,10 @@ class Link:
             return PeerNotAuthenticated(message)
         return self.error_type(message)
 
+    def took(self, item: InboundPackets) -> None:
+        """The runtime took ``item`` off ``transport.inbound``: credit for one frame."""
+        self.grant(item.lane, 1)
+
     def grant(self, lane: Lane, frames: int, *, now: bool = False) -> None:
         """Give ``frames`` credits back to the sender (the control writer sends them)."""
         self.consumed[lane] += frames
@@ -200,39 +204,6 @@ class Link:
         # More credit than the window would let the peer make us buffer for it: capped.
         self.credits[lane] = min(self.credits[lane] + frames, WINDOW)
         self.credit_lot[lane].unpark_all()
-
-
-class InboundChannel(trio.abc.ReceiveChannel[Inbound]):
-    """``transport.inbound``: grants flow-control credits as the runtime takes batches."""
-
-    def __init__(self, recv: trio.MemoryReceiveChannel[tuple[Link | None, Inbound]]) -> None:
-        self._recv = recv
-
-    def __repr__(self) -> str:
-        return f"<WebSocket inbound {self._recv.statistics().current_buffer_used} waiting>"
-
-    async def receive(self) -> Inbound:
-        link, item = await self._recv.receive()
-        _consumed(link, item)
-        return item
-
-    def receive_nowait(self) -> Inbound:
-        """Take one item without waiting (raises ``trio.WouldBlock`` when none waits)."""
-        link, item = self._recv.receive_nowait()
-        _consumed(link, item)
-        return item
-
-    def close(self) -> None:
-        self._recv.close()
-
-    async def aclose(self) -> None:
-        self._recv.close()
-        await trio.lowlevel.checkpoint()
-
-
-def _consumed(link: Link | None, item: Inbound) -> None:
-    if link is not None and isinstance(item, InboundPackets):
-        link.grant(item.lane, 1)
 
 
 async def wait_credit(link: Link, lane: Lane, counters: Counters) -> None:
