@@ -10,11 +10,10 @@ import signal
 import sqlite3
 from pathlib import Path
 
-import pytest
 import trio
 from netprocs import Processes, netnode_argv
 
-from actr_trio import ActrId, ActrSystem, ActrType, Workload
+from actr_trio import ActrId, ActrRef, ActrSystem, ActrType, Workload
 from actr_trio.errors import ActrError, RemoteShuttingDown
 from actr_trio.testing import find, network_config
 
@@ -123,6 +122,21 @@ async def test_receiver_killed_at_random_points(
     assert receiver.integrity() == "ok"
 
 
+async def tell_until_refused(ref: ActrRef, target: ActrId) -> tuple[set[str], str]:
+    """Tell ``late0``, ``late1``, ... to a node told to stop until one is refused with
+    ``RemoteShuttingDown``: (the names it accepted, the name it refused). Each tell waits for
+    its answer, so this goes at the pace of the link."""
+    accepted: set[str] = set()
+    with trio.fail_after(10):
+        while True:
+            name = f"late{len(accepted)}"
+            try:
+                await ref.tell(target, "itest.Node.Put", name.encode(), timeout=10)
+            except RemoteShuttingDown:
+                return accepted, name
+            accepted.add(name)
+
+
 async def test_sigterm_under_load_refuses_new_work_and_keeps_what_it_accepted(
     processes: Processes, signaling_url: str, tmp_path: Path
 ) -> None:
@@ -139,16 +153,17 @@ async def test_sigterm_under_load_refuses_new_work_and_keeps_what_it_accepted(
                 await ref.tell(target, "itest.Node.Record", name.encode())
             assert receiver.proc is not None
             receiver.proc.send_signal(signal.SIGTERM)
-            # It drains for up to its 1 s grace; meanwhile new envelopes are refused.
-            with pytest.raises(RemoteShuttingDown):
-                await ref.tell(target, "itest.Node.Put", b"late", timeout=10)
+            # It drains for up to its 1 s grace; meanwhile new envelopes are refused. The
+            # signal reaches its loop a moment after it was sent (later on a loaded machine):
+            # what it accepted before is kept like the backlog.
+            late, refused = await tell_until_refused(ref, target)
             assert await receiver.proc.wait() == 0
             done_before = set(receiver.handled())
             # Not all of the 4 s backlog fit in the grace: the rest stayed in the mailbox...
             assert done_before < backlog
             await receiver.start()
             # ...and is handled after the restart.
-            await wait_handled(receiver, backlog)
+            await wait_handled(receiver, backlog | late)
     handled = receiver.handled()
-    assert len(handled) == len(set(handled)) == 20
-    assert "late" not in handled
+    assert len(handled) == len(set(handled)) == 20 + len(late)
+    assert refused not in handled
