@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from netprocs import Processes, read_line_matching
+from netprocs import LANES, Processes, read_line_matching
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,6 +31,13 @@ def soak(request: pytest.FixtureRequest) -> bool:
 def flood_seconds(request: pytest.FixtureRequest) -> float:
     """``--flood-seconds``: the length of the soak's mixed flood."""
     return float(request.config.getoption("--flood-seconds"))
+
+
+@pytest.fixture(params=LANES)
+def lane(request: pytest.FixtureRequest) -> str:
+    """The network lane a multi-process test runs on: "webrtc" or "websocket" (netprocs.py's
+    lane_argv and lane_options put the nodes on it)."""
+    return str(request.param)
 
 
 @pytest.fixture

@@ -54,3 +54,21 @@ async def read_line_matching(proc: trio.Process, predicate: Callable[[str], bool
 
 def netnode_argv(name: str, url: str, *extra: str) -> list[str]:
     return [sys.executable, str(HERE / "netnode.py"), name, "--signaling", url, *extra]
+
+
+#: The network lanes the multi-process tests run on (the ``lane`` fixture's parameters).
+LANES = ("webrtc", "websocket")
+#: Where a node takes direct WebSocket links on the WebSocket lane (any free loopback port).
+LISTEN = "127.0.0.1:0"
+
+
+def lane_argv(lane: str) -> list[str]:
+    """The node-process options (netnode.py, tracenode.py, netsender.py) for ``lane``: on the
+    WebSocket lane the node listens, so peers that find its address link to it directly (they
+    prefer that to WebRTC); on the WebRTC lane it advertises nothing."""
+    return ["--listen", LISTEN] if lane == "websocket" else []
+
+
+def lane_options(lane: str) -> dict[str, str]:
+    """The ``network_config`` options for a node of this process on ``lane`` (see lane_argv)."""
+    return {"listen": LISTEN} if lane == "websocket" else {}

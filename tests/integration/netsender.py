@@ -1,8 +1,10 @@
 """A durable sender process: ``python netsender.py send|recover DATA_DIR --signaling URL``.
 
 ``send``: make N concurrent calls to the itest node and print ``in flight`` once they are all
-outstanding (recorded in the outbox and on the wire); then wait to be killed.
+outstanding (recorded in the outbox and on the wire), as ``in flight over LANE`` (the lane of
+its link to the node, as ``statistics().links`` says); then wait to be killed.
 ``recover``: start on the same data dir, print ``recovered N`` once the outbox was resent.
+``--listen HOST:PORT`` takes direct WebSocket links (``Config.listen``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ class Sender(Workload):
     actr_type = ActrType("itest", "sender")
 
 
-async def main(mode: str, data_dir: str, url: str) -> None:
-    config = network_config(url, realm="itest", data_dir=data_dir)
+async def main(mode: str, data_dir: str, url: str, listen: str | None) -> None:
+    config = network_config(url, realm="itest", data_dir=data_dir, listen=listen)
     async with ActrSystem(config).attach(Sender()).start() as ref:
         if mode == "send":
             target = await find(ref, ActrType("itest", "node"))
@@ -34,9 +36,12 @@ async def main(mode: str, data_dir: str, url: str) -> None:
                     )
                 with trio.fail_after(60):
                     # The runtime has no event for "N calls on the wire": a bounded poll.
-                    while ref.statistics().outbound.calls_waiting < N:  # noqa: ASYNC110
+                    while (  # noqa: ASYNC110
+                        ref.statistics().outbound.calls_waiting < N
+                        or target not in ref.statistics().links
+                    ):
                         await trio.sleep(0.01)
-                print("in flight", flush=True)
+                print(f"in flight over {ref.statistics().links[target]}", flush=True)
                 await trio.sleep_forever()
         else:
             with trio.fail_after(60):
@@ -49,5 +54,6 @@ if __name__ == "__main__":
     parser.add_argument("mode", choices=("send", "recover"))
     parser.add_argument("data_dir")
     parser.add_argument("--signaling", required=True)
+    parser.add_argument("--listen", help="Config.listen: take direct WebSocket links here")
     args = parser.parse_args()
-    trio.run(main, args.mode, args.data_dir, args.signaling)
+    trio.run(main, args.mode, args.data_dir, args.signaling, args.listen)

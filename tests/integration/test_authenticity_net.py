@@ -1,5 +1,6 @@
 """Authenticity and ACLs end to end: a real signaling server, node processes and nodes in this
-process, over real WebRTC on 127.0.0.1 (docs/security.md, "Authenticated callers and ACLs").
+process, on 127.0.0.1 over both network lanes, real WebRTC and direct WebSocket links
+(docs/security.md, "Authenticated callers and ACLs").
 
 * A forged response from a third node (with the request id it observed) is dropped; the call
   gets the real answer.
@@ -15,10 +16,11 @@ import logging
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from netprocs import Processes, netnode_argv
+from netprocs import Processes, lane_argv, lane_options, netnode_argv
 
 from actr_trio import ActrId, ActrSystem, ActrType, Context, Lane, Priority, Workload, route
 from actr_trio._envelope import (
@@ -31,7 +33,8 @@ from actr_trio._envelope import (
 )
 from actr_trio.errors import PermissionDenied
 from actr_trio.testing import TransportWrapper, find, network_config
-from actr_trio.transport import Transport, WebRTCTransport
+from actr_trio.transport import Transport
+from actr_trio.transport._dual import DualTransport
 
 NODE = ActrType("itest", "node")
 BOUND = 120  # seconds: process start, registration and WebRTC setup on a loaded machine
@@ -53,7 +56,15 @@ class Intruder(Workload):
     actr_type = ActrType("itest", "intruder")
 
 
-class Spy(TransportWrapper):
+class Forwarding(TransportWrapper):
+    """A wrapper that also forwards what the node looks up on its transport when present
+    (``listen``: the WebSocket listener; ``links``: the lane per peer, in ``statistics()``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Spy(Forwarding):
     """Records the request ids its node sends (what any peer on the path might learn)."""
 
     def __init__(self, inner: Transport) -> None:
@@ -70,7 +81,7 @@ class Spy(TransportWrapper):
         await self.inner.send(peer, lane, packets)
 
 
-class ClaimsToBe(TransportWrapper):
+class ClaimsToBe(Forwarding):
     """Rewrites the ``caller`` field of every envelope its node sends to ``victim``."""
 
     victim: ActrId | None = None
@@ -86,12 +97,15 @@ class ClaimsToBe(TransportWrapper):
         await self.inner.send(peer, lane, out)
 
 
-def _system(url: str, wrap: type[TransportWrapper] | None = None) -> tuple[ActrSystem, Transport]:
-    config = network_config(url, realm="itest")
-    transport: Transport = WebRTCTransport(config)
+def _system(
+    url: str, lane: str, wrap: type[TransportWrapper] | None = None
+) -> tuple[ActrSystem, Transport]:
+    config = network_config(url, realm="itest", **lane_options(lane))
+    # The node's own transport (WebRTC, and WebSocket to peers that listen): wrappable here.
+    transport: Transport = DualTransport(config)
     if wrap is not None:
         transport = wrap(transport)
-    # direct=False: these nodes share a process, and what is tested is their WebRTC link.
+    # direct=False: these nodes share a process, and what is tested is their network link.
     return ActrSystem(config, transport=transport, direct=False), transport
 
 
@@ -113,11 +127,11 @@ def _response(request_id: str, *, caller: ActrId, target: ActrId) -> bytes:
 
 
 async def test_a_forged_response_from_a_third_node_is_dropped(
-    processes: Processes, signaling_url: str, caplog: pytest.LogCaptureFixture
+    processes: Processes, signaling_url: str, caplog: pytest.LogCaptureFixture, lane: str
 ) -> None:
-    await processes.start(*netnode_argv("service", signaling_url))
-    a_system, a_transport = _system(signaling_url, Spy)
-    c_system, _ = _system(signaling_url)
+    await processes.start(*netnode_argv("service", signaling_url, *lane_argv(lane)))
+    a_system, a_transport = _system(signaling_url, lane, Spy)
+    c_system, _ = _system(signaling_url, lane)
     assert isinstance(a_transport, Spy)
     answers: list[bytes] = []
     answered = trio.Event()
@@ -129,6 +143,8 @@ async def test_a_forged_response_from_a_third_node_is_dropped(
         ):
             service = await find(a, NODE)
             mallory = c.actr_id
+            # Mallory looks A up as any node would (a listening peer's address comes with it).
+            assert await find(c, Client.actr_type) == a.actr_id
 
             async def call() -> None:
                 answers.append(await a.call(service, "itest.Node.Hold", b"", timeout=60))
@@ -137,7 +153,7 @@ async def test_a_forged_response_from_a_third_node_is_dropped(
             nursery.start_soon(call)
             await a_transport.sent_request.wait()
             (request_id,) = a_transport.request_ids  # observed: the worst case
-            # Mallory answers over its own WebRTC link to A: once as itself, once naming the
+            # Mallory answers over its own link to A: once as itself, once naming the
             # service as the caller. Then an ordinary call on the same lane: once it is
             # answered, A has dealt with both forgeries (a lane is ordered).
             outgate = c._core.outgate
@@ -151,6 +167,7 @@ async def test_a_forged_response_from_a_third_node_is_dropped(
                 a.actr_id, Lane.RELIABLE, _response(request_id, caller=service, target=a.actr_id), 0
             )
             assert await c.call(a.actr_id, "itest.Here.Ping", b"after") == b"after"
+            assert c.statistics().links[a.actr_id] == lane
             assert not answers, "the call took a forged answer"
             assert a.statistics().outbound.forged_responses == 1
             assert a.statistics().inbound.denied == 1
@@ -158,6 +175,7 @@ async def test_a_forged_response_from_a_third_node_is_dropped(
             async with a.open_stream(service, "itest-release", lane=Lane.RELIABLE) as release:
                 await release.send(b"go")
             await answered.wait()
+            assert a.statistics().links[service] == lane
     assert answers == [b""]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"dropped a response from {mallory}" in w for w in warnings)
@@ -165,7 +183,7 @@ async def test_a_forged_response_from_a_third_node_is_dropped(
 
 
 async def test_a_spoofed_caller_is_refused_live_and_replay_shows_true_callers(
-    processes: Processes, signaling_url: str, tmp_path: Path
+    processes: Processes, signaling_url: str, tmp_path: Path, lane: str
 ) -> None:
     warnings = tmp_path / "receiver-warnings.log"
     argv = netnode_argv(
@@ -177,10 +195,11 @@ async def test_a_spoofed_caller_is_refused_live_and_replay_shows_true_callers(
         str(warnings),
         "--grace",
         "1",
+        *lane_argv(lane),
     )
     first = await processes.start(*argv)
-    a_system, _ = _system(signaling_url)
-    m_system, m_transport = _system(signaling_url, ClaimsToBe)
+    a_system, _ = _system(signaling_url, lane)
+    m_system, m_transport = _system(signaling_url, lane, ClaimsToBe)
     assert isinstance(m_transport, ClaimsToBe)
     with trio.fail_after(BOUND):
         async with (
@@ -188,6 +207,7 @@ async def test_a_spoofed_caller_is_refused_live_and_replay_shows_true_callers(
             m_system.attach(Mallory()).start() as m,
         ):
             receiver = await find(a, NODE)
+            assert await find(m, NODE) == receiver  # so M has its address too, if it listens
             honest = a.actr_id
             # The receiver's scheduler is held: what follows is accepted, not yet handled.
             await a.tell(receiver, "itest.Node.Hold", b"")
@@ -198,6 +218,8 @@ async def test_a_spoofed_caller_is_refused_live_and_replay_shows_true_callers(
                 with pytest.raises(PermissionDenied) as info:
                     await m.tell(receiver, "itest.Node.Caller", b"m%d" % i)
                 assert info.value.code == "caller_mismatch"
+            assert a.statistics().links[receiver] == lane
+            assert m.statistics().links[receiver] == lane
 
             first.send_signal(signal.SIGKILL)
             await first.wait()
@@ -213,8 +235,8 @@ async def test_a_spoofed_caller_is_refused_live_and_replay_shows_true_callers(
     assert f"names {honest} as its caller" in warnings.read_text()
 
 
-async def test_an_acl_denial_over_webrtc(
-    processes: Processes, signaling_url: str, tmp_path: Path
+async def test_an_acl_denial_over_the_network(
+    processes: Processes, signaling_url: str, tmp_path: Path, lane: str
 ) -> None:
     warnings = tmp_path / "guarded-warnings.log"
     await processes.start(
@@ -229,9 +251,10 @@ async def test_an_acl_denial_over_webrtc(
             "itest:intruder",
             "--warnings",
             str(warnings),
+            *lane_argv(lane),
         )
     )
-    systems = [_system(signaling_url)[0] for _ in range(3)]
+    systems = [_system(signaling_url, lane)[0] for _ in range(3)]
     with trio.fail_after(BOUND):
         async with (
             systems[0].attach(Client()).start() as client,
@@ -254,6 +277,7 @@ async def test_an_acl_denial_over_webrtc(
             for i in range(3):
                 assert await client.call(guarded, "itest.Node.Echo", b"%d" % i) == b"%d" % i
             assert await client.call(guarded, "itest.Node.Report", b"") == b"||0"
+            assert client.statistics().links[guarded] == lane
     text = warnings.read_text()
     assert (
         f"ACL refused itest.Node.Echo (NORMAL) from {ids['intruder']}: "

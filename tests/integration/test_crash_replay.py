@@ -1,6 +1,8 @@
 """No loss: a node SIGKILLed with accepted-but-unhandled envelopes handles every one
 of them, exactly once, when a new node starts on the same data dir."""
 
+# Not run per network lane: its nodes are in-process (LocalRealm); the crash is the mailbox's.
+
 from __future__ import annotations
 
 import os

@@ -1,7 +1,8 @@
 """Issue 6 over real WebRTC: a receiver SIGKILLed at random points, or SIGTERMed, while a
 sender pushes tells and calls. Every acknowledged envelope is handled exactly once (the handler
 appends request ids to a log, idempotently by ``ctx.request_id``), and the receiver's mailbox
-passes ``PRAGMA integrity_check``. ``--soak`` runs the long sizes."""
+passes ``PRAGMA integrity_check``. ``--soak`` runs the long sizes. The SIGTERM test also runs
+over a direct WebSocket link."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import trio
-from netprocs import Processes, netnode_argv
+from netprocs import Processes, lane_argv, lane_options, netnode_argv
 
 from actr_trio import ActrId, ActrRef, ActrSystem, ActrType, Workload
 from actr_trio.errors import ActrError, RemoteShuttingDown
@@ -28,8 +29,16 @@ class Pusher(Workload):
 class Receiver:
     """The receiver process: started, killed and restarted on one data dir (one ActrId)."""
 
-    def __init__(self, processes: Processes, url: str, tmp_path: Path, grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        processes: Processes,
+        url: str,
+        tmp_path: Path,
+        grace: float = 10.0,
+        lane: str = "webrtc",
+    ) -> None:
         self.processes = processes
+        self.lane = lane
         self.grace = grace
         self.url = url
         self.data_dir = tmp_path / "receiver"
@@ -42,6 +51,7 @@ class Receiver:
             "receiver",
             self.url,
             *("--data-dir", str(self.data_dir), "--log", str(self.log), "--grace", str(self.grace)),
+            *lane_argv(self.lane),
         )
         self.proc = await self.processes.start(*argv)
 
@@ -138,19 +148,19 @@ async def tell_until_refused(ref: ActrRef, target: ActrId) -> tuple[set[str], st
 
 
 async def test_sigterm_under_load_refuses_new_work_and_keeps_what_it_accepted(
-    processes: Processes, signaling_url: str, tmp_path: Path
+    processes: Processes, signaling_url: str, tmp_path: Path, lane: str
 ) -> None:
-    receiver = Receiver(processes, signaling_url, tmp_path, grace=1.0)
+    receiver = Receiver(processes, signaling_url, tmp_path, grace=1.0, lane=lane)
     await receiver.start()
     backlog = {f"slow{i}" for i in range(20)}
+    config = network_config(signaling_url, realm="itest", **lane_options(lane))
     with trio.fail_after(180):
-        async with (
-            ActrSystem(network_config(signaling_url, realm="itest")).attach(Pusher()).start() as ref
-        ):
+        async with ActrSystem(config).attach(Pusher()).start() as ref:
             target = await find(ref, NODE)
             # 20 slow envelopes (0.2 s each), all committed at the receiver when the loop ends.
             for name in sorted(backlog):
                 await ref.tell(target, "itest.Node.Record", name.encode())
+            assert ref.statistics().links[target] == lane
             assert receiver.proc is not None
             receiver.proc.send_signal(signal.SIGTERM)
             # It drains for up to its 1 s grace; meanwhile new envelopes are refused. The

@@ -1,4 +1,5 @@
-"""One trace across processes: this process calls a node process over WebRTC, whose handler
+"""One trace across processes: this process calls a node process (over WebRTC or a direct
+WebSocket link: both lanes), whose handler
 calls a third process; and a tell handled after its node was killed and restarted still joins
 the sender's trace. Each node process writes its spans to a JSON-lines file (tracenode.py);
 this process records its own in memory."""
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from netprocs import HERE, Processes, read_line_matching
+from netprocs import HERE, Processes, lane_argv, lane_options, read_line_matching
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -44,7 +45,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
         provider.shutdown()
 
 
-def tracenode_argv(name: str, url: str, spans: Path, *extra: str) -> list[str]:
+def tracenode_argv(name: str, url: str, spans: Path, lane: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         str(HERE / "tracenode.py"),
@@ -53,6 +54,7 @@ def tracenode_argv(name: str, url: str, spans: Path, *extra: str) -> list[str]:
         url,
         "--spans",
         str(spans),
+        *lane_argv(lane),
         *extra,
     ]
 
@@ -82,17 +84,22 @@ def ids(span: ReadableSpan) -> tuple[str, str]:
 
 
 async def test_one_trace_from_caller_to_handler_to_its_nested_call_across_processes(
-    processes: Processes, signaling_url: str, tmp_path: Path, spans: InMemorySpanExporter
+    processes: Processes,
+    signaling_url: str,
+    tmp_path: Path,
+    spans: InMemorySpanExporter,
+    lane: str,
 ) -> None:
     front_file, back_file = tmp_path / "front.jsonl", tmp_path / "back.jsonl"
-    await processes.start(*tracenode_argv("front", signaling_url, front_file))
-    await processes.start(*tracenode_argv("back", signaling_url, back_file))
-    config = network_config(signaling_url, realm="itest")
+    await processes.start(*tracenode_argv("front", signaling_url, front_file, lane))
+    await processes.start(*tracenode_argv("back", signaling_url, back_file, lane))
+    config = network_config(signaling_url, realm="itest", **lane_options(lane))
     with trio.fail_after(120):
         async with ActrSystem(config).attach(Here()).start() as here:
             front = await discover(here, "front")
             back = await discover(here, "back")
             assert await here.call(front, RELAY, str(back).encode()) == b"nested"
+            assert here.statistics().links[front] == lane
     # Each handler span ended (and was exported) before its answer was sent.
     (caller,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
     trace_id, caller_span = ids(caller)
@@ -108,25 +115,30 @@ async def test_one_trace_from_caller_to_handler_to_its_nested_call_across_proces
 
 
 async def test_a_tell_replayed_after_its_node_was_killed_joins_the_senders_trace(
-    processes: Processes, signaling_url: str, tmp_path: Path, spans: InMemorySpanExporter
+    processes: Processes,
+    signaling_url: str,
+    tmp_path: Path,
+    spans: InMemorySpanExporter,
+    lane: str,
 ) -> None:
     data_dir = tmp_path / "keeper"
     first = await processes.start(
-        *tracenode_argv("keeper", signaling_url, tmp_path / "first.jsonl"),
+        *tracenode_argv("keeper", signaling_url, tmp_path / "first.jsonl", lane),
         "--data-dir",
         str(data_dir),
         "--hold",
     )
-    config = network_config(signaling_url, realm="itest")
+    config = network_config(signaling_url, realm="itest", **lane_options(lane))
     with trio.fail_after(120):
         async with ActrSystem(config).attach(Here()).start() as here:
             keeper = await discover(here, "keeper")
             await here.tell(keeper, NOTE, b"x")  # returns once the keeper's mailbox committed it
+            assert here.statistics().links[keeper] == lane
             holding = await read_line_matching(first, lambda line: line.startswith("holding"))
             first.kill()  # before the handler finished: the tell stays in the mailbox
             await first.wait()
             second = await processes.start(
-                *tracenode_argv("keeper", signaling_url, tmp_path / "second.jsonl"),
+                *tracenode_argv("keeper", signaling_url, tmp_path / "second.jsonl", lane),
                 "--data-dir",
                 str(data_dir),
             )

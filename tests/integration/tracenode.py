@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--spans", required=True, help="file the spans are appended to")
     parser.add_argument("--data-dir")
     parser.add_argument("--hold", action="store_true", help="never finish a Note")
+    parser.add_argument("--listen", help="Config.listen: take direct WebSocket links here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     node_class = type("TraceNode", (TraceNode,), {"actr_type": ActrType("itest", args.type)})
@@ -100,6 +101,7 @@ def main() -> None:
                 realm="itest",
                 data_dir=args.data_dir,
                 shutdown_grace=0.5,
+                listen=args.listen,
             )
         )
         provider.shutdown()
