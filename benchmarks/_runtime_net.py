@@ -61,6 +61,10 @@ from benchmarks._runtime_node import (
 )
 
 TELL_PAYLOAD: Final = b"x" * 100  # W6 (as raw aiortc's 100-byte messages)
+#: W6 tell_many rows: tells per batch (as the packed baselines' records per message), and
+#: tasks sending batches at once.
+PACKED: Final = 160
+BATCH_SENDERS: Final = 4
 CHUNK: Final = b"x" * 16384  # W7 (as raw aiortc's 16 KiB messages)
 #: W7 in-process stream dispatch: sequential chunks timed from send to callback.
 DISPATCH_SAMPLES: Final = 2_000
@@ -225,6 +229,63 @@ async def _remote_tells(ref: ActrRef, worker: ActrId, n: int) -> Burst:
     if handled != n:
         raise RuntimeError(f"worker handled {handled} of {n} tells")
     return Burst(acked, elapsed)
+
+
+async def _remote_tell_many(ref: ActrRef, worker: ActrId, n: int) -> Burst:
+    """``n`` tells to the worker as ``tell_many`` batches of ``PACKED`` (the records per
+    message of the packed baselines) from ``BATCH_SENDERS`` tasks: until acked, until handled."""
+    await ref.call(worker, COUNT, b"reset")
+
+    async def sender(k: int) -> None:
+        while k > 0:
+            batch = min(k, PACKED)
+            await ref.tell_many(worker, TELL, [TELL_PAYLOAD] * batch)
+            k -= batch
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for k in split(n, BATCH_SENDERS):
+            if k:
+                nursery.start_soon(sender, k)
+    acked = time.perf_counter() - t0
+    handled = int(await ref.call(worker, COUNT, b"", priority=Priority.LOW))
+    elapsed = time.perf_counter() - t0
+    if handled != n:
+        raise RuntimeError(f"worker handled {handled} of {n} tells")
+    return Burst(acked, elapsed)
+
+
+def _w6_batched(size: int, lane: str) -> Measurement:
+    async def body(ref: ActrRef, worker: ActrId) -> Burst:
+        await _remote_tell_many(ref, worker, warmup(size))
+        return await _remote_tell_many(ref, worker, size)
+
+    burst, attempts = run_trio(_with_worker, body, 110.0, lane)
+    return {
+        "msgs_per_s": size / burst.handled,
+        "acked_per_s": size / burst.acked,
+        "connect_attempts": attempts,
+    }
+
+
+@runtime(
+    "W6",
+    "actr_trio-tell_many",
+    label=f"as actr_trio, but tell_many batches of {PACKED} (as the packed baselines' records per message) from 4 tasks; until all handled",
+    timeout_s=120,
+)
+def w6_tell_many(size: int) -> Measurement:
+    return _w6_batched(size, WEBRTC)
+
+
+@runtime(
+    "W6",
+    "actr_trio-ws-tell_many",
+    label=f"as actr_trio-ws (direct WebSocket lane), but tell_many batches of {PACKED} from 4 tasks; until all handled",
+    timeout_s=120,
+)
+def w6_tell_many_ws(size: int) -> Measurement:
+    return _w6_batched(size, WEBSOCKET)
 
 
 @runtime(
