@@ -127,9 +127,18 @@ REGISTRY.add_workload(
         quick_size=1_000,
         full_size=5_000,
         size_unit="requests",
+        runtimes=("actr_trio", "actr_trio-ws"),
         targets=(
             Target(
                 "p50_us", "<=", 1.3, baseline="raw-aiortc", runtime="actr_trio", source=ISSUE_11
+            ),
+            Target(
+                "p50_us",
+                "<=",
+                1.5,
+                baseline="raw-trio-websocket",
+                runtime="actr_trio-ws",
+                source=ISSUE_11,
             ),
             Target("p50_us", "<=", 450, runtime="actr_trio", source=ISSUE_5),
         ),
