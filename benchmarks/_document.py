@@ -190,7 +190,7 @@ def problems(doc: Mapping[str, Any]) -> list[str]:
 
 def environment() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
-    for dist in ("actr-trio", "trio", "trio-asyncio", "aiortc", "aioice", "pykka", "matplotlib"):
+    for dist in ("actr-trio", "trio", "trio-websocket", "aiortc", "aioice", "pykka", "matplotlib"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
