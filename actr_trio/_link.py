@@ -176,11 +176,12 @@ class PendingAck:
             self.epoch, self._told, self.cumulative = epoch, 0, 0
             self._refused.clear()
         self.cumulative = max(self.cumulative, cumulative)
+        # Every refusal stays until it is sent: the cumulative ack covers the refused packets
+        # too, so a refusal dropped here would reach the sender as an acceptance. What they
+        # take is bounded by what the sender may have in flight (its credit), and a refusal
+        # makes the ack due at once.
         for seq, error in refused:
             self._refused[seq] = error
-        while len(self._refused) > REFUSALS_KEPT:
-            # The sender resends what it hears nothing about; ReceiveLink answers it again.
-            self._refused.popitem(last=False)
         if urgent or self._refused or self.cumulative - self._told >= ACK_EVERY:
             self.due = now
         else:

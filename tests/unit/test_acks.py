@@ -146,6 +146,19 @@ def test_pending_ack_is_due_after_the_delay_or_at_once() -> None:
     assert ack.take() == (9, 1, [])
 
 
+def test_an_owed_ack_keeps_every_refusal_it_covers() -> None:
+    """The cumulative ack covers refused packets too: a refusal left out of it would reach
+    the sender as an acceptance (a stress run saw refused stream chunks reported as
+    delivered when an owed ack kept only the last 1,024 refusals of a flood)."""
+    ack = PendingAck()
+    refusal = WireError(5, "route_not_found", "no callback")
+    for start in range(1, 3001, 300):  # ten batches of 300 refused packets, taken at once
+        ack.owe(7, start + 299, [(s, refusal) for s in range(start, start + 300)], 1.0, urgent=True)
+    epoch, cumulative, refused = ack.take()
+    assert (epoch, cumulative) == (7, 3000)
+    assert [seq for seq, _ in refused] == list(range(1, 3001))
+
+
 def test_piggyback_rides_on_any_packet() -> None:
     body = b"\x08\x02"  # an RpcEnvelope: kind TELL
     refusal = WireError(8, "full", "mailbox full")
