@@ -36,10 +36,12 @@ from ._envelope import WireError
 
 T = TypeVar("T")
 
-# Refusals remembered per link for retransmissions whose ack was lost. Bounded: an ack older
-# than this many refusals ago is answered with a plain cumulative ack (the sender already had
-# time to get the first one).
-REFUSALS_KEPT: Final = 1024
+# Refusals remembered per link, to answer a resent packet again with its refusal: a plain
+# cumulative ack would tell the sender it was accepted. A sender has at most its window
+# (``_peerlane.WINDOW``, 4,096 packets) unacknowledged, so what it resends lies within the
+# last 4,096 seqs; twice that is kept (a stress run with 1,024 saw refused packets resent
+# under load come back as accepted). Bounded: a few MB for a hostile peer's link at most.
+REFUSALS_KEPT: Final = 8192
 
 # Seconds an owed ack waits for a packet going the same way to ride on before it is sent on
 # its own: a few ms, far below the sender's retransmission timeout (RTO_MIN, 0.2 s), and above

@@ -159,6 +159,22 @@ def test_an_owed_ack_keeps_every_refusal_it_covers() -> None:
     assert [seq for seq, _ in refused] == list(range(1, 3001))
 
 
+def test_a_receive_link_remembers_refusals_for_a_whole_sender_window() -> None:
+    """A sender resends what it has not seen acknowledged, at most its window behind its
+    newest packet; each resent refused packet must be answered with its refusal again."""
+    from actr_trio._link import REFUSALS_KEPT, ReceiveLink
+    from actr_trio._peerlane import WINDOW
+
+    assert REFUSALS_KEPT >= WINDOW
+    link = ReceiveLink()
+    refusal = WireError(5, "route_not_found", "no callback")
+    for seq in range(1, WINDOW + 1):
+        assert link.classify(1, seq) == "accept"
+        link.refuse(seq, refusal)
+    assert link.classify(1, 1) == "duplicate"
+    assert [seq for seq, _ in link.refusals(range(1, WINDOW + 1))] == list(range(1, WINDOW + 1))
+
+
 def test_piggyback_rides_on_any_packet() -> None:
     body = b"\x08\x02"  # an RpcEnvelope: kind TELL
     refusal = WireError(8, "full", "mailbox full")
