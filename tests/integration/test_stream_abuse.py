@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 REALM = "abuse"
 ECHO = "abuse.Victim.Echo"
-STREAMS = 50_000  # distinct unregistered stream ids
+STREAMS = 20_000  # distinct unregistered stream ids (the report saw 50,000; 1 in 10 Reliable)
 TRACKS = 20_000  # distinct track announcements
 MAX_TRACKS = 16  # the victim's max_tracks_per_peer
 CALL_EVERY = 0.1
