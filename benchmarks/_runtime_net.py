@@ -209,17 +209,23 @@ def _w5(size: int, lane: str) -> Measurement:
     return {**latency_figures(samples), "connect_attempts": attempts}
 
 
-async def _remote_tells(ref: ActrRef, worker: ActrId, n: int) -> Burst:
-    """``n`` tells to the worker from ``SENDERS`` tasks: until acked, until handled."""
+async def _remote_tells(ref: ActrRef, worker: ActrId, n: int, batch: int = 1) -> Burst:
+    """``n`` tells to the worker: one ``tell`` each from ``SENDERS`` tasks (``batch`` 1), or
+    ``tell_many`` batches of ``batch`` from ``BATCH_SENDERS`` tasks; until acked, until
+    handled."""
     await ref.call(worker, COUNT, b"reset")
 
     async def sender(k: int) -> None:
-        for _ in range(k):
-            await ref.tell(worker, TELL, TELL_PAYLOAD)
+        while k > 0:
+            if batch == 1:
+                await ref.tell(worker, TELL, TELL_PAYLOAD)
+            else:
+                await ref.tell_many(worker, TELL, [TELL_PAYLOAD] * min(k, batch))
+            k -= min(k, batch)
 
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        for k in split(n, SENDERS):
+        for k in split(n, SENDERS if batch == 1 else BATCH_SENDERS):
             if k:
                 nursery.start_soon(sender, k)
     acked = time.perf_counter() - t0
@@ -231,43 +237,6 @@ async def _remote_tells(ref: ActrRef, worker: ActrId, n: int) -> Burst:
     return Burst(acked, elapsed)
 
 
-async def _remote_tell_many(ref: ActrRef, worker: ActrId, n: int) -> Burst:
-    """``n`` tells to the worker as ``tell_many`` batches of ``PACKED`` (the records per
-    message of the packed baselines) from ``BATCH_SENDERS`` tasks: until acked, until handled."""
-    await ref.call(worker, COUNT, b"reset")
-
-    async def sender(k: int) -> None:
-        while k > 0:
-            batch = min(k, PACKED)
-            await ref.tell_many(worker, TELL, [TELL_PAYLOAD] * batch)
-            k -= batch
-
-    t0 = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for k in split(n, BATCH_SENDERS):
-            if k:
-                nursery.start_soon(sender, k)
-    acked = time.perf_counter() - t0
-    handled = int(await ref.call(worker, COUNT, b"", priority=Priority.LOW))
-    elapsed = time.perf_counter() - t0
-    if handled != n:
-        raise RuntimeError(f"worker handled {handled} of {n} tells")
-    return Burst(acked, elapsed)
-
-
-def _w6_batched(size: int, lane: str) -> Measurement:
-    async def body(ref: ActrRef, worker: ActrId) -> Burst:
-        await _remote_tell_many(ref, worker, warmup(size))
-        return await _remote_tell_many(ref, worker, size)
-
-    burst, attempts = run_trio(_with_worker, body, 110.0, lane)
-    return {
-        "msgs_per_s": size / burst.handled,
-        "acked_per_s": size / burst.acked,
-        "connect_attempts": attempts,
-    }
-
-
 @runtime(
     "W6",
     "actr_trio-tell_many",
@@ -275,7 +244,7 @@ def _w6_batched(size: int, lane: str) -> Measurement:
     timeout_s=120,
 )
 def w6_tell_many(size: int) -> Measurement:
-    return _w6_batched(size, WEBRTC)
+    return _w6(size, WEBRTC, PACKED)
 
 
 @runtime(
@@ -285,7 +254,7 @@ def w6_tell_many(size: int) -> Measurement:
     timeout_s=120,
 )
 def w6_tell_many_ws(size: int) -> Measurement:
-    return _w6_batched(size, WEBSOCKET)
+    return _w6(size, WEBSOCKET, PACKED)
 
 
 @runtime(
@@ -307,10 +276,10 @@ def w6_tells_ws(size: int) -> Measurement:
     return _w6(size, WEBSOCKET)
 
 
-def _w6(size: int, lane: str) -> Measurement:
+def _w6(size: int, lane: str, batch: int = 1) -> Measurement:
     async def body(ref: ActrRef, worker: ActrId) -> Burst:
-        await _remote_tells(ref, worker, warmup(size))
-        return await _remote_tells(ref, worker, size)
+        await _remote_tells(ref, worker, warmup(size), batch)
+        return await _remote_tells(ref, worker, size, batch)
 
     burst, attempts = run_trio(_with_worker, body, 110.0, lane)
     return {
